@@ -1,0 +1,31 @@
+"""longsep: how long an input can a music source separator use?
+
+Public API (imported lazily so that ``import longsep`` stays cheap):
+
+- :class:`longsep.LongsepError` for user-fixable problems,
+- :func:`longsep.build_separator` to build a separator from the Hydra configs,
+- :class:`longsep.Separator` for inference with Wiener filtering.
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import Any
+
+from longsep.errors import LongsepError
+
+TARGETS: tuple[str, ...] = ("vocals", "drums", "bass", "other")
+
+_LAZY = {
+    "build_separator": "longsep.models",
+    "Separator": "longsep.separator",
+}
+
+__all__ = ["TARGETS", "LongsepError", *_LAZY]
+__version__ = "0.1.0"
+
+
+def __getattr__(name: str) -> Any:
+    if name in _LAZY:
+        return getattr(importlib.import_module(_LAZY[name]), name)
+    raise AttributeError(f"module 'longsep' has no attribute {name!r}")
