@@ -1,0 +1,100 @@
+"""Lightning callbacks: validation media (spectrogram figure + audio), plain progress."""
+
+from __future__ import annotations
+
+import logging
+import time
+from pathlib import Path
+
+import matplotlib.pyplot as plt
+import numpy as np
+import pytorch_lightning as pl
+import torch
+from pytorch_lightning.loggers import TensorBoardLogger, WandbLogger
+
+from longsep import audio
+from longsep.spectral import magnitude
+from longsep.viz import spectrogram_figure
+
+log = logging.getLogger(__name__)
+
+
+class ValidationMedia(pl.Callback):
+    """Every ``every_n_epochs``, log a figure and audio of the first validation chunk.
+
+    W&B and TensorBoard get them through their APIs; every run also keeps them as
+    files under ``<run dir>/media/`` (PNG and WAV), whatever the logger.
+    """
+
+    def __init__(self, every_n_epochs: int = 5, seconds: float = 6.0) -> None:
+        self.every_n_epochs = every_n_epochs
+        self.seconds = seconds
+
+    def on_validation_batch_end(self, trainer, pl_module, outputs, batch, batch_idx, *args):
+        epoch = trainer.current_epoch
+        if batch_idx != 0 or trainer.sanity_checking or epoch % self.every_n_epochs:
+            return
+        if not trainer.is_global_zero:
+            return
+        cfg = pl_module.stft_config
+        length = min(batch["mixture"].shape[-1], round(self.seconds * cfg.sample_rate))
+        mixture, target = batch["mixture"][:1, :, :length], batch["target"][:1, :, :length]
+        with torch.no_grad():
+            est_mag, mix_stft = pl_module(mixture)
+            estimate = pl_module._estimate_audio(est_mag, mix_stft, length)
+        clips = {"mixture": mixture[0], "target": target[0], "estimate": estimate[0]}
+        clips = {k: v.float().cpu() for k, v in clips.items()}
+        mags = {k: magnitude(pl_module.stft(v)).mean(0).numpy() for k, v in clips.items()}
+        title = f"{pl_module.target}, epoch {epoch}"
+        fig = spectrogram_figure(mags, cfg.sample_rate, cfg.hop_length, title)
+        self._write(trainer, fig, clips, cfg.sample_rate, epoch)
+        plt.close(fig)
+
+    def _write(self, trainer, fig, clips, rate: int, epoch: int) -> None:
+        media = Path(trainer.default_root_dir) / "media"
+        media.mkdir(parents=True, exist_ok=True)
+        fig.savefig(media / f"epoch{epoch:04d}.png", dpi=80)
+        for name, clip in clips.items():
+            audio.save(media / f"epoch{epoch:04d}_{name}.wav", clip, rate)
+        for logger in trainer.loggers:
+            if isinstance(logger, TensorBoardLogger):
+                logger.experiment.add_figure("val/spectrogram", fig, epoch)
+                for name, clip in clips.items():
+                    mono = clip.mean(0, keepdim=True)
+                    logger.experiment.add_audio(f"val/{name}", mono, epoch, sample_rate=rate)
+            elif isinstance(logger, WandbLogger):
+                import wandb
+
+                logger.log_image("val/spectrogram", [wandb.Image(fig)], step=trainer.global_step)
+                tracks = {
+                    f"val/{n}": wandb.Audio(c.numpy().T, sample_rate=rate) for n, c in clips.items()
+                }
+                logger.experiment.log(tracks, step=trainer.global_step)
+
+
+class PlainProgress(pl.Callback):
+    """One log line every ``every_n_steps`` steps and per validation: for logs and CI."""
+
+    def __init__(self, every_n_steps: int = 10) -> None:
+        self.every_n_steps = every_n_steps
+        self._start = time.monotonic()
+
+    def on_train_start(self, trainer, pl_module) -> None:
+        self._start = time.monotonic()
+
+    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
+        step = trainer.global_step
+        if step % self.every_n_steps == 0:
+            loss = trainer.callback_metrics.get("train/loss_step")
+            value = float(loss) if loss is not None else np.nan
+            elapsed = time.monotonic() - self._start
+            log.info(
+                "epoch %d step %d loss %.5f (%.0f s)", trainer.current_epoch, step, value, elapsed
+            )
+
+    def on_validation_end(self, trainer, pl_module) -> None:
+        if trainer.sanity_checking:
+            return
+        metrics = {k: float(v) for k, v in trainer.callback_metrics.items() if k.startswith("val/")}
+        text = " ".join(f"{k}={v:.4f}" for k, v in sorted(metrics.items()))
+        log.info("epoch %d validation: %s", trainer.current_epoch, text)

@@ -1,0 +1,75 @@
+"""What every entry point shares: one-line user errors, device choice, run names."""
+
+from __future__ import annotations
+
+import functools
+import logging
+import os
+import sys
+from collections.abc import Callable
+from typing import Any
+
+import torch
+from omegaconf import OmegaConf
+
+from longsep.errors import LongsepError
+
+log = logging.getLogger("longsep")
+
+
+def run_name(separator: str, attention: str | None, src: str, seq_len: float) -> str:
+    """``umx_transformer-qkvg1D-vocals-30s``: the directory name of a training run."""
+    parts = [separator] + ([attention] if attention not in (None, "null", "None") else [])
+    return "-".join([*parts, src, f"{float(seq_len):g}s"])
+
+
+def register_resolvers() -> None:
+    """Resolvers the entry-point configs use (idempotent)."""
+    if not OmegaConf.has_resolver("run_name"):
+        OmegaConf.register_new_resolver("run_name", run_name)
+
+
+def user_errors(fn: Callable[..., Any]) -> Callable[..., Any]:
+    """Report a :class:`LongsepError` as one line and exit 2 (traceback if HYDRA_FULL_ERROR=1)."""
+
+    @functools.wraps(fn)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        try:
+            return fn(*args, **kwargs)
+        except LongsepError as exc:
+            if os.environ.get("HYDRA_FULL_ERROR") == "1":
+                raise
+            log.error("%s", exc)
+            print(f"error: {exc}", file=sys.stderr)
+            sys.exit(2)
+
+    return wrapper
+
+
+def pick_accelerator(gpu: int | None) -> dict[str, Any]:
+    """Trainer device arguments for the ``gpu`` key (None: first GPU if any, else CPU)."""
+    count = torch.cuda.device_count()
+    if gpu is None:
+        return {"accelerator": "gpu" if count else "cpu"}
+    if not 0 <= int(gpu) < count:
+        raise LongsepError(
+            f"gpu={gpu} but {count} CUDA device(s) are visible: use gpu=null for automatic choice"
+        )
+    return {"accelerator": "gpu", "devices": [int(gpu)]}
+
+
+def pick_device(device: str | int | None) -> torch.device:
+    """A torch device from ``auto`` / ``cpu`` / ``cuda`` / ``cuda:N`` / an int."""
+    if device in (None, "auto"):
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if isinstance(device, int) or str(device).isdigit():
+        device = f"cuda:{device}"
+    try:
+        dev = torch.device(device)
+    except RuntimeError as exc:
+        raise LongsepError(f"device={device!r} is not a torch device: {exc}") from exc
+    if dev.type == "cuda" and (dev.index or 0) >= torch.cuda.device_count():
+        raise LongsepError(
+            f"device={device} but {torch.cuda.device_count()} CUDA device(s) visible"
+        )
+    return dev

@@ -1,0 +1,167 @@
+"""Decoded-audio cache: every track's stems decoded once into a memory-mapped array.
+
+A MUSDB ``.stem.mp4`` costs an AAC decode per read; a random 60-s chunk from the
+cache costs a slice copy. Layout on disk, one pair per track::
+
+    <cache_dir>/<dataset key>/<subset>/<track name>.npy   int16 or float16 or float32,
+                                                          shape (sources, channels, samples)
+    <cache_dir>/<dataset key>/<subset>/<track name>.json  sources, rate, scale, source files
+
+int16 entries are scaled by the track's peak (``scale``), so nothing clips.
+Files are written to a temporary name and renamed, so an interrupted fill never
+leaves a half-written entry behind.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+from torchaudio.functional import resample
+
+from longsep import audio
+from longsep.errors import LongsepError
+
+log = logging.getLogger(__name__)
+
+CACHE_DTYPES = ("int16", "float16", "float32")
+_FORMAT_VERSION = 1
+
+
+def dataset_key(root: str | Path, sample_rate: int, dtype: str) -> str:
+    """Directory name that identifies one data set at one rate and precision."""
+    digest = hashlib.sha1(str(Path(root).expanduser().resolve()).encode()).hexdigest()[:10]
+    return f"{Path(root).name or 'root'}-{digest}-{sample_rate}-{dtype}"
+
+
+def _fingerprint(paths: list[str]) -> list[list]:
+    """(path, size, mtime) of each source file, to notice a changed data set."""
+    out = []
+    for p in sorted(set(paths)):
+        st = os.stat(p)
+        out.append([p, st.st_size, int(st.st_mtime)])
+    return out
+
+
+@dataclass
+class CachedTrack:
+    """A read-only memory-mapped track: ``audio`` is ``(sources, channels, samples)``."""
+
+    name: str
+    sources: tuple[str, ...]
+    sample_rate: int
+    audio: np.ndarray
+    scale: float
+
+    @property
+    def samples(self) -> int:
+        return self.audio.shape[-1]
+
+    @property
+    def duration(self) -> float:
+        return self.samples / self.sample_rate
+
+    def chunk(self, source: str, start: int, length: int) -> np.ndarray:
+        """Float32 ``(channels, length)`` of one source from sample ``start`` (zero padded)."""
+        idx = self.sources.index(source)
+        piece = self.audio[idx, :, max(start, 0) : max(start, 0) + length]
+        out = piece.astype(np.float32)
+        if self.scale != 1.0:
+            out *= self.scale
+        if out.shape[-1] < length:
+            out = np.pad(out, ((0, 0), (0, length - out.shape[-1])))
+        return out
+
+
+class TrackCache:
+    """Fills and opens cached tracks for one data set (root, rate, dtype)."""
+
+    def __init__(self, cache_dir: str | Path, root: str | Path, sample_rate: int, dtype: str):
+        if dtype not in CACHE_DTYPES:
+            raise LongsepError(f"data.cache_dtype={dtype!r} is not one of {list(CACHE_DTYPES)}")
+        self.dir = Path(cache_dir).expanduser() / dataset_key(root, sample_rate, dtype)
+        self.sample_rate = sample_rate
+        self.dtype = dtype
+
+    def _paths(self, subset: str, name: str) -> tuple[Path, Path]:
+        base = self.dir / subset / name
+        return base.with_name(base.name + ".npy"), base.with_name(base.name + ".json")
+
+    def _meta_ok(self, meta_path: Path, files: list[str]) -> bool:
+        if not meta_path.exists():
+            return False
+        try:
+            meta = json.loads(meta_path.read_text())
+        except (OSError, json.JSONDecodeError):
+            return False
+        return meta.get("version") == _FORMAT_VERSION and meta.get("files") == _fingerprint(files)
+
+    def ensure(self, track) -> None:
+        """Decode ``track`` (a ``musdb.MultiTrack``) into the cache unless already there."""
+        npy, meta_path = self._paths(track.subset, track.name)
+        files = [s.path for s in track.sources.values()]
+        if npy.exists() and self._meta_ok(meta_path, files):
+            return
+        log.info("caching %s/%s", track.subset, track.name)
+        names = tuple(track.sources)
+        stems = [self._decode(track, n) for n in names]
+        samples = min(s.shape[-1] for s in stems)
+        audio = np.stack([s[:, :samples] for s in stems])
+        scale = 1.0
+        if self.dtype == "int16":
+            peak = float(np.abs(audio).max()) if audio.size else 0.0
+            scale = max(peak, 1e-8) / 32767.0
+            audio = np.round(audio / scale).astype(np.int16)
+        else:
+            audio = audio.astype(self.dtype)
+        npy.parent.mkdir(parents=True, exist_ok=True)
+        tmp = npy.with_name(f".{npy.name}.tmp-{os.getpid()}.npy")
+        np.save(tmp, audio)
+        os.replace(tmp, npy)
+        meta = {
+            "version": _FORMAT_VERSION,
+            "sources": list(names),
+            "sample_rate": self.sample_rate,
+            "scale": scale,
+            "files": _fingerprint(files),
+        }
+        tmp_meta = meta_path.with_name(f".{meta_path.name}.tmp-{os.getpid()}")
+        tmp_meta.write_text(json.dumps(meta))
+        os.replace(tmp_meta, meta_path)
+
+    def _decode(self, track, source: str) -> np.ndarray:
+        """Float32 ``(channels, samples)`` of one source at the cache's rate.
+
+        Wav stems are read exactly through :mod:`longsep.audio` (musdb would round
+        them to 16 bit); ``.stem.mp4`` streams are decoded by musdb (stempeg/ffmpeg).
+        """
+        if track.is_wav:
+            return audio.load(track.sources[source].path, sample_rate=self.sample_rate).numpy()
+        try:
+            data = np.asarray(track.sources[source].audio, dtype=np.float32).T
+        except Exception as exc:  # stempeg/ffmpeg raise many types
+            raise LongsepError(f"cannot decode {source} of {track.path}: {exc}") from exc
+        if track.rate != self.sample_rate:
+            resampled = resample(torch.from_numpy(data), int(track.rate), self.sample_rate)
+            data = resampled.numpy()
+        return data
+
+    def open(self, subset: str, name: str) -> CachedTrack:
+        """Memory-map a cached track (call :meth:`ensure` first)."""
+        npy, meta_path = self._paths(subset, name)
+        if not npy.exists() or not meta_path.exists():
+            raise LongsepError(f"track {name!r} is not in the cache {self.dir}; run prepare_data()")
+        meta = json.loads(meta_path.read_text())
+        return CachedTrack(
+            name=name,
+            sources=tuple(meta["sources"]),
+            sample_rate=meta["sample_rate"],
+            audio=np.load(npy, mmap_mode="r"),
+            scale=float(meta["scale"]),
+        )
