@@ -78,7 +78,9 @@ def test_augmentation_changes_sources_within_gain_range(root, tmp_path):
         root, tmp_path, random_mix=False, augment={"gain": [0.5, 0.5], "channel_swap": False}
     )
     item = dm.train_set[(0, 0)]
-    plain = make_dm(root, tmp_path, random_mix=False, augment={"gain": None, "channel_swap": False})
+    plain = make_dm(
+        root, tmp_path, random_mix=False, augment={"gain": [1, 1], "channel_swap": False}
+    )
     ref = plain.train_set[(0, 0)]
     torch.testing.assert_close(item["sources"], 0.5 * ref["sources"])
 

@@ -25,7 +25,7 @@ import numpy as np
 import torch
 from torchaudio.functional import resample
 
-from longsep import audio
+from longsep import TARGETS, audio
 from longsep.errors import LongsepError
 
 log = logging.getLogger(__name__)
@@ -109,7 +109,9 @@ class TrackCache:
         if npy.exists() and self._meta_ok(meta_path, files):
             return
         log.info("caching %s/%s", track.subset, track.name)
-        names = tuple(track.sources)
+        # our source order (vocals, drums, bass, other), whatever musdb's setup lists
+        known = [n for n in TARGETS if n in track.sources]
+        names = (*known, *(n for n in track.sources if n not in known))
         stems = [self._decode(track, n) for n in names]
         samples = min(s.shape[-1] for s in stems)
         audio = np.stack([s[:, :samples] for s in stems])

@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import logging
 import math
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -85,10 +85,17 @@ def open_musdb(
 
 
 class EpochSampler(Sampler):
-    """Yields ``(epoch, index)`` keys, shuffled per epoch; Lightning calls ``set_epoch``."""
+    """Yields ``(epoch, index)`` keys, shuffled per epoch; Lightning calls ``set_epoch``.
 
-    def __init__(self, size: int, seed: int = 0, shuffle: bool = True) -> None:
+    ``skip`` (called when iteration starts) gives how many keys of this epoch were
+    already consumed, so a run resumed mid-epoch continues with the unseen chunks.
+    """
+
+    def __init__(
+        self, size: int, seed: int = 0, shuffle: bool = True, skip: Callable[[], int] | None = None
+    ) -> None:
         self.size, self.seed, self.shuffle, self.epoch = size, seed, shuffle, 0
+        self.skip = skip
 
     def set_epoch(self, epoch: int) -> None:
         self.epoch = epoch
@@ -100,7 +107,8 @@ class EpochSampler(Sampler):
         order = np.arange(self.size)
         if self.shuffle:
             order = np.random.default_rng([self.seed, self.epoch]).permutation(self.size)
-        return iter((self.epoch, int(i)) for i in order)
+        start = self.skip() if self.skip is not None else 0
+        return iter((self.epoch, int(i)) for i in order[start:])
 
 
 class _ChunkBase(Dataset):
@@ -322,8 +330,15 @@ class MUSDBDataModule(pl.LightningDataModule):
     def train_dataloader(self) -> DataLoader:
         if self.train_set is None:
             self.setup("fit")
-        sampler = EpochSampler(len(self.train_set), self.seed, shuffle=True)
+        sampler = EpochSampler(len(self.train_set), self.seed, shuffle=True, skip=self._consumed)
         return self._loader(self.train_set, sampler, self.batch_size)
+
+    def _consumed(self) -> int:
+        """Training chunks already seen in the current epoch (non-zero only when resuming)."""
+        trainer = getattr(self, "trainer", None)
+        if trainer is None:
+            return 0
+        return trainer.fit_loop.epoch_loop.batch_progress.current.completed * self.batch_size
 
     def val_dataloader(self) -> DataLoader:
         if self.valid_set is None:

@@ -1,0 +1,272 @@
+"""Audio files in and out: the only module that touches audio files.
+
+``load`` returns ``(channels, samples)`` float32 tensors; wav / flac / ogg / mp3 (and
+anything else libsndfile opens) are read with ``soundfile``, seeking to ``start`` so
+only the requested part is decoded; m4a / aac / mp4 / MUSDB ``.stem.mp4`` are decoded
+by the ``ffmpeg`` binary when it is installed. ``save`` writes wav / flac / ogg / mp3
+atomically (temporary file, then rename). Problems with a file raise a one-line
+:class:`~longsep.errors.LongsepError` naming it.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import shutil
+import subprocess
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Protocol
+
+import numpy as np
+import soundfile as sf
+import torch
+from torchaudio.functional import resample
+
+from longsep.errors import LongsepError
+
+log = logging.getLogger(__name__)
+
+SOUNDFILE_EXTENSIONS = frozenset({".wav", ".flac", ".ogg", ".oga", ".mp3", ".aiff", ".aif"})
+FFMPEG_EXTENSIONS = frozenset({".m4a", ".aac", ".mp4", ".opus", ".wma", ".webm"})
+AUDIO_EXTENSIONS = SOUNDFILE_EXTENSIONS | FFMPEG_EXTENSIONS
+CODECS = {  # codec -> (libsndfile format, default subtype, float-capable)
+    "wav": ("WAV", "FLOAT", True),
+    "flac": ("FLAC", "PCM_24", False),
+    "ogg": ("OGG", "VORBIS", False),
+    "mp3": ("MP3", "MPEG_LAYER_III", False),
+}
+
+
+@dataclass(frozen=True)
+class AudioInfo:
+    """What a file holds, read from its header."""
+
+    sample_rate: int
+    channels: int
+    frames: int
+    duration: float
+    format: str
+
+
+def is_audio_file(path: str | Path) -> bool:
+    """Whether ``path`` has an extension we read (``.stem.mp4`` included)."""
+    return Path(path).suffix.lower() in AUDIO_EXTENSIONS
+
+
+def _check_file(path: Path) -> None:
+    if not path.exists():
+        raise LongsepError(f"{path}: no such file")
+    if not path.is_file():
+        raise LongsepError(f"{path}: not a file")
+    if path.stat().st_size == 0:
+        raise LongsepError(f"{path}: empty file (0 bytes)")
+
+
+def _needs_ffmpeg(path: Path) -> bool:
+    return path.suffix.lower() not in SOUNDFILE_EXTENSIONS
+
+
+def _require_ffmpeg(path: Path, tool: str = "ffmpeg") -> str:
+    exe = shutil.which(tool)
+    if exe is None:
+        raise LongsepError(f"{path}: install ffmpeg to read {path.suffix} files")
+    return exe
+
+
+def _ffprobe(path: Path, stream: int = 0) -> AudioInfo:
+    exe = _require_ffmpeg(path, "ffprobe")
+    cmd = [exe, "-v", "error", "-select_streams", f"a:{stream}", "-show_entries",
+           "stream=sample_rate,channels,duration:format=duration,format_name", "-of", "json",
+           str(path)]  # fmt: skip
+    result = subprocess.run(cmd, capture_output=True, text=True)
+    try:
+        data = json.loads(result.stdout)
+        info = data["streams"][0]
+    except (json.JSONDecodeError, KeyError, IndexError):
+        raise LongsepError(f"{path}: not a readable audio file (ffprobe found no audio)") from None
+    rate, channels = int(info["sample_rate"]), int(info["channels"])
+    duration = float(info.get("duration") or data.get("format", {}).get("duration") or 0.0)
+    fmt = data.get("format", {}).get("format_name", "ffmpeg")
+    return AudioInfo(rate, channels, round(duration * rate), duration, fmt)
+
+
+def info(path: str | Path, stream: int = 0) -> AudioInfo:
+    """Rate, channels, frames and duration of a file, without decoding it."""
+    path = Path(path)
+    _check_file(path)
+    if _needs_ffmpeg(path):
+        return _ffprobe(path, stream)
+    try:
+        meta = sf.info(str(path))
+    except (sf.LibsndfileError, RuntimeError) as exc:
+        raise LongsepError(f"{path}: not a readable audio file ({_reason(exc)})") from None
+    return AudioInfo(meta.samplerate, meta.channels, meta.frames, meta.duration, meta.format)
+
+
+def _reason(exc: Exception) -> str:
+    return str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+
+
+def _read_soundfile(path: Path, start: float, duration: float | None) -> tuple[np.ndarray, int]:
+    try:
+        with sf.SoundFile(str(path)) as f:
+            rate = f.samplerate
+            first = round(start * rate)
+            if f.frames and first >= f.frames:
+                raise LongsepError(
+                    f"{path}: start={start:g} s is past the end ({f.frames / rate:.2f} s)"
+                )
+            if first:
+                f.seek(first)
+            count = -1 if duration is None else round(duration * rate)
+            data = f.read(count, dtype="float32", always_2d=True)
+    except (sf.LibsndfileError, RuntimeError) as exc:
+        raise LongsepError(f"{path}: not a readable audio file ({_reason(exc)})") from None
+    return data.T, rate
+
+
+def _read_ffmpeg(
+    path: Path, start: float, duration: float | None, stream: int
+) -> tuple[np.ndarray, int]:
+    meta = _ffprobe(path, stream)
+    if meta.duration and start >= meta.duration:
+        raise LongsepError(f"{path}: start={start:g} s is past the end ({meta.duration:.2f} s)")
+    cmd = [_require_ffmpeg(path), "-v", "error", "-nostdin", "-ss", f"{start:.6f}"]
+    if duration is not None:
+        cmd += ["-t", f"{duration:.6f}"]
+    cmd += ["-i", str(path), "-map", f"0:a:{stream}", "-f", "f32le", "-acodec", "pcm_f32le", "-"]
+    result = subprocess.run(cmd, capture_output=True)
+    if result.returncode != 0:
+        message = result.stderr.decode(errors="replace").strip().splitlines()
+        raise LongsepError(f"{path}: ffmpeg cannot decode it ({message[-1] if message else '?'})")
+    data = np.frombuffer(result.stdout, dtype=np.float32).reshape(-1, meta.channels)
+    return data.T.copy(), meta.sample_rate
+
+
+def load(
+    path: str | Path,
+    start: float = 0.0,
+    duration: float | None = None,
+    sample_rate: int | None = 44100,
+    channels: int | None = 2,
+    stream: int = 0,
+) -> torch.Tensor:
+    """Read ``duration`` seconds from ``start`` as a ``(channels, samples)`` float32 tensor.
+
+    ``sample_rate=None`` keeps the file's rate; ``channels=2`` duplicates mono and
+    refuses more than two channels, ``channels=1`` averages, ``channels=None`` keeps
+    them. ``stream`` picks the audio stream of a multi-stream file (``.stem.mp4``).
+    """
+    path = Path(path)
+    _check_file(path)
+    if start < 0 or (duration is not None and duration <= 0):
+        raise LongsepError(f"{path}: start must be >= 0 and duration > 0 seconds")
+    if _needs_ffmpeg(path):
+        data, rate = _read_ffmpeg(path, start, duration, stream)
+    else:
+        data, rate = _read_soundfile(path, start, duration)
+    if data.shape[-1] == 0:
+        raise LongsepError(f"{path}: no audio samples in the requested range")
+    audio = torch.from_numpy(np.ascontiguousarray(data))
+    audio = _set_channels(audio, channels, path)
+    if sample_rate is not None and rate != sample_rate:
+        audio = resample(audio, rate, int(sample_rate))
+    return audio
+
+
+def _set_channels(audio: torch.Tensor, channels: int | None, path: Path) -> torch.Tensor:
+    have = audio.shape[0]
+    if channels is None or have == channels:
+        return audio
+    if channels == 1:
+        return audio.mean(0, keepdim=True)
+    if channels == 2 and have == 1:
+        return audio.expand(2, -1).clone()
+    raise LongsepError(
+        f"{path}: has {have} channels, expected {channels} (load with channels=None to keep them)"
+    )
+
+
+def _as_frames(audio: torch.Tensor | np.ndarray) -> np.ndarray:
+    """``(channels, samples)`` tensor or array to soundfile's ``(samples, channels)``."""
+    data = audio.detach().cpu().numpy() if isinstance(audio, torch.Tensor) else np.asarray(audio)
+    data = np.atleast_2d(data.astype(np.float32, copy=False))
+    if data.ndim != 2:
+        raise LongsepError(f"audio to save must be (channels, samples), got shape {data.shape}")
+    return data.T
+
+
+def save(
+    path: str | Path,
+    audio: torch.Tensor | np.ndarray,
+    sample_rate: int = 44100,
+    codec: str | None = None,
+    bitrate: int | None = None,
+    subtype: str | None = None,
+) -> Path:
+    """Write ``(channels, samples)`` audio atomically; returns the path written.
+
+    ``codec`` (wav / flac / ogg / mp3) defaults to the extension. wav keeps float
+    values as they are; integer and lossy formats clip to [-1, 1] with a warning.
+    ``bitrate`` (kbps) sets the mp3 / ogg quality.
+    """
+    path = Path(path)
+    codec = (codec or path.suffix.lstrip(".")).lower()
+    if codec not in CODECS:
+        raise LongsepError(f"{path}: cannot write codec {codec!r} (use one of {list(CODECS)})")
+    fmt, default_subtype, keeps_floats = CODECS[codec]
+    subtype = subtype or default_subtype
+    data = _as_frames(audio)
+    peak = float(np.abs(data).max()) if data.size else 0.0
+    if peak > 1.0 and not (keeps_floats and subtype in ("FLOAT", "DOUBLE")):
+        log.warning("%s: peak %.3f clipped to [-1, 1] for %s/%s", path, peak, codec, subtype)
+        data = np.clip(data, -1.0, 1.0)
+    extra = {}
+    if bitrate is not None and codec in ("mp3", "ogg"):
+        extra["compression_level"] = float(np.clip(1 - (bitrate - 32) / (320 - 32), 0.0, 1.0))
+        if codec == "mp3":
+            extra["bitrate_mode"] = "CONSTANT"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.stem}.tmp-{os.getpid()}.{codec}")
+    try:
+        with sf.SoundFile(
+            str(tmp), "w", sample_rate, data.shape[1], subtype, format=fmt, **extra
+        ) as f:
+            f.write(data)
+        os.replace(tmp, path)
+    except (sf.LibsndfileError, RuntimeError, OSError) as exc:
+        raise LongsepError(f"{path}: cannot write audio ({_reason(exc)})") from None
+    finally:
+        tmp.unlink(missing_ok=True)
+    return path
+
+
+class AudioAdapter(Protocol):
+    """Pluggable audio storage (Spleeter style): anything with these two methods."""
+
+    def load(
+        self, path: str | Path, start: float, duration: float | None,
+        sample_rate: int | None, channels: int | None,
+    ) -> torch.Tensor: ...  # fmt: skip
+
+    def save(
+        self, path: str | Path, audio: torch.Tensor, sample_rate: int,
+        codec: str | None, bitrate: int | None,
+    ) -> Path: ...  # fmt: skip
+
+
+class FileAudioAdapter:
+    """The default adapter: local files through :func:`load` and :func:`save`."""
+
+    def load(self, path, start=0.0, duration=None, sample_rate=44100, channels=2):
+        return load(path, start, duration, sample_rate, channels)
+
+    def save(self, path, audio, sample_rate=44100, codec=None, bitrate=None):
+        return save(path, audio, sample_rate, codec, bitrate)
+
+
+def get_adapter(adapter: AudioAdapter | None = None) -> AudioAdapter:
+    """``adapter`` itself, or the default file adapter."""
+    return adapter if adapter is not None else FileAudioAdapter()

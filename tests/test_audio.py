@@ -1,0 +1,158 @@
+"""longsep.audio: formats, rates, windows, errors and atomic writes on generated files."""
+
+from __future__ import annotations
+
+import logging
+import shutil
+import subprocess
+
+import numpy as np
+import pytest
+import soundfile as sf
+import torch
+
+from longsep import audio
+from longsep.errors import LongsepError
+
+RATE = 44100
+
+
+def tone(seconds: float, rate: int = RATE, freq: float = 440.0, channels: int = 2) -> np.ndarray:
+    t = np.arange(round(seconds * rate)) / rate
+    sig = 0.5 * np.sin(2 * np.pi * freq * t)
+    return np.stack([sig * (1 - 0.2 * c) for c in range(channels)], axis=1).astype(np.float32)
+
+
+def snr_db(reference: np.ndarray, estimate: np.ndarray) -> float:
+    n = min(reference.shape[-1], estimate.shape[-1])
+    ref, est = reference[..., :n], estimate[..., :n]
+    return 10 * np.log10((ref**2).sum() / max(((ref - est) ** 2).sum(), 1e-12))
+
+
+@pytest.mark.parametrize(
+    "ext, subtype", [("wav", "FLOAT"), ("flac", "PCM_16"), ("ogg", None), ("mp3", None)]
+)
+def test_load_formats_shape_rate_duration(tmp_path, ext, subtype):
+    path = tmp_path / f"t.{ext}"
+    sf.write(path, tone(2.0), RATE, subtype=subtype)
+    out = audio.load(path)
+    assert out.dtype == torch.float32 and out.shape[0] == 2
+    slack = 4096 if ext in ("ogg", "mp3") else 0  # encoder delay / padding of lossy codecs
+    assert abs(out.shape[1] - 2 * RATE) <= slack
+    meta = audio.info(path)
+    assert meta.sample_rate == RATE and meta.channels == 2
+    assert abs(meta.duration - 2.0) < 0.1
+
+
+@pytest.mark.parametrize("rate", [22050, 96000])
+def test_resampling_keeps_frequency_and_duration(tmp_path, rate):
+    path = tmp_path / "r.wav"
+    sf.write(path, tone(1.0, rate=rate, freq=1000.0), rate, subtype="FLOAT")
+    out = audio.load(path).numpy()
+    assert out.shape == (2, RATE)
+    spectrum = np.abs(np.fft.rfft(out[0]))
+    assert abs(np.argmax(spectrum) * RATE / out.shape[1] - 1000.0) < 2.0
+    assert audio.load(path, sample_rate=None).shape == (2, rate)
+
+
+def test_mono_duplicated_and_channels(tmp_path):
+    path = tmp_path / "m.wav"
+    sf.write(path, tone(0.5, channels=1)[:, 0], RATE)
+    out = audio.load(path)
+    assert out.shape == (2, RATE // 2) and torch.equal(out[0], out[1])
+    assert audio.load(path, channels=1).shape == (1, RATE // 2)
+    multi = tmp_path / "three.wav"
+    sf.write(multi, tone(0.5, channels=3), RATE)
+    with pytest.raises(LongsepError, match=r"three.wav: has 3 channels"):
+        audio.load(multi)
+    assert audio.load(multi, channels=None).shape == (3, RATE // 2)
+
+
+@pytest.mark.parametrize("ext", ["wav", "flac"])
+def test_start_duration_window_is_exact(tmp_path, ext):
+    path = tmp_path / f"w.{ext}"
+    data = np.random.default_rng(0).uniform(-0.5, 0.5, (3 * RATE, 2)).astype(np.float32)
+    sf.write(path, data, RATE, subtype="FLOAT" if ext == "wav" else "PCM_24")
+    full = audio.load(path)
+    part = audio.load(path, start=1.25, duration=0.5)
+    first = round(1.25 * RATE)
+    torch.testing.assert_close(part, full[:, first : first + RATE // 2])
+    assert audio.load(path, start=2.5, duration=10).shape[1] == RATE // 2
+    with pytest.raises(LongsepError, match="past the end"):
+        audio.load(path, start=5.0)
+
+
+@pytest.mark.parametrize(
+    "codec, min_snr", [("wav", 150.0), ("flac", 60.0), ("ogg", 15.0), ("mp3", 15.0)]
+)
+def test_save_load_round_trip(tmp_path, codec, min_snr):
+    data = tone(1.0).T
+    path = audio.save(tmp_path / f"out.{codec}", torch.from_numpy(data), RATE)
+    back = audio.load(path).numpy()
+    if codec == "mp3":  # decoder delay: align on the best lag
+        lags = range(0, 3000)
+        back = back[
+            :, min(lags, key=lambda k: np.abs(back[0, k : k + 4000] - data[0, :4000]).sum()) :
+        ]
+    assert snr_db(data, back) > min_snr
+    assert [p.name for p in tmp_path.iterdir()] == [f"out.{codec}"]
+
+
+def test_float_wav_keeps_values_and_pcm_clips_with_warning(tmp_path, caplog):
+    loud = np.full((2, 100), 1.5, dtype=np.float32)
+    assert audio.load(audio.save(tmp_path / "f.wav", loud, RATE)).max() == pytest.approx(1.5)
+    with caplog.at_level(logging.WARNING):
+        path = audio.save(tmp_path / "i.wav", loud, RATE, subtype="PCM_16")
+    assert "clipped" in caplog.text and "i.wav" in caplog.text
+    assert audio.load(path).max() <= 1.0
+
+
+def test_bad_files_raise_one_line_errors(tmp_path):
+    empty = tmp_path / "empty.wav"
+    empty.touch()
+    corrupt = tmp_path / "corrupt.flac"
+    corrupt.write_bytes(b"not audio at all" * 100)
+    for path, pattern in [
+        (tmp_path / "missing.wav", "missing.wav: no such file"),
+        (empty, "empty.wav: empty file"),
+        (corrupt, "corrupt.flac: not a readable audio file"),
+    ]:
+        with pytest.raises(LongsepError, match=pattern) as err:
+            audio.load(path)
+        assert "\n" not in str(err.value)
+    with pytest.raises(LongsepError, match="cannot write codec"):
+        audio.save(tmp_path / "x.xyz", np.zeros((2, 10)), RATE)
+
+
+def test_failed_write_leaves_nothing(tmp_path, monkeypatch):
+    target = tmp_path / "out.wav"
+
+    class Boom(sf.SoundFile):
+        def write(self, data):
+            super().write(data[:10])
+            raise RuntimeError("disk full")
+
+    monkeypatch.setattr(audio.sf, "SoundFile", Boom)
+    with pytest.raises(LongsepError, match="out.wav: cannot write audio"):
+        audio.save(target, np.zeros((2, 1000)), RATE)
+    assert list(tmp_path.iterdir()) == []
+
+
+@pytest.mark.skipif(shutil.which("ffmpeg") is None, reason="ffmpeg is optional and not installed")
+def test_m4a_through_ffmpeg(tmp_path):
+    wav = audio.save(tmp_path / "src.wav", tone(2.0).T, RATE)
+    m4a = tmp_path / "song.m4a"
+    subprocess.run(["ffmpeg", "-v", "error", "-i", str(wav), "-c:a", "aac", str(m4a)], check=True)
+    assert audio.info(m4a).channels == 2
+    out = audio.load(m4a)
+    assert out.shape[0] == 2 and abs(out.shape[1] - 2 * RATE) < 4096
+    part = audio.load(m4a, start=0.5, duration=1.0)
+    assert abs(part.shape[1] - RATE) < 1100
+    assert audio.is_audio_file(m4a) and audio.is_audio_file("x.stem.mp4")
+    assert not audio.is_audio_file("notes.txt")
+
+
+def test_adapter_protocol(tmp_path):
+    adapter = audio.get_adapter()
+    path = adapter.save(tmp_path / "a.flac", tone(0.2).T, RATE)
+    assert adapter.load(path).shape == (2, round(0.2 * RATE))
