@@ -187,3 +187,15 @@ class SeparationModule(pl.LightningModule):
             "target": self.target,
             "stft": self.stft_config.to_dict(),
         }
+        # dropout draws from torch's global generators: keep them so a resumed run
+        # continues exactly (the data pipeline has its own seeded generators)
+        checkpoint["rng"] = {"torch": torch.get_rng_state()}
+        if torch.cuda.is_available():
+            checkpoint["rng"]["cuda"] = torch.cuda.get_rng_state_all()
+
+    def on_load_checkpoint(self, checkpoint: dict) -> None:
+        rng = checkpoint.get("rng") or {}
+        if "torch" in rng:
+            torch.set_rng_state(rng["torch"])
+        if "cuda" in rng and torch.cuda.is_available():
+            torch.cuda.set_rng_state_all(rng["cuda"])

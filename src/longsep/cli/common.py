@@ -12,6 +12,7 @@ from typing import Any
 import torch
 from omegaconf import OmegaConf
 
+from longsep import config
 from longsep.errors import LongsepError
 
 log = logging.getLogger("longsep")
@@ -25,6 +26,7 @@ def run_name(separator: str, attention: str | None, src: str, seq_len: float) ->
 
 def register_resolvers() -> None:
     """Resolvers the entry-point configs use (idempotent)."""
+    config.register_resolvers()
     if not OmegaConf.has_resolver("run_name"):
         OmegaConf.register_new_resolver("run_name", run_name)
 

@@ -28,6 +28,11 @@ def _choices() -> dict[str, Any]:
     return dict(HydraConfig.get().runtime.choices) if HydraConfig.initialized() else {}
 
 
+def _is_multirun() -> bool:
+    mode = HydraConfig.get().mode if HydraConfig.initialized() else None
+    return mode is not None and mode.name == "MULTIRUN"
+
+
 def find_last_checkpoint(output_dir: Path, log_dir: Path, name: str) -> Path:
     """``last.ckpt`` of this run, else of the newest earlier run with the same name."""
     own = output_dir / "checkpoints" / "last.ckpt"
@@ -88,7 +93,7 @@ def train(cfg: DictConfig) -> float | None:
         message = (
             f"separator={choices.get('separator')} has no attention; drop attention={attention}"
         )
-        if cfg.get("skip_invalid") and HydraConfig.get().mode.name == "MULTIRUN":
+        if cfg.get("skip_invalid") and _is_multirun():
             log.warning("skipping invalid sweep combination: %s", message)
             return None
         raise LongsepError(message)

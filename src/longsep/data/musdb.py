@@ -325,6 +325,9 @@ class MUSDBDataModule(pl.LightningDataModule):
             num_workers=self.num_workers,
             persistent_workers=self.num_workers > 0,
             pin_memory=torch.cuda.is_available(),
+            # a private generator: creating an iterator must not draw from torch's global
+            # one, or dropout after a resume would differ from the uninterrupted run
+            generator=torch.Generator().manual_seed(self.seed),
         )
 
     def train_dataloader(self) -> DataLoader:

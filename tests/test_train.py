@@ -1,0 +1,151 @@
+"""train.py: composed configs run end to end on a tiny synthetic set."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+import pytest
+import torch
+from conftest import ROOT, TINY_SYNTH, compose_train
+
+from longsep.checkpoints import load_checkpoint, load_store, read_checkpoint
+from longsep.cli.common import run_name
+from longsep.cli.train import train
+from longsep.errors import LongsepError
+from longsep.models import VALID_COMBINATIONS
+
+FAST = [*TINY_SYNTH, "seq_len=2", "logger=csv", "callbacks.media.every_n_epochs=1"]
+
+
+def small(separator: str) -> str:
+    return f"separator={separator}_small"
+
+
+def test_run_name():
+    assert (
+        run_name("umx_transformer", "qkvg1D", "vocals", 30) == "umx_transformer-qkvg1D-vocals-30s"
+    )
+    assert run_name("umx", None, "drums", 7.5) == "umx-drums-7.5s"
+
+
+@pytest.mark.parametrize("separator, attention", sorted(VALID_COMBINATIONS))
+def test_fast_dev_run_every_combination(tmp_path, tiny_data_dir, separator, attention):
+    overrides = [*FAST, small(separator), "+trainer.fast_dev_run=true"]
+    if attention:
+        overrides.append(f"attention={attention}")
+    cfg = compose_train(overrides, tmp_path / "run", tiny_data_dir)
+    train(cfg)
+
+
+def test_short_run_exports_store_and_checkpoints(tmp_path, tiny_data_dir):
+    run = tmp_path / "run"
+    cfg = compose_train([*FAST, small("umx"), "trainer.max_steps=3"], run, tiny_data_dir)
+    train(cfg)
+    assert (run / "config.yaml").exists()
+    assert (run / "checkpoints" / "last.ckpt").exists()
+    assert list((run / "media").glob("*.png"))
+    model, entry = load_store(run / "model", "vocals")
+    assert entry.seq_len == 2.0 and entry.target == "vocals"
+    ckpt_model, _ = load_checkpoint(run / "checkpoints" / "last.ckpt")
+    mag = torch.rand(1, 2, 2049, 9)
+    assert model(mag).shape == mag.shape
+    assert ckpt_model(mag).shape == mag.shape
+
+
+def test_invalid_combination_is_an_error(tmp_path, tiny_data_dir):
+    cfg = compose_train([*FAST, "separator=umx", "attention=qkv1D"], tmp_path / "r", tiny_data_dir)
+    with pytest.raises(LongsepError, match="has no attention"):
+        train(cfg)
+
+
+def test_missing_gpu_is_one_line_error(tmp_path, tiny_data_dir):
+    if torch.cuda.device_count() > 7:
+        pytest.skip("this machine has 8 GPUs")
+    cfg = compose_train([*FAST, small("umx"), "gpu=7"], tmp_path / "r", tiny_data_dir)
+    with pytest.raises(LongsepError, match="gpu=7"):
+        train(cfg)
+
+
+def test_resume_after_kill_ends_at_same_step(tmp_path, tiny_data_dir):
+    """Stop mid-epoch after a checkpoint, resume with ckpt_path=last: same step and weights."""
+    common = [
+        *FAST,
+        small("umx"),
+        "trainer.max_epochs=2",
+        "data.samples_per_track=4",
+        "data.batch_size=2",
+        "callbacks.mid_epoch_checkpoint.every_n_train_steps=3",
+        "model.scheduler=null",
+    ]
+    full = tmp_path / "full"
+    train(compose_train(common, full, tiny_data_dir))
+    reference = read_checkpoint(full / "checkpoints" / "last.ckpt")
+
+    killed = tmp_path / "killed"
+    train(compose_train([*common, "trainer.max_steps=3"], killed, tiny_data_dir))
+    assert read_checkpoint(killed / "checkpoints" / "last.ckpt")["global_step"] == 3
+    train(compose_train([*common, "ckpt_path=last"], killed, tiny_data_dir))
+    resumed = read_checkpoint(killed / "checkpoints" / "last.ckpt")
+    assert resumed["global_step"] == reference["global_step"]
+    for key, value in reference["state_dict"].items():
+        torch.testing.assert_close(resumed["state_dict"][key], value, msg=key)
+
+
+@pytest.mark.slow
+def test_cli_card_command_runs(tmp_path):
+    """The card's command as written (with a step limit) through the real entry point."""
+    cmd = [
+        sys.executable,
+        "train.py",
+        "separator=umx_transformer",
+        "attention=qkvg1D",
+        "seq_len=30",
+        "src=vocals",
+        "trainer.max_steps=1",
+        "+trainer.limit_val_batches=1",
+        f"hydra.run.dir={tmp_path / 'run'}",
+    ]
+    result = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=1800)
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert (tmp_path / "run" / "model" / "vocals.safetensors").exists()
+
+
+def _multirun(tmp_path, tiny_data_dir, *overrides: str) -> subprocess.CompletedProcess:
+    cmd = [
+        sys.executable,
+        "train.py",
+        "-m",
+        *overrides,
+        *FAST,
+        "trainer.max_steps=1",
+        "+trainer.limit_val_batches=1",
+        f"paths.root_dir={tiny_data_dir}",
+        f"hydra.sweep.dir={tmp_path / 'multi'}",
+    ]
+    return subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=900)
+
+
+def test_cli_multirun_sweep(tmp_path, tiny_data_dir):
+    """A 2x2 sweep gives 4 run directories, each with config, checkpoint and model store."""
+    sweep = ["separator=umx_transformer_small,auto_transformer_small", "attention=qkv1D,qkvg1D"]
+    result = _multirun(tmp_path, tiny_data_dir, *sweep)
+    assert result.returncode == 0, result.stderr[-3000:]
+    runs = sorted(p for p in (tmp_path / "multi").iterdir() if p.is_dir())
+    assert [p.name for p in runs] == [
+        "auto_transformer_small-qkv1D-vocals-2s",
+        "auto_transformer_small-qkvg1D-vocals-2s",
+        "umx_transformer_small-qkv1D-vocals-2s",
+        "umx_transformer_small-qkvg1D-vocals-2s",
+    ]
+    for run in runs:
+        assert (run / "config.yaml").exists()
+        assert (run / "checkpoints" / "last.ckpt").exists()
+        assert (run / "model" / "vocals.safetensors").exists()
+
+
+def test_cli_multirun_skips_invalid_pairs(tmp_path, tiny_data_dir):
+    result = _multirun(tmp_path, tiny_data_dir, "separator=umx_small", "attention=qkv1D")
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert "skipping invalid sweep combination" in result.stdout + result.stderr
+    assert not list((tmp_path / "multi").glob("*/model"))
