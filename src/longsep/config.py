@@ -1,0 +1,65 @@
+"""Where the Hydra configs live and the OmegaConf resolvers they use.
+
+Importing this module registers the resolvers (idempotently), so any code that
+composes ``conf/`` only has to ``import longsep.config`` first:
+
+- ``${nb_bins:${stft.n_fft}}``: STFT bins, ``n_fft // 2 + 1``;
+- ``${max_bin:${stft.n_fft},${stft.sample_rate},${bandwidth}}``: bins at or below
+  ``bandwidth`` Hz (all bins for ``null``), Open-Unmix's ``max_bin``;
+- ``${seconds_to_frames:${seq_len},${stft}}``: STFT frames of ``seq_len`` seconds.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from omegaconf import OmegaConf
+
+from longsep.errors import LongsepError
+from longsep.spectral import STFTConfig, bandwidth_to_max_bin
+
+CONF_DIR: Path = Path(__file__).resolve().parents[2] / "conf"
+
+
+def conf_dir() -> Path:
+    """The repository's ``conf/`` directory (the package is installed editable)."""
+    if not (CONF_DIR / "separator").is_dir():
+        raise LongsepError(
+            f"Hydra configs not found at {CONF_DIR}: install longsep editable from its "
+            "repository (pip install -e .)"
+        )
+    return CONF_DIR
+
+
+def nb_bins(n_fft: int) -> int:
+    """Number of one-sided STFT bins for ``n_fft``."""
+    return int(n_fft) // 2 + 1
+
+
+def max_bin(n_fft: int, sample_rate: float, bandwidth: float | None) -> int:
+    """Bins the network sees: those at or below ``bandwidth`` Hz (all if None)."""
+    return bandwidth_to_max_bin(float(sample_rate), int(n_fft), bandwidth)
+
+
+def seconds_to_frames(seconds: float, stft: Any) -> int:
+    """STFT frames of ``seconds`` of audio under the ``stft`` config node."""
+    config = OmegaConf.to_container(stft, resolve=True) if OmegaConf.is_config(stft) else stft
+    return STFTConfig(**config).seconds_to_frames(float(seconds))
+
+
+_RESOLVERS = {
+    "nb_bins": nb_bins,
+    "max_bin": max_bin,
+    "seconds_to_frames": seconds_to_frames,
+}
+
+
+def register_resolvers() -> None:
+    """Register the resolvers above with OmegaConf (safe to call more than once)."""
+    for name, fn in _RESOLVERS.items():
+        if not OmegaConf.has_resolver(name):
+            OmegaConf.register_new_resolver(name, fn)
+
+
+register_resolvers()

@@ -1,0 +1,34 @@
+"""Separators (UMX, UMXTransformer, AutoTransformer), attention variants and builders.
+
+Every separator maps a mixture magnitude ``(batch, channels, bins, frames)`` to
+the target magnitude of the same shape, predicting a mask internally.
+"""
+
+from __future__ import annotations
+
+from longsep.models.attention import ATTENTIONS, build_attention
+from longsep.models.auto_transformer import AutoTransformer
+from longsep.models.build import (
+    VALID_COMBINATIONS,
+    build_separator,
+    compose_separator,
+    instantiate_separator,
+    is_valid_combination,
+    separator_config,
+)
+from longsep.models.umx import UMX
+from longsep.models.umx_transformer import UMXTransformer
+
+__all__ = [
+    "ATTENTIONS",
+    "VALID_COMBINATIONS",
+    "AutoTransformer",
+    "UMX",
+    "UMXTransformer",
+    "build_attention",
+    "build_separator",
+    "compose_separator",
+    "instantiate_separator",
+    "is_valid_combination",
+    "separator_config",
+]

@@ -1,0 +1,213 @@
+"""Build separators from the Hydra configs in ``conf/separator`` and ``conf/attention``.
+
+- :func:`build_separator`: compose ``conf/build.yaml`` with a separator and an
+  attention choice and instantiate it (for Python users and tests);
+- :func:`instantiate_separator`: the separator of a composed training config;
+- :func:`separator_config`: the resolved separator node that a model store records;
+- :data:`VALID_COMBINATIONS` / :func:`is_valid_combination`: which pairs exist.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import Any
+
+from hydra import compose, initialize_config_dir
+from hydra.core.global_hydra import GlobalHydra
+from hydra.core.hydra_config import HydraConfig
+from hydra.errors import HydraException
+from hydra.utils import instantiate
+from omegaconf import DictConfig, OmegaConf, open_dict
+from omegaconf.errors import OmegaConfBaseException
+from torch import nn
+
+from longsep.config import conf_dir
+from longsep.errors import LongsepError
+from longsep.models.attention import ATTENTIONS
+
+log = logging.getLogger(__name__)
+
+SEPARATORS: dict[str, str] = {
+    "umx": "longsep.models.umx.UMX",
+    "umx_transformer": "longsep.models.umx_transformer.UMXTransformer",
+    "auto_transformer": "longsep.models.auto_transformer.AutoTransformer",
+}
+ATTENTION_TARGETS: dict[str, str] = {
+    name: f"{cls.__module__}.{cls.__qualname__}" for name, cls in ATTENTIONS.items()
+}
+TRANSFORMERS = ("umx_transformer", "auto_transformer")
+DEFAULT_ATTENTION = "mha"
+
+VALID_COMBINATIONS: frozenset[tuple[str, str | None]] = frozenset(
+    {("umx", None)} | {(s, a) for s in TRANSFORMERS for a in ATTENTIONS}
+)
+
+_NULL = (None, "", "null", "None")
+
+
+def _group_options(group: str) -> list[str]:
+    return sorted(p.stem for p in (conf_dir() / group).glob("*.yaml"))
+
+
+def _check_option(group: str, name: str) -> None:
+    if name not in _group_options(group):
+        raise LongsepError(f"{group}={name} does not exist: choose one of {_group_options(group)}")
+
+
+def takes_attention(separator: str) -> bool:
+    """Whether ``conf/separator/<separator>.yaml`` (or a config it extends) has ``attention``."""
+    _check_option("separator", separator)
+    node = OmegaConf.load(conf_dir() / "separator" / f"{separator}.yaml")
+    bases = [d for d in node.get("defaults", []) if isinstance(d, str) and d != "_self_"]
+    return "attention" in node or any(takes_attention(base) for base in bases)
+
+
+def is_valid_combination(separator: str, attention: str | None) -> bool:
+    """Whether ``separator=<separator> attention=<attention>`` builds a model.
+
+    Any separator config may go without attention (transformers then use
+    ``mha``); only those with an ``attention`` key accept one.
+    """
+    if attention in _NULL:
+        return True
+    return takes_attention(separator) and attention in _group_options("attention")
+
+
+def _no_attention_error(separator: str, attention: str) -> LongsepError:
+    return LongsepError(f"separator={separator} has no attention; drop attention={attention}")
+
+
+def _name(target: str | None, registry: dict[str, str]) -> str:
+    return next((k for k, v in registry.items() if v == target), str(target))
+
+
+def _choices() -> dict[str, Any]:
+    return dict(HydraConfig.get().runtime.choices) if HydraConfig.initialized() else {}
+
+
+def _default_attention() -> dict[str, Any]:
+    log.info("attention=null: the transformer uses attention=%s", DEFAULT_ATTENTION)
+    node = OmegaConf.load(conf_dir() / "attention" / f"{DEFAULT_ATTENTION}.yaml")
+    return OmegaConf.to_container(node, resolve=True)
+
+
+def separator_config(cfg: DictConfig) -> dict[str, Any]:
+    """The resolved ``separator`` node of ``cfg`` with its attention filled in.
+
+    ``cfg`` is a training config (keys ``separator``, ``attention``, ``stft``,
+    ``nb_channels``, ``seq_len``). A separator without an ``attention`` key given
+    an attention is an error; a transformer given none gets ``mha``.
+    """
+    try:
+        node = OmegaConf.to_container(cfg.separator, resolve=True)
+        attention = OmegaConf.to_container(cfg.attention) if cfg.get("attention") else None
+    except OmegaConfBaseException as exc:
+        raise LongsepError(f"cannot resolve the separator config: {exc}") from exc
+    if "attention" not in node:
+        if attention is not None:
+            choices = _choices()
+            raise _no_attention_error(
+                choices.get("separator") or _name(node.get("_target_"), SEPARATORS),
+                choices.get("attention") or _name(attention.get("_target_"), ATTENTION_TARGETS),
+            )
+    elif node["attention"] is None:
+        node["attention"] = _default_attention()
+    return node
+
+
+def _unwrap(exc: BaseException) -> LongsepError:
+    cause: BaseException | None = exc
+    while cause is not None:
+        if isinstance(cause, LongsepError):
+            return cause
+        cause = cause.__cause__
+    return LongsepError(f"cannot build the separator: {exc}")
+
+
+def instantiate_separator(cfg: DictConfig) -> nn.Module:
+    """Instantiate the separator of a composed training config (see :func:`separator_config`)."""
+    node = separator_config(cfg)
+    try:
+        return instantiate(node, _convert_="all")
+    except Exception as exc:  # hydra wraps constructor errors in its own types
+        raise _unwrap(exc) from exc
+
+
+@contextmanager
+def _compose_context() -> Iterator[None]:
+    """Initialise Hydra on ``conf/`` for a compose, restoring any global Hydra state after."""
+    saved = GlobalHydra.instance().hydra
+    GlobalHydra.instance().clear()
+    try:
+        with initialize_config_dir(str(conf_dir()), version_base="1.3"):
+            yield
+    finally:
+        GlobalHydra.instance().clear()
+        if saved is not None:
+            GlobalHydra.instance().initialize(saved)
+
+
+def _override_path(cfg: DictConfig, separator: str, key: str) -> str:
+    """Where ``key`` lives: the separator, else the attention, else the top level."""
+    if key in cfg.separator:
+        return f"separator.{key}"
+    if cfg.get("attention") and key in cfg.attention:
+        return f"attention.{key}"
+    if key in cfg and key not in ("separator", "attention", "seq_len"):
+        return key
+    options = [k for k in cfg.separator if k != "_target_"]
+    if cfg.get("attention"):
+        options += [k for k in cfg.attention if not k.startswith("_")]
+    options += [k for k in cfg if k not in ("separator", "attention", "seq_len")]
+    raise LongsepError(f"separator={separator} has no option {key!r} (options: {sorted(options)})")
+
+
+def _apply_overrides(cfg: DictConfig, separator: str, overrides: dict[str, Any]) -> None:
+    """Set each override on the separator (or its attention, or a top-level key)."""
+    with open_dict(cfg):
+        for key, value in overrides.items():
+            OmegaConf.update(cfg, _override_path(cfg, separator, key), value, merge=False)
+
+
+def compose_separator(
+    separator: str = "umx_transformer",
+    attention: str | None = None,
+    seq_len: float = 30.0,
+    **overrides: Any,
+) -> DictConfig:
+    """Compose ``conf/build.yaml`` for ``separator`` / ``attention`` with ``overrides``."""
+    _check_option("separator", separator)
+    if attention not in _NULL:
+        _check_option("attention", attention)
+        if not takes_attention(separator):
+            raise _no_attention_error(separator, attention)
+    hydra_overrides = [f"separator={separator}", f"seq_len={seq_len}"]
+    if attention not in _NULL:
+        hydra_overrides.append(f"attention={attention}")
+    try:
+        with _compose_context():
+            cfg = compose("build", overrides=hydra_overrides)
+    except HydraException as exc:
+        raise LongsepError(f"cannot compose conf/build.yaml: {exc}") from exc
+    _apply_overrides(cfg, separator, overrides)
+    return cfg
+
+
+def build_separator(
+    separator: str = "umx_transformer",
+    attention: str | None = None,
+    seq_len: float = 30.0,
+    **overrides: Any,
+) -> nn.Module:
+    """Build ``conf/separator/<separator>.yaml`` with ``conf/attention/<attention>.yaml``.
+
+    ``seq_len`` (seconds) sizes learned position tables; ``overrides`` set
+    separator keys (``hidden_size=256``, ``nb_channels=1``, ...), options of the
+    attention (``kv_stride=2``) or keys of ``conf/build.yaml`` (``bandwidth=None``,
+    ``stft={...}``). Example::
+
+        build_separator("umx_transformer", "qkvg1D", seq_len=30)
+    """
+    return instantiate_separator(compose_separator(separator, attention, seq_len, **overrides))
