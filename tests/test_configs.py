@@ -1,0 +1,44 @@
+"""Hydra configs compose for every entry point, group and launcher."""
+
+from __future__ import annotations
+
+import pytest
+from conftest import CONF, compose_train
+from hydra import compose, initialize_config_dir
+from hydra.core.global_hydra import GlobalHydra
+
+
+@pytest.mark.parametrize(
+    "overrides",
+    [
+        ["hydra/launcher=joblib", "hydra.launcher.n_jobs=2"],
+        ["hydra/launcher=slurm", "hydra.launcher.partition=gpu"],
+        ["trainer=ddp"],
+        ["logger=wandb"],
+        ["logger=tensorboard"],
+        ["data=musdb", "data.root=/data/musdb18"],
+        ["+experiment=quickstart"],
+    ],
+)
+def test_train_config_composes(tmp_path, overrides):
+    cfg = compose_train(overrides, tmp_path / "run", tmp_path)
+    assert cfg.seq_len > 0 and cfg.src == "vocals"
+    if "logger=wandb" in overrides:
+        assert cfg.logger.wandb.offline is True
+
+
+def test_slurm_launcher_resources(tmp_path):
+    cfg = compose_train(["hydra/launcher=slurm"], tmp_path / "run", tmp_path)
+    launcher = cfg.hydra.launcher
+    assert launcher._target_.endswith("SlurmLauncher")
+    assert launcher.gpus_per_node == 1 and launcher.timeout_min == 1440
+
+
+@pytest.mark.parametrize("name", ["separate", "evaluate"])
+def test_entry_configs_compose(name):
+    if not (CONF / f"{name}.yaml").exists():
+        pytest.fail(f"conf/{name}.yaml is missing")
+    GlobalHydra.instance().clear()
+    with initialize_config_dir(str(CONF), version_base="1.3"):
+        cfg = compose(name)
+    assert cfg is not None
