@@ -24,7 +24,7 @@ dev: ffmpeg $(BIN)/python  ## + test and lint dependencies (pytest, ruff, openun
 quickstart: install  ## generate the synthetic set, train a small UMX on CPU, separate a test song
 	$(BIN)/python train.py +experiment=quickstart hydra.run.dir=$(QUICK_RUN)
 	$(BIN)/python separate.py model=$(QUICK_RUN)/model \
-	  input="data/synth/test/*/mixture.wav" limit=1 out_dir=separated
+	  input="'data/synth/test/*/mixture.wav'" limit=1 out_dir=separated
 
 test: dev  ## the test suite (fast tests; `$(BIN)/pytest -m slow` for the long ones)
 	$(BIN)/pytest
