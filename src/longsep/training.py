@@ -21,6 +21,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from longsep.errors import LongsepError
+from longsep.metrics import neg_si_sdr_loss
 from longsep.spectral import STFTConfig, magnitude, make_transforms
 
 log = logging.getLogger(__name__)
@@ -33,16 +34,6 @@ def sdr(estimate: Tensor, reference: Tensor, eps: float = 1e-8) -> Tensor:
     num = reference.pow(2).sum((-2, -1))
     den = (reference - estimate).pow(2).sum((-2, -1))
     return 10 * torch.log10((num + eps) / (den + eps))
-
-
-def si_sdr_loss(estimate: Tensor, reference: Tensor, eps: float = 1e-8) -> Tensor:
-    """Negative scale-invariant SDR (dB), averaged over batch and channels."""
-    estimate = estimate - estimate.mean(-1, keepdim=True)
-    reference = reference - reference.mean(-1, keepdim=True)
-    alpha = (estimate * reference).sum(-1, keepdim=True) / (reference.pow(2).sum(-1, True) + eps)
-    target = alpha * reference
-    ratio = target.pow(2).sum(-1) / ((estimate - target).pow(2).sum(-1) + eps)
-    return -(10 * torch.log10(ratio + eps)).mean()
 
 
 def set_input_statistics(separator: nn.Module, mean: np.ndarray, std: np.ndarray) -> None:
@@ -144,7 +135,8 @@ class SeparationModule(pl.LightningModule):
         mixture, target = batch["mixture"], batch["target"]
         est_mag, mix_stft = self(mixture)
         if self.loss_name == "sisdr":
-            loss = si_sdr_loss(self._estimate_audio(est_mag, mix_stft, target.shape[-1]), target)
+            estimate = self._estimate_audio(est_mag, mix_stft, target.shape[-1])
+            loss = neg_si_sdr_loss(estimate, target)
         else:
             target_mag = magnitude(self.stft(target))
             fn = F.mse_loss if self.loss_name == "mse" else F.l1_loss

@@ -1,0 +1,530 @@
+"""Separation metrics: SI-SDR (also as a loss) and BSSEval v4 with two backends.
+
+BSSEval v4 is the MUSDB18 / SiSEC 2018 protocol: ``museval.evaluate`` in ``"v4"`` mode,
+i.e. ``museval.metrics.bss_eval(..., compute_permutation=False, filters_len=512,
+framewise_filters=False, bsseval_sources_version=False)`` with 1-s windows and hops.
+
+- ``backend="museval"`` calls museval itself (the reference).
+- ``backend="fast"`` is our own torch implementation of the same quantities. The
+  distortion filters (512 taps, all reference channels) are fitted once on the whole
+  track from lagged auto/cross-correlations, which are accumulated blockwise in the
+  frequency domain; the Gram system is factorised once for all estimates. The per-window
+  projections and energy ratios are then computed for many windows at once with FFT
+  convolutions. Everything runs in float64, on the GPU when one is present.
+
+Both backends agree to rounding wherever BSSEval is well posed. Where the references
+are linearly dependent only up to rounding (e.g. float32 stems panned from one mono,
+band-limited signal) the projections, and museval's own ISR / SIR / SAR, depend on
+rounding; 16-bit audio such as MUSDB18, or exactly dual-mono stems, are fine.
+
+Layouts: BSSEval inputs are museval's ``(nsrc, samples, channels)``; framewise outputs
+are ``(nsrc, nwin)``. ``si_sdr`` works over the last axis of ``(..., samples)``.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import scipy.fft
+import torch
+from torch import Tensor
+
+from longsep.errors import LongsepError
+
+log = logging.getLogger(__name__)
+
+METRICS: tuple[str, ...] = ("SDR", "ISR", "SIR", "SAR")
+FILTERS_LEN = 512
+_EPS64 = float(np.finfo(np.float64).eps)
+_CORR_FFT = 1 << 14
+_CHUNK_BYTES = 1 << 27
+
+ArrayLike = np.ndarray | Tensor
+
+
+# ---------------------------------------------------------------------------- SI-SDR
+
+
+def si_sdr(
+    estimate: Tensor, reference: Tensor, eps: float = 1e-8, zero_mean: bool = True
+) -> Tensor:
+    """Scale-invariant SDR in dB over the last axis (Le Roux et al., 2019).
+
+    ``estimate`` and ``reference`` are ``(..., samples)`` and broadcast; the result has
+    the leading shape ``(...)``. Differentiable, so it can serve as a training objective.
+    """
+    if zero_mean:
+        estimate = estimate - estimate.mean(dim=-1, keepdim=True)
+        reference = reference - reference.mean(dim=-1, keepdim=True)
+    scale = ((estimate * reference).sum(-1, keepdim=True) + eps) / (
+        reference.pow(2).sum(-1, keepdim=True) + eps
+    )
+    target = scale * reference
+    noise = estimate - target
+    return 10 * torch.log10((target.pow(2).sum(-1) + eps) / (noise.pow(2).sum(-1) + eps))
+
+
+def neg_si_sdr_loss(
+    estimate: Tensor, reference: Tensor, eps: float = 1e-8, zero_mean: bool = True
+) -> Tensor:
+    """Training loss: minus the SI-SDR (dB) averaged over all leading dims."""
+    return -si_sdr(estimate, reference, eps=eps, zero_mean=zero_mean).mean()
+
+
+# ---------------------------------------------------------------------------- inputs
+
+
+def _as_sources(x: ArrayLike, name: str) -> np.ndarray:
+    """``(nsrc, samples, channels)`` float64, promoting 1-D / 2-D input like museval."""
+    if isinstance(x, Tensor):
+        x = x.detach().cpu().numpy()
+    x = np.asarray(x)
+    if x.ndim > 3:
+        raise LongsepError(f"{name}: expected (nsrc, samples, channels), got shape {x.shape}")
+    return np.atleast_3d(x).astype(np.float64, copy=False)
+
+
+def _silent_sources(x: np.ndarray) -> np.ndarray:
+    """Boolean ``(nsrc,)``: sources whose channel sum is zero at every sample (museval).
+
+    Channels are added in order, as ``np.sum`` does over a short axis, only faster.
+    """
+    total = x[..., 0]
+    for c in range(1, x.shape[2]):
+        total = total + x[..., c]
+    return ~np.any(total != 0, axis=1)
+
+
+def _validated(references: ArrayLike, estimates: ArrayLike) -> tuple[np.ndarray, np.ndarray]:
+    refs = _as_sources(references, "references")
+    ests = _as_sources(estimates, "estimates")
+    if refs.shape != ests.shape:
+        raise LongsepError(
+            f"references {refs.shape} and estimates {ests.shape} differ: "
+            "pass (nsrc, samples, channels) arrays of the same shape"
+        )
+    if refs.size == 0:
+        raise LongsepError("references are empty: pass (nsrc, samples, channels) audio")
+    for name, x in (("references", refs), ("estimates", ests)):
+        silent = np.flatnonzero(_silent_sources(x))
+        if silent.size:
+            raise LongsepError(
+                f"{name}: source(s) {silent.tolist()} are all zeros; "
+                "BSSEval needs every source to be non-silent"
+            )
+    return refs, ests
+
+
+def _integral(value: float, name: str) -> int:
+    if not math.isfinite(value) or value <= 0 or value != int(value):
+        raise LongsepError(f"{name}={value}: use a positive whole number of samples")
+    return int(value)
+
+
+def _framing(window: float, hop: float, length: int) -> tuple[int, int, int]:
+    """``(nwin, window, hop)`` in samples, as museval's ``Framing`` cuts a signal."""
+    if window >= length:
+        return 1, length, length
+    window, hop = _integral(window, "window"), _integral(hop, "hop")
+    return (length - window + hop) // hop, window, hop
+
+
+# ---------------------------------------------------------------------------- fast backend
+
+
+def _freq_major(spec: Tensor, order: tuple[int, int, int]) -> Tensor:
+    """Permute a 3-D spectrum so frequency comes first, contiguous, for batched matmul."""
+    return spec.permute(order).contiguous()
+
+
+def _corr_fft(max_lag: int) -> tuple[int, int]:
+    """``(nfft, step)``: FFT size and block hop of the blockwise lagged correlation."""
+    nfft = max(_CORR_FFT, 1 << math.ceil(math.log2(8 * max_lag + 1)))
+    return nfft, nfft - 2 * max_lag
+
+
+def _lagged_correlations(signals: Tensor, nx: int, max_lag: int) -> Tensor:
+    """``out[p, q, max_lag + k] = sum_n s[p, n] * s[q, n + k]``, ``p < nx``, ``|k| <= max_lag``.
+
+    ``signals``: ``(C, max_lag + nblocks*step + max_lag)``, the signals ``s`` after
+    ``max_lag`` zeros and followed by zeros (see :func:`_padded_signals`); returns
+    ``(nx, C, 2*max_lag+1)``. Blocks of ``s[:nx]`` are correlated with blocks of all
+    signals extended by ``max_lag`` on each side; the cross-spectra are summed over blocks
+    by a batched matmul over frequencies, so memory does not grow with the length.
+    """
+    nfft, step = _corr_fft(max_lag)
+    nblocks = (signals.shape[-1] - 2 * max_lag) // step
+    xb = signals[:nx, max_lag : max_lag + nblocks * step].unfold(-1, step, step)
+    yb = signals.unfold(-1, nfft, step)
+    chunk = max(1, _CHUNK_BYTES // ((nx + len(signals)) * nfft * 16))
+    spec = torch.zeros(
+        nfft // 2 + 1, nx, len(signals), dtype=torch.complex128, device=signals.device
+    )
+    for b in range(0, nblocks, chunk):
+        xf = _freq_major(torch.fft.rfft(xb[:, b : b + chunk], n=nfft), (2, 0, 1))
+        yf = _freq_major(torch.fft.rfft(yb[:, b : b + chunk], n=nfft), (2, 1, 0))
+        spec += xf.conj() @ yf
+    return torch.fft.irfft(spec, n=nfft, dim=0)[: 2 * max_lag + 1].permute(1, 2, 0)
+
+
+def _gram(corr: Tensor, taps: int) -> Tensor:
+    """Regularised Gram matrix of all delayed reference channels, ``(K*taps, K*taps)``.
+
+    ``corr``: ``(K, K, 2*taps-1)`` lagged correlations. Entry ``[(p, a), (q, b)]`` is
+    ``<r_p delayed by a, r_q delayed by b>``; museval's ``eps`` is added on the diagonal.
+    """
+    k = corr.shape[0]
+    chans = torch.arange(k, device=corr.device)
+    delay = torch.arange(taps, device=corr.device)
+    lags = delay[:, None] - delay[None, :] + taps - 1
+    gram = corr[chans[:, None, None, None], chans[None, None, :, None], lags[None, :, None, :]]
+    gram = gram.reshape(k * taps, k * taps)
+    gram.diagonal().add_(_EPS64)
+    return gram
+
+
+def _solve_psd(matrix: Tensor, rhs: Tensor) -> Tensor:
+    """Solve ``matrix @ x = rhs`` (batched) for symmetric positive (semi)definite matrices.
+
+    Cholesky first; LU (museval's solver) when rounding makes a matrix indefinite, as for
+    dual-mono sources; least squares when one is singular (museval's own fallback).
+    """
+    factor, info = torch.linalg.cholesky_ex(matrix)
+    if not bool((info != 0).any()):
+        return torch.cholesky_solve(rhs, factor)
+    log.debug("Gram matrix is not positive definite to rounding: solving with LU")
+    solution, info = torch.linalg.solve_ex(matrix, rhs)
+    if bool((info != 0).any()):
+        log.debug("Gram matrix is singular: solving by least squares")
+        return torch.linalg.lstsq(matrix, rhs).solution
+    return solution
+
+
+def _distortion_filters(signals: Tensor, nsrc: int, taps: int) -> Tensor:
+    """Least-squares FIR filters from the references to each estimate, fitted on the track.
+
+    ``signals``: ``(2*K, ...)`` references then estimates, ``K = nsrc*nchan`` channels in
+    source-major order, laid out for :func:`_lagged_correlations`. Returns ``(K, 2*K,
+    taps)`` (input reference channel, output channel, tap). Output ``(j, c)`` in ``[:K]``
+    projects estimate ``j`` channel ``c`` on all references; the same output in ``[K:]``
+    projects it on the channels of reference ``j`` only.
+    """
+    k = len(signals) // 2
+    nchan = k // nsrc
+    corr = _lagged_correlations(signals, k, taps - 1)
+    gram = _gram(corr[:, :k], taps)
+    cross = corr[:, k:, taps - 1 :].permute(0, 2, 1).reshape(k * taps, k)
+    filters = signals.new_zeros(k, 2 * k, taps)
+    filters[:, :k] = _solve_psd(gram, cross).view(k, taps, k).permute(0, 2, 1)
+    block = nchan * taps
+    src = torch.arange(nsrc, device=signals.device)
+    own = _solve_psd(
+        gram.view(nsrc, block, nsrc, block)[src, :, src],
+        cross.view(nsrc, block, nsrc, nchan)[src, :, src],
+    )
+    own = own.view(nsrc, nchan, taps, nchan).permute(0, 1, 3, 2)
+    filters.view(nsrc, nchan, 2, nsrc, nchan, taps)[src, :, 1, src] = own
+    return filters
+
+
+def _parseval_weights(nfft: int, device: torch.device) -> Tensor:
+    """``(nfft//2+1,)`` weights so that ``weights @ |rfft(x)|^2 == sum(x^2)``."""
+    weights = torch.full((nfft // 2 + 1,), 2.0 / nfft, dtype=torch.float64, device=device)
+    weights[0] = 1.0 / nfft
+    if nfft % 2 == 0:
+        weights[-1] = 1.0 / nfft
+    return weights
+
+
+def _safe_db(num: Tensor, den: Tensor) -> Tensor:
+    """``10 log10(num / den)``, ``+inf`` where ``den == 0`` (museval's convention)."""
+    return torch.where(den == 0, torch.full_like(num, math.inf), 10 * torch.log10(num / den))
+
+
+def _window_scores(ref_w: Tensor, est_w: Tensor, filters: Tensor, nfft: int, nsrc: int) -> Tensor:
+    """SDR, ISR, SIR, SAR ``(4, nw, nsrc)`` of a batch of windows.
+
+    ``ref_w``, ``est_w``: ``(K, nw, L)`` windows; ``filters``: ``(f, K, 2*K)`` spectra of
+    the track-level filters at ``nfft >= L + taps - 1``. Each window's references are
+    truncated to the window and projected, and all energies are taken over the
+    ``L + taps - 1`` samples museval uses (Parseval's sum in the frequency domain).
+    """
+    k, nw, _ = ref_w.shape
+    true = _freq_major(torch.fft.rfft(ref_w, n=nfft), (2, 1, 0))
+    est = _freq_major(torch.fft.rfft(est_w, n=nfft), (2, 1, 0))
+    # P / P_own: estimate projected on all references / on its own reference only
+    mixed = true @ filters
+    diffs = true.new_empty(true.shape[0], nw, 3, k)
+    proj, proj_own = mixed.view(-1, nw, 2, k).unbind(2)
+    torch.sub(proj, proj_own, out=diffs[:, :, 0])
+    torch.sub(proj_own, true, out=diffs[:, :, 1])
+    torch.sub(est, proj, out=diffs[:, :, 2])
+    weights = _parseval_weights(nfft, ref_w.device)
+
+    def energies(spec: Tensor) -> tuple[Tensor, ...]:  # squares ``spec`` in place
+        power = torch.view_as_real(spec).view(len(weights), -1).pow_(2)
+        return (weights @ power).view(nw, -1, nsrc, 2 * (k // nsrc)).sum(-1).unbind(1)
+
+    e_proj, e_own = energies(mixed)
+    e_interf, e_spat, e_artif = energies(diffs)
+    e_true = ref_w.pow(2).sum(-1).T.reshape(nw, nsrc, -1).sum(-1)
+    e_dist = (est_w - ref_w).pow(2).sum(-1).T.reshape(nw, nsrc, -1).sum(-1)
+    scores = torch.stack(
+        [
+            _safe_db(e_true, e_dist),
+            _safe_db(e_true, e_spat),
+            _safe_db(e_own, e_interf),
+            _safe_db(e_proj, e_artif),
+        ]
+    )
+    silent = torch.zeros(nw, dtype=torch.bool, device=ref_w.device)
+    for x in (ref_w, est_w):
+        silent |= (x.reshape(nsrc, -1, nw, x.shape[-1]).sum(1) == 0).all(-1).any(0)
+    return scores.masked_fill(silent[None, :, None], math.nan)
+
+
+def _default_device(device: str | torch.device | None) -> torch.device:
+    if device is None:
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    return torch.device(device)
+
+
+def _padded_signals(refs: np.ndarray, ests: np.ndarray, device: torch.device) -> Tensor:
+    """``(2*K, L)`` float64: reference then estimate channels, laid out for correlation.
+
+    Each channel gets ``taps - 1`` zeros in front and enough behind to fill whole blocks
+    of :func:`_lagged_correlations`.
+    """
+    nsrc, length, nchan = refs.shape
+    lead = FILTERS_LEN - 1
+    step = _corr_fft(lead)[1]
+    total = -(-length // step) * step + 2 * lead
+    signals = torch.empty(2, nsrc, nchan, total, dtype=torch.float64, device=device)
+    signals[..., :lead] = 0
+    signals[..., lead + length :] = 0
+    for i, x in enumerate((refs, ests)):
+        signals[i, ..., lead : lead + length] = torch.from_numpy(x).permute(0, 2, 1)
+    return signals.view(2 * nsrc * nchan, total)
+
+
+@torch.no_grad()
+def _bss_eval_fast(
+    refs: np.ndarray, ests: np.ndarray, window: float, hop: float, device: torch.device
+) -> np.ndarray:
+    """Framewise ``(4, nsrc, nwin)`` scores from our torch implementation."""
+    nsrc, length, nchan = refs.shape
+    k = nsrc * nchan
+    nwin, win_len, hop = _framing(window, hop, length)
+    signals = _padded_signals(refs, ests, device)
+    filters = _distortion_filters(signals, nsrc, FILTERS_LEN)
+    nfft = scipy.fft.next_fast_len(win_len + FILTERS_LEN - 1, real=True)
+    filters = _freq_major(torch.fft.rfft(filters, n=nfft), (2, 0, 1))
+    audio = signals[:, FILTERS_LEN - 1 : FILTERS_LEN - 1 + length]
+    chunk = max(1, 4 * _CHUNK_BYTES // (12 * k * nfft * 8))
+    parts = []
+    for t in range(0, nwin, chunk):
+        span = audio[:, t * hop : (min(t + chunk, nwin) - 1) * hop + win_len]
+        windows = span.unfold(-1, win_len, hop)
+        parts.append(_window_scores(windows[:k], windows[k:], filters, nfft, nsrc))
+    return torch.cat(parts, dim=1).permute(0, 2, 1).cpu().numpy()
+
+
+def _bss_eval_museval(refs: np.ndarray, ests: np.ndarray, window: float, hop: float) -> np.ndarray:
+    """Framewise ``(4, nsrc, nwin)`` scores from museval (BSSEval v4 settings)."""
+    from museval.metrics import bss_eval as museval_bss_eval
+
+    sdr, isr, sir, sar, _ = museval_bss_eval(
+        refs,
+        ests,
+        window=window,
+        hop=hop,
+        compute_permutation=False,
+        filters_len=FILTERS_LEN,
+        framewise_filters=False,
+        bsseval_sources_version=False,
+    )
+    return np.stack([sdr, isr, sir, sar])
+
+
+def bss_eval(
+    references: ArrayLike,
+    estimates: ArrayLike,
+    backend: str = "fast",
+    window: float = 44100,
+    hop: float = 44100,
+    device: str | torch.device | None = None,
+) -> dict[str, np.ndarray]:
+    """BSSEval v4 framewise scores, as museval computes them for MUSDB18.
+
+    ``references`` / ``estimates``: ``(nsrc, samples, channels)`` numpy or torch (1-D and
+    2-D input is promoted like museval). ``window`` / ``hop`` in samples (``window`` may be
+    ``math.inf`` for one window over the whole track). Returns ``{"SDR", "ISR", "SIR",
+    "SAR"}`` each ``(nsrc, nwin)`` in dB: ``nan`` in windows where any reference or
+    estimate is silent, ``inf`` where the error energy is exactly zero. ``device`` is
+    used by the ``fast`` backend only (default: CUDA when available).
+    """
+    refs, ests = _validated(references, estimates)
+    if backend == "museval":
+        scores = _bss_eval_museval(refs, ests, window, hop)
+    elif backend == "fast":
+        scores = _bss_eval_fast(refs, ests, window, hop, _default_device(device))
+    else:
+        raise LongsepError(f"backend={backend!r}: use 'fast' or 'museval'")
+    return dict(zip(METRICS, scores, strict=True))
+
+
+# ---------------------------------------------------------------------------- tracks
+
+
+def _pad_or_truncate(estimate: np.ndarray, length: int) -> np.ndarray:
+    """Zero-pad or cut ``(samples, channels)`` to ``length`` samples (museval.evaluate)."""
+    if estimate.shape[0] >= length:
+        return estimate[:length]
+    return np.pad(estimate, [(0, length - estimate.shape[0]), (0, 0)])
+
+
+def _bss_groups(targets: list[str]) -> list[tuple[list[str], list[str]]]:
+    """``(evaluated together, reported)`` target groups, as ``museval.eval_mus_track``.
+
+    With both ``vocals`` and ``accompaniment``, the pair is scored on its own and
+    ``vocals`` is reported from that pair only.
+    """
+    has_acc = "vocals" in targets and "accompaniment" in targets
+    rest = [t for t in targets if not (has_acc and t == "accompaniment")]
+    groups = []
+    if len(rest) >= 2:
+        groups.append((rest, [t for t in rest if not (has_acc and t == "vocals")]))
+    elif not has_acc:
+        log.warning("BSSEval needs at least two targets, got %s: framewise scores skipped", rest)
+    if has_acc:
+        pair = ["vocals", "accompaniment"]
+        groups.append((pair, pair))
+    return groups
+
+
+def _as_track_audio(x: ArrayLike, name: str) -> np.ndarray:
+    """``(samples, channels)`` float64 from numpy or torch."""
+    if isinstance(x, Tensor):
+        x = x.detach().cpu().numpy()
+    x = np.asarray(x, dtype=np.float64)
+    if x.ndim == 1:
+        x = x[:, None]
+    if x.ndim != 2:
+        raise LongsepError(f"{name}: expected (samples, channels) audio, got shape {x.shape}")
+    return x
+
+
+def evaluate_track(
+    references: Mapping[str, ArrayLike],
+    estimates: Mapping[str, ArrayLike],
+    backend: str = "fast",
+    window: int = 44100,
+    hop: int = 44100,
+    rate: int = 44100,
+    device: str | torch.device | None = None,
+) -> dict[str, Any]:
+    """Score one track: BSSEval v4 framewise metrics and SI-SDR per target.
+
+    ``references`` / ``estimates`` map target names to ``(samples, channels)`` audio
+    (museval / musdb layout). Targets present in both are scored, in the order of
+    ``references``, grouped as ``museval.eval_mus_track`` does; estimates are padded or
+    cut to the reference length. SI-SDR treats all channels of a track as one signal.
+
+    Returns ``{"rate", "window", "hop", "targets": {name: {"SDR", "ISR", "SIR", "SAR":
+    (nwin,) arrays, "SI-SDR": float}}}``; targets are listed in museval's output order.
+    """
+    names = [t for t in references if t in estimates]
+    if not names:
+        raise LongsepError(
+            f"estimates {list(estimates)} share no target with references {list(references)}: "
+            "name estimates after the reference targets"
+        )
+    refs = {t: _as_track_audio(references[t], f"references[{t!r}]") for t in names}
+    ests = {
+        t: _pad_or_truncate(_as_track_audio(estimates[t], f"estimates[{t!r}]"), len(refs[t]))
+        for t in names
+    }
+    targets: dict[str, dict[str, Any]] = {}
+    for group, reported in _bss_groups(names):
+        scores = bss_eval(
+            np.stack([refs[t] for t in group]),
+            np.stack([ests[t] for t in group]),
+            backend=backend,
+            window=window,
+            hop=hop,
+            device=device,
+        )
+        for i, t in enumerate(group):
+            if t in reported:
+                targets[t] = {m: scores[m][i] for m in METRICS}
+    for t in names:
+        value = si_sdr(torch.from_numpy(ests[t].T.ravel()), torch.from_numpy(refs[t].T.ravel()))
+        targets.setdefault(t, {})["SI-SDR"] = float(value)
+    return {"rate": rate, "window": window, "hop": hop, "targets": targets}
+
+
+def _museval_value(value: float) -> float:
+    """museval's JSON quantisation: 5 decimals, ``inf`` stored as ``nan``."""
+    return math.nan if not math.isfinite(value) else round(float(value), 5)
+
+
+def to_museval_json(track_name: str, scores: Mapping[str, Any]) -> dict[str, Any]:
+    """The document museval writes for a track (``musdb.schema.json``).
+
+    ``scores`` is what :func:`evaluate_track` returns. Frame ``time`` and ``duration``
+    are in seconds. ``track_name`` is not part of the document (museval uses the file
+    name); write it to ``<dir>/test/<track_name>.json`` with :func:`save_museval_json`.
+    """
+    from museval.version import _version
+
+    if not track_name or Path(track_name).name != track_name:
+        raise LongsepError(f"track_name={track_name!r}: use a plain file name (no folders)")
+    rate = scores["rate"]
+    duration, hop = scores["window"] / rate, scores["hop"] / rate
+    targets = []
+    for name, values in scores["targets"].items():
+        if "SDR" not in values:
+            continue
+        frames = [
+            {
+                "time": i * hop,
+                "duration": duration,
+                "metrics": {m: _museval_value(values[m][i]) for m in ("SDR", "SIR", "SAR", "ISR")},
+            }
+            for i in range(len(values["SDR"]))
+        ]
+        targets.append({"name": name, "frames": frames})
+    return {"targets": targets, "museval_version": _version}
+
+
+def save_museval_json(document: Mapping[str, Any], path: str | Path) -> Path:
+    """Write a :func:`to_museval_json` document (``NaN`` literals, as museval writes)."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(document, indent=2, allow_nan=True))
+    return path
+
+
+def median_over_frames(scores: Mapping[str, Any]) -> dict[str, dict[str, float]]:
+    """Per-target median of each framewise metric, as museval aggregates a track.
+
+    ``inf`` frames count as missing (museval stores them as ``nan``) and ``nan`` frames
+    are skipped; a metric with no finite frame gives ``nan``.
+    """
+    out: dict[str, dict[str, float]] = {}
+    for name, values in scores["targets"].items():
+        if "SDR" not in values:
+            continue
+        medians = {}
+        for m in METRICS:
+            finite = np.asarray(values[m], dtype=np.float64)
+            finite = finite[np.isfinite(finite)]
+            medians[m] = float(np.median(finite)) if finite.size else math.nan
+        out[name] = medians
+    return out
