@@ -149,3 +149,13 @@ def test_cli_multirun_skips_invalid_pairs(tmp_path, tiny_data_dir):
     assert result.returncode == 0, result.stderr[-3000:]
     assert "skipping invalid sweep combination" in result.stdout + result.stderr
     assert not list((tmp_path / "multi").glob("*/model"))
+
+
+@pytest.mark.parametrize("loss", ["l1", "sisdr"])
+def test_loss_options_train(tmp_path, tiny_data_dir, loss):
+    cfg = compose_train(
+        [*FAST, small("umx"), f"model.loss={loss}", "+trainer.fast_dev_run=true"],
+        tmp_path / "run",
+        tiny_data_dir,
+    )
+    train(cfg)
