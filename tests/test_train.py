@@ -159,3 +159,27 @@ def test_loss_options_train(tmp_path, tiny_data_dir, loss):
         tiny_data_dir,
     )
     train(cfg)
+
+
+def test_ddp_two_cpu_processes(tmp_path, tiny_data_dir):
+    """trainer=ddp on CPU: 2 processes (gloo) train, rank 0 exports the model."""
+    run = tmp_path / "ddp"
+    cmd = [
+        sys.executable,
+        "train.py",
+        "trainer=ddp",
+        "+trainer.accelerator=cpu",
+        "trainer.devices=2",
+        "trainer.sync_batchnorm=false",
+        small("umx"),
+        *FAST,
+        "trainer.max_steps=2",
+        "+trainer.limit_val_batches=1",
+        f"paths.root_dir={tiny_data_dir}",
+        f"hydra.run.dir={run}",
+    ]
+    result = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=900)
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert "gloo" in result.stdout + result.stderr or "GLOO" in result.stdout + result.stderr
+    assert read_checkpoint(run / "checkpoints" / "last.ckpt")["global_step"] == 2
+    assert (run / "model" / "vocals.safetensors").exists()
