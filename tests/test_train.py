@@ -183,3 +183,22 @@ def test_ddp_two_cpu_processes(tmp_path, tiny_data_dir):
     assert "gloo" in result.stdout + result.stderr or "GLOO" in result.stdout + result.stderr
     assert read_checkpoint(run / "checkpoints" / "last.ckpt")["global_step"] == 2
     assert (run / "model" / "vocals.safetensors").exists()
+
+
+@pytest.mark.parametrize(
+    "logger, pattern", [("tensorboard", "tensorboard/events.*"), ("wandb", "wandb/offline-run-*")]
+)
+def test_loggers_record_metrics_and_media(tmp_path, tiny_data_dir, monkeypatch, logger, pattern):
+    """TensorBoard and W&B (offline: no login, no network) get metrics, figure and audio."""
+    monkeypatch.setenv("WANDB_DIR", str(tmp_path))
+    monkeypatch.setenv("WANDB_SILENT", "true")
+    run = tmp_path / "run"
+    overrides = [
+        *FAST,
+        small("umx"),
+        f"logger={logger}",
+        "trainer.max_steps=1",
+        "+trainer.limit_val_batches=1",
+    ]
+    train(compose_train(overrides, run, tiny_data_dir))
+    assert list(run.glob(pattern)), sorted(str(p.relative_to(run)) for p in run.rglob("*"))[:30]
