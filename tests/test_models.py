@@ -52,15 +52,6 @@ SEPARATOR_CASES = [
 CASE_IDS = [f"{k}-{'-'.join(map(str, kw.values()))}" for k, kw in SEPARATOR_CASES]
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """One torch thread: small ops (LSTM steps) stall badly on shared, oversubscribed cores."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 @pytest.fixture(autouse=True)
 def _seed():
     torch.manual_seed(0)
