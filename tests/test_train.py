@@ -76,7 +76,7 @@ def test_resume_after_kill_ends_at_same_step(tmp_path, tiny_data_dir):
         "data.samples_per_track=4",
         "data.batch_size=2",
         "callbacks.mid_epoch_checkpoint.every_n_train_steps=3",
-        "model.scheduler=null",
+        "module.scheduler=null",
     ]
     full = tmp_path / "full"
     train(compose_train(common, full, tiny_data_dir))
@@ -154,7 +154,7 @@ def test_cli_multirun_skips_invalid_pairs(tmp_path, tiny_data_dir):
 @pytest.mark.parametrize("loss", ["l1", "sisdr"])
 def test_loss_options_train(tmp_path, tiny_data_dir, loss):
     cfg = compose_train(
-        [*FAST, small("umx"), f"model.loss={loss}", "+trainer.fast_dev_run=true"],
+        [*FAST, small("umx"), f"module.loss={loss}", "+trainer.fast_dev_run=true"],
         tmp_path / "run",
         tiny_data_dir,
     )

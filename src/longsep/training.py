@@ -103,7 +103,7 @@ class SeparationModule(pl.LightningModule):
     ) -> None:
         super().__init__()
         if loss not in LOSSES:
-            raise LongsepError(f"model.loss={loss!r} is not one of {list(LOSSES)}")
+            raise LongsepError(f"module.loss={loss!r} is not one of {list(LOSSES)}")
         self.separator = separator
         self.target = target
         self.stft_config = stft if isinstance(stft, STFTConfig) else STFTConfig(**(stft or {}))
@@ -117,7 +117,7 @@ class SeparationModule(pl.LightningModule):
         if gradient_checkpointing:
             if not hasattr(separator, "gradient_checkpointing"):
                 raise LongsepError(
-                    f"model.gradient_checkpointing=true but {type(separator).__name__} "
+                    f"module.gradient_checkpointing=true but {type(separator).__name__} "
                     "does not support it"
                 )
             separator.gradient_checkpointing = True

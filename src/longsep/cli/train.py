@@ -115,11 +115,11 @@ def train(cfg: DictConfig) -> float | None:
         separator=separator,
         target=cfg.src,
         stft=stft,
-        loss=cfg.model.loss,
-        optimizer=instantiate(cfg.model.optimizer),
-        scheduler=instantiate(cfg.model.scheduler) if cfg.model.get("scheduler") else None,
-        monitor=cfg.model.monitor,
-        gradient_checkpointing=cfg.model.gradient_checkpointing,
+        loss=cfg.module.loss,
+        optimizer=instantiate(cfg.module.optimizer),
+        scheduler=instantiate(cfg.module.scheduler) if cfg.module.get("scheduler") else None,
+        monitor=cfg.module.monitor,
+        gradient_checkpointing=cfg.module.gradient_checkpointing,
         config=OmegaConf.to_container(cfg, resolve=True),
     )
     trainer = build_trainer(cfg, output_dir)
