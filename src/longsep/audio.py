@@ -22,7 +22,7 @@ from typing import Protocol
 import numpy as np
 import soundfile as sf
 import torch
-from torchaudio.functional import resample
+import torchaudio
 
 from longsep.errors import LongsepError
 
@@ -174,6 +174,13 @@ def load(
     if sample_rate is not None and rate != sample_rate:
         audio = resample(audio, rate, int(sample_rate))
     return audio
+
+
+def resample(audio: torch.Tensor, orig_rate: int, new_rate: int) -> torch.Tensor:
+    """Band-limited (sinc) resampling of ``(..., samples)`` audio with torchaudio."""
+    if orig_rate == new_rate:
+        return audio
+    return torchaudio.functional.resample(audio, int(orig_rate), int(new_rate))
 
 
 def _set_channels(audio: torch.Tensor, channels: int | None, path: Path) -> torch.Tensor:

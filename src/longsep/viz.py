@@ -41,3 +41,32 @@ def spectrogram_figure(
     if title:
         fig.suptitle(title)
     return fig
+
+
+def score_boxplot(scores: dict[str, np.ndarray], metric: str = "SDR", title: str = "") -> Figure:
+    """Horizontal box plots of per-track scores, one row per method, best median on top.
+
+    ``scores`` maps a method name to its per-track values ``(tracks,)`` in dB (NaN
+    ignored); each box is overlaid with the individual tracks, as in the SiSEC figures.
+    """
+    finite = {name: np.asarray(v, dtype=float) for name, v in scores.items()}
+    finite = {name: v[np.isfinite(v)] for name, v in finite.items()}
+    order = sorted(finite, key=lambda n: np.median(finite[n]) if finite[n].size else -np.inf)
+    fig, ax = plt.subplots(figsize=(7, 0.9 + 0.45 * len(order)))
+    ax.boxplot(
+        [finite[n] for n in order],
+        orientation="horizontal",
+        tick_labels=order,
+        showfliers=False,
+        widths=0.6,
+        medianprops={"color": "black"},
+    )
+    for row, name in enumerate(order, start=1):
+        jitter = np.random.default_rng(row).uniform(-0.15, 0.15, finite[name].size)
+        ax.scatter(finite[name], row + jitter, s=8, alpha=0.5, color="tab:blue", zorder=3)
+    ax.set_xlabel(f"{metric} (dB)")
+    ax.grid(axis="x", alpha=0.3)
+    if title:
+        ax.set_title(title)
+    fig.tight_layout()
+    return fig

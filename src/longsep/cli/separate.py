@@ -1,0 +1,198 @@
+"""``separate.py``: separate audio files with a model store, checkpoint or Open-Unmix model."""
+
+from __future__ import annotations
+
+import glob
+import logging
+import os
+import sys
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+from omegaconf import DictConfig, OmegaConf
+
+from longsep import audio
+from longsep.cli.common import pick_device
+from longsep.errors import LongsepError
+from longsep.separator import Separator, check_filename_format, load_models
+
+log = logging.getLogger(__name__)
+
+GLOB_CHARS = set("*?[")
+
+
+def _required(cfg: DictConfig, key: str, what: str) -> Any:
+    if OmegaConf.is_missing(cfg, key) or cfg.get(key) in (None, ""):
+        raise LongsepError(f"{key}=... is required: {what}")
+    return cfg[key]
+
+
+def _under(path: Path, folder: Path) -> bool:
+    return folder in path.resolve().parents
+
+
+def _audio_in_folder(folder: Path, exclude: Path) -> list[Path]:
+    """Audio files below ``folder``; a folder holding ``mixture.*`` contributes only that."""
+    found = sorted(p for p in folder.rglob("*") if p.is_file() and audio.is_audio_file(p))
+    mixtures = {p.parent for p in found if p.stem == "mixture"}
+    return [
+        p
+        for p in found
+        if not _under(p, exclude) and (p.parent not in mixtures or p.stem == "mixture")
+    ]
+
+
+def collect_inputs(spec: str, out_dir: Path) -> list[Path]:
+    """The audio files named by ``input=``: a file, a directory (recursive) or a glob."""
+    exclude = out_dir.resolve()
+    if GLOB_CHARS & set(spec):
+        matches = sorted(Path(p) for p in glob.glob(os.path.expanduser(spec), recursive=True))
+        files = [p for p in matches if p.is_file() and audio.is_audio_file(p)]
+        if not files:
+            raise LongsepError(f"input={spec!r} matches no audio files")
+        return files
+    path = Path(spec).expanduser()
+    if not path.exists():
+        raise LongsepError(f"input={spec} does not exist")
+    if path.is_dir():
+        files = _audio_in_folder(path, exclude)
+        if not files:
+            kinds = ", ".join(sorted(audio.AUDIO_EXTENSIONS))
+            raise LongsepError(f"input={spec} holds no audio files ({kinds})")
+        return files
+    return [path]
+
+
+def build_separator(cfg: DictConfig) -> Separator:
+    """The separator of ``cfg.model`` with the filter / window options of ``cfg``."""
+    model = _required(cfg, "model", "a model store dir, a checkpoint or an Open-Unmix dir")
+    paths = list(model) if OmegaConf.is_list(model) else str(model)
+    targets = list(cfg.targets) if cfg.get("targets") else None
+    models, entries = load_models(paths, targets)
+    residual = bool(cfg.residual)
+    if len(models) == 1 and cfg.niter > 0 and not residual:
+        log.info("one target (%s): adding the residual target for the Wiener EM", *models)
+        residual = True
+    lengths = [e.seq_len for e in entries if e.seq_len]
+    return Separator(
+        models,
+        entries[0].stft,
+        niter=cfg.niter,
+        softmask=cfg.softmask,
+        alpha=cfg.alpha,
+        residual=residual,
+        wiener_win_len=cfg.wiener_win_len,
+        segment=cfg.segment,
+        overlap=cfg.overlap,
+        seq_len=min(lengths) if lengths else None,
+        nb_channels=entries[0].nb_channels,
+        device=pick_device(cfg.device),
+    )
+
+
+def _seconds(path: Path, start: float, duration: float | None) -> float:
+    try:
+        total = audio.info(path).duration
+    except LongsepError:
+        return 0.0
+    left = max(0.0, total - start)
+    return min(left, duration) if duration is not None else left
+
+
+@contextmanager
+def _progress(total: int) -> Iterator[Any]:
+    """A rich progress bar on a terminal, else None (plain log lines)."""
+    if not sys.stdout.isatty():
+        yield None
+        return
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TimeElapsedColumn
+
+    columns = ("{task.description}", BarColumn(), MofNCompleteColumn(), TimeElapsedColumn())
+    with Progress(*columns, transient=True) as bar:
+        yield bar
+
+
+def _report_failure(path: Path, exc: LongsepError, verbose: bool) -> None:
+    if verbose:
+        log.error("failed: %s", path, exc_info=exc)
+    print(f"error: {exc}", file=sys.stderr)
+
+
+def separate(cfg: DictConfig) -> None:
+    """Separate every input of ``cfg``; one bad file is reported and skipped."""
+    if cfg.get("verbose"):
+        os.environ["HYDRA_FULL_ERROR"] = "1"
+        logging.getLogger("longsep").setLevel(logging.DEBUG)
+    out_dir = Path(cfg.out_dir)
+    check_filename_format(cfg.filename_format)
+    audio.check_codec(cfg.codec) if hasattr(audio, "check_codec") else None
+    inputs = collect_inputs(str(_required(cfg, "input", "a file, directory or glob")), out_dir)
+    if cfg.get("limit") is not None:
+        inputs = inputs[: int(cfg.limit)]
+    separator = build_separator(cfg)
+    log.info(
+        "%d input(s); targets %s; segment %s s; device %s",
+        len(inputs),
+        ", ".join(separator.targets),
+        separator.segment,
+        separator.device,
+    )
+    if len(inputs) == 1:
+        started = time.perf_counter()
+        _separate_one(separator, cfg, inputs[0], out_dir, synchronous=True)
+        _summary(1, 0, _seconds(inputs[0], cfg.start, cfg.duration), time.perf_counter() - started)
+        return
+    failures, seconds, started = [], 0.0, time.perf_counter()
+    with _progress(len(inputs)) as bar:
+        task = bar.add_task("separating", total=len(inputs)) if bar else None
+        for index, path in enumerate(inputs, 1):
+            try:
+                _separate_one(separator, cfg, path, out_dir, synchronous=False)
+                seconds += _seconds(path, cfg.start, cfg.duration)
+                if bar is None:
+                    log.info("[%d/%d] %s", index, len(inputs), path)
+            except LongsepError as exc:
+                failures.append(path)
+                _report_failure(path, exc, bool(cfg.get("verbose")))
+            if bar is not None:
+                bar.update(task, advance=1, description=path.name)
+        try:
+            separator.join()
+        except LongsepError as exc:
+            failures.append(out_dir)
+            _report_failure(out_dir, exc, bool(cfg.get("verbose")))
+    _summary(len(inputs) - len(failures), len(failures), seconds, time.perf_counter() - started)
+    if failures:
+        raise LongsepError(f"{len(failures)} of {len(inputs)} inputs failed (see above)")
+
+
+def _separate_one(
+    separator: Separator, cfg: DictConfig, path: Path, out_dir: Path, synchronous: bool
+) -> None:
+    outputs = separator.separate_to_file(
+        path,
+        out_dir,
+        codec=cfg.codec,
+        bitrate=cfg.bitrate,
+        filename_format=cfg.filename_format,
+        start=cfg.start,
+        duration=cfg.duration,
+        synchronous=synchronous,
+    )
+    log.debug("%s -> %s", path, ", ".join(str(p) for p in outputs.values()))
+
+
+def _summary(done: int, failed: int, seconds: float, wall: float) -> None:
+    rtf = wall / seconds if seconds else float("nan")
+    log.info(
+        "separated %d song(s)%s: %.1f min of audio in %.1f s, real-time factor %.3f (%.1fx)",
+        done,
+        f", {failed} failed" if failed else "",
+        seconds / 60,
+        wall,
+        rtf,
+        1 / rtf if seconds and wall else float("nan"),
+    )

@@ -1,0 +1,246 @@
+"""separate.py: inputs, outputs, summary and one-line errors for every kind of bad input."""
+
+from __future__ import annotations
+
+import logging
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import soundfile as sf
+import torch
+from hydra import compose, initialize_config_dir
+
+from longsep import audio
+from longsep.checkpoints import StoreEntry, save_store
+from longsep.cli.common import user_errors
+from longsep.cli.separate import separate
+from longsep.models.umx import UMX
+from longsep.spectral import STFTConfig
+
+ROOT = Path(__file__).resolve().parents[1]
+RATE = 44100
+SMALL = STFTConfig(n_fft=512, hop_length=128, sample_rate=RATE)
+TARGETS = ("vocals", "drums", "bass", "other")
+
+
+def _store(folder: Path, targets=TARGETS) -> Path:
+    spec = {
+        "_target_": "longsep.models.umx.UMX",
+        "nb_bins": SMALL.nb_bins,
+        "nb_channels": 2,
+        "hidden_size": 8,
+        "max_bin": 64,
+    }
+    for i, target in enumerate(targets):
+        torch.manual_seed(i)
+        model = UMX(nb_bins=SMALL.nb_bins, nb_channels=2, hidden_size=8, max_bin=64).eval()
+        save_store(folder, model, StoreEntry(target, spec, SMALL, seq_len=0.5))
+    return folder
+
+
+def _tone(seconds: float, channels: int = 2) -> np.ndarray:
+    t = np.arange(int(seconds * RATE)) / RATE
+    rng = np.random.default_rng(0)
+    return (
+        0.3 * np.sin(2 * np.pi * 220 * t)[:, None] + 0.05 * rng.standard_normal((t.size, channels))
+    ).astype(np.float32)
+
+
+@pytest.fixture(scope="module")
+def files(tmp_path_factory) -> dict[str, Path]:
+    root = tmp_path_factory.mktemp("cli")
+    paths = {
+        "store": _store(root / "store"),
+        "vocals_only": _store(root / "vocals_only", targets=("vocals",)),
+        "good": root / "songs" / "good.wav",
+        "mono": root / "songs" / "mono.flac",
+        "corrupt": root / "bad" / "corrupt.wav",
+        "empty": root / "bad" / "empty.wav",
+        "short": root / "bad" / "short.wav",
+        "surround": root / "bad" / "surround.wav",
+        "silence": root / "silence" / "silence.wav",
+        "no_audio": root / "no_audio",
+        "musdb": root / "musdb" / "Artist - Song" / "mixture.wav",
+    }
+    for key in ("good", "mono", "corrupt", "silence", "musdb", "no_audio"):
+        paths[key].parent.mkdir(parents=True, exist_ok=True)
+    paths["no_audio"].mkdir(exist_ok=True)
+    (paths["no_audio"] / "notes.txt").write_text("no audio here")
+    sf.write(paths["good"], _tone(1.0), RATE)
+    sf.write(paths["mono"], _tone(1.0, channels=1), RATE)
+    paths["corrupt"].write_bytes(b"RIFF" + os.urandom(2000))
+    paths["empty"].write_bytes(b"")
+    sf.write(paths["short"], _tone(0.005), RATE)
+    sf.write(paths["surround"], _tone(1.0, channels=4), RATE)
+    sf.write(paths["silence"], np.zeros((RATE, 2), np.float32), RATE)
+    sf.write(paths["musdb"], _tone(1.0), RATE)
+    sf.write(paths["musdb"].with_name("vocals.wav"), _tone(1.0), RATE)
+    return paths
+
+
+def run_cli(overrides: list[str], capsys, monkeypatch) -> tuple[int, str, str]:
+    """Compose conf/separate.yaml with ``overrides`` and run the entry point in-process."""
+    monkeypatch.setenv("HYDRA_FULL_ERROR", "0")
+    with initialize_config_dir(str(ROOT / "conf"), version_base="1.3"):
+        cfg = compose("separate", overrides=overrides)
+    try:
+        user_errors(separate)(cfg)
+        code = 0
+    except SystemExit as exc:
+        code = exc.code
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+def _outputs(folder: Path) -> list[Path]:
+    return sorted(p for p in folder.rglob("*") if p.is_file()) if folder.exists() else []
+
+
+@pytest.mark.parametrize(
+    ("key", "message"),
+    [
+        ("missing", "does not exist"),
+        ("no_audio", "holds no audio files"),
+        ("corrupt", "corrupt.wav"),
+        ("empty", "empty.wav"),
+        ("short", "short.wav"),
+        ("surround", "surround.wav"),
+    ],
+)
+def test_bad_input_is_one_line_and_writes_nothing(
+    files, tmp_path, capsys, monkeypatch, key, message
+):
+    source = files.get(key, tmp_path / "missing.wav")
+    code, _, err = run_cli(
+        [f"model={files['store']}", f"input={source}", f"out_dir={tmp_path / 'out'}"],
+        capsys,
+        monkeypatch,
+    )
+    assert code == 2
+    assert err.count("\n") == 1 and err.startswith("error: ") and message in err
+    assert "Traceback" not in err
+    assert _outputs(tmp_path / "out") == []
+
+
+@pytest.mark.parametrize(
+    ("model", "targets", "message"),
+    [
+        ("store", "[vocals,piano]", "no target 'piano'"),
+        ("vocals_only", "[vocals,drums]", "no target 'drums'"),
+    ],
+)
+def test_bad_targets_are_one_line(files, tmp_path, capsys, monkeypatch, model, targets, message):
+    code, _, err = run_cli(
+        [
+            f"model={files[model]}",
+            f"input={files['good']}",
+            f"targets={targets}",
+            f"out_dir={tmp_path}",
+        ],
+        capsys,
+        monkeypatch,
+    )
+    assert code == 2 and err.count("\n") == 1 and message in err
+
+
+def test_silence_separates_to_silence(files, tmp_path, capsys, monkeypatch):
+    code, _, _ = run_cli(
+        [f"model={files['store']}", f"input={files['silence']}", f"out_dir={tmp_path}"],
+        capsys,
+        monkeypatch,
+    )
+    assert code == 0
+    for target in TARGETS:
+        out = audio.load(tmp_path / "silence" / f"{target}.wav", sample_rate=RATE)
+        assert out.shape == (2, RATE) and torch.isfinite(out).all() and out.abs().max() == 0
+
+
+def test_directory_with_a_bad_file_separates_the_rest(files, tmp_path, capsys, monkeypatch, caplog):
+    caplog.set_level(logging.INFO, logger="longsep")
+    songs = tmp_path / "songs"
+    songs.mkdir()
+    for key in ("good", "mono", "corrupt"):
+        (songs / files[key].name).write_bytes(files[key].read_bytes())
+    code, out, err = run_cli(
+        [f"model={files['store']}", f"input={songs}", f"out_dir={tmp_path / 'out'}", "codec=flac"],
+        capsys,
+        monkeypatch,
+    )
+    assert code == 2
+    lines = err.strip().splitlines()
+    assert len(lines) == 2 and "corrupt.wav" in lines[0] and "1 of 3 inputs failed" in lines[1]
+    written = _outputs(tmp_path / "out")
+    assert [p.relative_to(tmp_path / "out").as_posix() for p in written] == sorted(
+        f"{song}/{t}.flac" for song in ("good", "mono") for t in TARGETS
+    )
+    assert audio.info(tmp_path / "out" / "mono" / "vocals.flac").channels == 1
+    assert "separated 2 song(s), 1 failed" in caplog.text
+
+
+def _log(capsys) -> str:
+    return capsys.readouterr().out
+
+
+def test_musdb_layout_glob_limit_and_residual(files, tmp_path, capsys, monkeypatch):
+    pattern = str(files["musdb"].parents[1] / "*" / "*.wav")
+    code, _, _ = run_cli(
+        [f"model={files['vocals_only']}", f"input='{pattern}'", "limit=1", f"out_dir={tmp_path}"],
+        capsys,
+        monkeypatch,
+    )
+    assert code == 0
+    # sorted glob: mixture.wav comes before vocals.wav; limit=1 keeps only the mixture
+    assert [p.relative_to(tmp_path).as_posix() for p in _outputs(tmp_path)] == [
+        "Artist - Song/residual.wav",
+        "Artist - Song/vocals.wav",
+    ]
+    code, _, _ = run_cli(
+        [
+            f"model={files['vocals_only']}",
+            f"input={files['musdb'].parents[1]}",
+            f"out_dir={tmp_path / 'd'}",
+        ],
+        capsys,
+        monkeypatch,
+    )
+    assert code == 0 and len(_outputs(tmp_path / "d")) == 2
+
+
+def _subprocess(args: list[str], cwd: Path, **env: str) -> subprocess.CompletedProcess:
+    environ = {**os.environ, **env}
+    environ.pop("HYDRA_FULL_ERROR", None) if "HYDRA_FULL_ERROR" not in env else None
+    return subprocess.run(
+        [sys.executable, str(ROOT / "separate.py"), *args],
+        cwd=cwd,
+        env=environ,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+
+
+def test_command_line_run_summary_and_no_run_directories(files, tmp_path):
+    result = _subprocess(
+        [f"model={files['store']}", f"input={files['good']}", "out_dir=separated", "codec=ogg"],
+        tmp_path,
+    )
+    assert result.returncode == 0, result.stderr
+    assert "separated 1 song(s)" in result.stdout and "real-time factor" in result.stdout
+    assert sorted(p.name for p in (tmp_path / "separated" / "good").iterdir()) == sorted(
+        f"{t}.ogg" for t in TARGETS
+    )
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["separated"]
+
+
+def test_command_line_error_is_one_line_unless_verbose(files, tmp_path):
+    args = [f"model={files['store']}", f"input={files['corrupt']}", "out_dir=separated"]
+    result = _subprocess(args, tmp_path)
+    assert result.returncode == 2
+    assert result.stderr.count("\n") == 1 and "corrupt.wav" in result.stderr
+    verbose = _subprocess([*args, "verbose=true"], tmp_path)
+    assert verbose.returncode != 0 and "Traceback" in verbose.stderr
+    assert not (tmp_path / "separated").exists()
