@@ -12,7 +12,7 @@ import torch
 from longsep import LongsepError, audio
 from longsep.checkpoints import StoreEntry, save_store
 from longsep.models.umx import UMX
-from longsep.separator import Separator, crossfade_windows, track_name
+from longsep.separator import Separator, _OverlapAdd, crossfade_windows, track_name
 from longsep.spectral import ISTFT, STFT, STFTConfig
 from longsep.wiener import apply_wiener
 
@@ -126,6 +126,31 @@ def test_crossfade_windows_cover_the_song_and_sum_to_one(frames, length, overlap
         expected = torch.sin(torch.pi / 2 * (torch.arange(overlap) + 0.5) / overlap) ** 2
         assert s1 - s0 == length - overlap
         assert torch.allclose(fade, expected.double(), atol=1e-6)
+
+
+@pytest.mark.parametrize("hop", [128, 96])  # hop divides n_fft (strided adds) or not (fold)
+def test_streaming_overlap_add_equals_istft(hop):
+    config = STFTConfig(n_fft=512, hop_length=hop, sample_rate=RATE)
+    audio_ = music(0.5, seed=3)[None]
+    window = torch.hann_window(config.n_fft)
+    spec = torch.stft(
+        audio_.reshape(2, -1), config.n_fft, hop, window=window, return_complex=True
+    ).reshape(1, 2, config.nb_bins, -1)
+    frames = spec.shape[-1]
+    expected = torch.istft(
+        spec.reshape(2, config.nb_bins, frames),
+        config.n_fft,
+        hop,
+        window=window,
+        length=audio_.shape[-1],
+    ).reshape(1, 2, -1)
+    ola = _OverlapAdd(config, frames, torch.device("cpu"))
+    out = torch.zeros_like(audio_)
+    for start in range(0, frames, 23):
+        first, chunk = ola.push(spec[..., start : start + 23], start)
+        lo, hi = max(first, 0), min(first + chunk.shape[-1], audio_.shape[-1])
+        out[..., lo:hi] = chunk[..., lo - first : hi - first]
+    assert (out - expected).abs().max() < 1e-5
 
 
 @pytest.mark.parametrize(

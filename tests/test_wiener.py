@@ -27,7 +27,7 @@ def rel_err(a, b) -> float:
 
 @pytest.mark.parametrize("iterations", [0, 1, 2])
 @pytest.mark.parametrize("use_softmask", [True, False])
-@pytest.mark.parametrize("channels", [1, 2])
+@pytest.mark.parametrize("channels", [1, 2, 3])
 def test_matches_norbert(iterations, use_softmask, channels):
     v, x = random_case(channels=channels, seed=iterations + 3 * channels)
     eps = np.finfo(np.float64).eps
