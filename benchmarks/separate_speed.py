@@ -7,6 +7,10 @@ per run and one with the ratios (ours / theirs).
 
     python benchmarks/separate_speed.py                 # 180-s track, ours vs openunmix
     python benchmarks/separate_speed.py --minutes 60    # 60-min track, ours only (memory)
+
+With ``--minutes``, ours runs twice: ``Separator(track)`` in memory (the four stems are
+held: 4x the input) and ``separate_to_file`` on a 16-bit wav of the track, which streams
+the stems to wav files.
 """
 
 from __future__ import annotations
@@ -14,6 +18,7 @@ from __future__ import annotations
 import argparse
 import json
 import resource
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -59,6 +64,16 @@ def make_track(seconds: float, seed: int = 0) -> torch.Tensor:
     return track
 
 
+def write_track(path: Path, seconds: float) -> None:
+    """The same track as :func:`make_track`, written as 16-bit wav in 60-s pieces."""
+    import soundfile as sf
+
+    track = make_track(seconds)[0]
+    with sf.SoundFile(str(path), "w", RATE, 2, "PCM_16") as f:
+        for lo in range(0, track.shape[-1], 60 * RATE):
+            f.write(track[:, lo : lo + 60 * RATE].T.numpy())
+
+
 def peak_rss_mb() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # Linux: KiB
 
@@ -66,6 +81,9 @@ def peak_rss_mb() -> float:
 def child(args: argparse.Namespace) -> None:
     """One measurement in this process: load, separate once, print JSON."""
     torch.set_num_threads(args.threads) if args.threads else None
+    if args.input:
+        separate_file(args)
+        return
     track = make_track(args.seconds)
     if args.impl == "ours":
         from longsep.separator import Separator
@@ -99,7 +117,33 @@ def child(args: argparse.Namespace) -> None:
     print(json.dumps(result), flush=True)
 
 
-def measure(impl: str, models: Path, args: argparse.Namespace) -> dict:
+def separate_file(args: argparse.Namespace) -> None:
+    """Ours, file to files: ``separate_to_file`` of ``args.input`` (wav) into wav stems."""
+    from longsep.separator import Separator
+
+    segment = None if args.segment == "none" else args.segment
+    sep = Separator.from_pretrained(args.models, niter=args.niter, segment=segment)
+    rss_before = peak_rss_mb()
+    start = time.perf_counter()
+    outputs = sep.separate_to_file(args.input, args.input.parent / "stems")
+    wall = time.perf_counter() - start
+    result = {
+        "impl": "ours-to-file",
+        "seconds": args.seconds,
+        "niter": args.niter,
+        "threads": torch.get_num_threads(),
+        "wall_s": round(wall, 3),
+        "rtf": round(wall / args.seconds, 4),
+        "peak_rss_mb": round(peak_rss_mb(), 1),
+        "rss_before_separation_mb": round(rss_before, 1),
+        "stems_mb": round(sum(p.stat().st_size for p in outputs.values()) / 2**20, 1),
+        "segment_s": sep.segment,
+    }
+    shutil.rmtree(args.input.parent / "stems")
+    print(json.dumps(result), flush=True)
+
+
+def measure(impl: str, models: Path, args: argparse.Namespace, track: Path | None = None) -> dict:
     cmd = [
         sys.executable,
         __file__,
@@ -115,6 +159,7 @@ def measure(impl: str, models: Path, args: argparse.Namespace) -> dict:
         str(args.threads),
         "--segment",
         str(args.segment),
+        *(["--input", str(track)] if track else []),
     ]
     done = subprocess.run(cmd, capture_output=True, text=True, check=False)
     if done.returncode != 0:
@@ -134,6 +179,7 @@ def main() -> None:
     parser.add_argument("--segment", default="auto", help="ours: seconds, auto or none")
     parser.add_argument("--child", choices=["ours", "openunmix"], help=argparse.SUPPRESS)
     parser.add_argument("--models", type=Path, help=argparse.SUPPRESS)
+    parser.add_argument("--input", type=Path, help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.minutes:
         args.seconds = args.minutes * 60
@@ -145,6 +191,8 @@ def main() -> None:
         write_models(Path(tmp), args.hidden)
         ours = measure("ours", Path(tmp), args)
         if args.minutes:
+            write_track(Path(tmp) / "track.wav", args.seconds)
+            measure("ours", Path(tmp), args, track=Path(tmp) / "track.wav")
             return
         theirs = measure("openunmix", Path(tmp), args)
     if "error" not in ours and "error" not in theirs:

@@ -156,3 +156,40 @@ def test_adapter_protocol(tmp_path):
     adapter = audio.get_adapter()
     path = adapter.save(tmp_path / "a.flac", tone(0.2).T, RATE)
     assert adapter.load(path).shape == (2, round(0.2 * RATE))
+
+
+@pytest.mark.parametrize(
+    ("orig", "new"), [(48000, 44100), (44100, 48000), (22050, 44100), (44100, 8000)]
+)
+@pytest.mark.parametrize("out_length", [None, "input"])
+def test_stream_resampler_equals_whole_signal_resample(orig, new, out_length):
+    total = 2 * orig + 3
+    signal = torch.randn(2, total, generator=torch.Generator().manual_seed(0))
+    whole = audio.resample(signal, orig, new)
+    length = total if out_length == "input" else None
+    if length is not None:  # resample of the whole, then cropped or zero-padded
+        whole = torch.nn.functional.pad(whole, (0, max(0, length - whole.shape[-1])))[..., :length]
+    stream = audio.StreamResampler(orig, new, total, out_length=length)
+    pieces, pos = [], 0
+    for size in [1, 700, 5000, 77, 30000] * 10:
+        if pos >= total:
+            break
+        pieces.append(stream.push(signal[:, pos : pos + size]))
+        pos += size
+    got = torch.cat(pieces, -1)
+    assert got.shape == whole.shape
+    assert torch.equal(got, whole)
+
+
+def test_audio_writer_commits_or_leaves_nothing(tmp_path):
+    target = tmp_path / "sub" / "out.flac"
+    with audio.AudioWriter(target, 8000, 2) as writer:
+        writer.write(torch.zeros(2, 100))
+        assert not target.exists()
+        writer.write(torch.full((2, 50), 0.5))
+    data, rate = sf.read(target, always_2d=True)
+    assert rate == 8000 and data.shape == (150, 2)
+    with pytest.raises(ValueError), audio.AudioWriter(tmp_path / "gone.wav", 8000, 1) as writer:
+        writer.write(torch.zeros(1, 10))
+        raise ValueError("interrupted")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["sub"]

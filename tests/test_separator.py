@@ -400,3 +400,68 @@ def test_separate_to_file_start_duration_and_format(tmp_path):
     assert audio.load(out["bass"], sample_rate=RATE).shape[-1] == RATE
     with pytest.raises(LongsepError, match="unknown key"):
         sep.separate_to_file(tmp_path / "in.wav", tmp_path, filename_format="{song}/{target}.wav")
+
+
+@pytest.mark.parametrize("rate", [48000, 22050])
+def test_separate_to_file_streams_other_rates_like_separate(tmp_path, rate):
+    """Written chunk by chunk and resampled on the fly, the files equal ``separate``'s
+    whole-song result at the file's rate and length."""
+    sep = Separator(small_models(), SMALL, segment=0.4, wiener_win_len=20)
+    mix = music(2.3, seed=5, rate=rate)[:, : int(2.3 * rate) - 7]
+    sf.write(tmp_path / "song.wav", mix.T.numpy(), rate, subtype="FLOAT")
+    outputs = sep.separate_to_file(tmp_path / "song.wav", tmp_path / "out")
+    expected = sep.separate(mix, rate)
+    for target, path in outputs.items():
+        got, got_rate = sf.read(path, dtype="float32", always_2d=True)
+        assert got_rate == rate and got.shape == (mix.shape[-1], 2)
+        assert np.abs(got.T - expected[target].numpy()).max() < 1e-5
+
+
+def _files(folder):
+    return sorted(p.name for p in folder.rglob("*") if p.is_file())
+
+
+def test_failed_export_leaves_no_partial_files(tmp_path, monkeypatch):
+    sep = Separator(small_models(), SMALL, segment=0.4, wiener_win_len=20)
+    sf.write(tmp_path / "song.wav", music(2.0).T.numpy(), RATE)
+    calls = []
+
+    def failing_write(self, chunk):
+        calls.append(chunk.shape)
+        if len(calls) == 6:
+            raise LongsepError(f"{self.path}: disk full")
+        original(self, chunk)
+
+    original = audio.AudioWriter.write
+    monkeypatch.setattr(audio.AudioWriter, "write", failing_write)
+    with pytest.raises(LongsepError, match="disk full"):
+        sep.separate_to_file(tmp_path / "song.wav", tmp_path / "out")
+    assert len(calls) >= 6 and _files(tmp_path / "out") == []
+
+    calls.clear()
+    sep.separate_to_file(tmp_path / "song.wav", tmp_path / "async", synchronous=False)
+    with pytest.raises(LongsepError, match="export failed for 1 file.*disk full"):
+        sep.join()
+    assert _files(tmp_path / "async") == []
+
+
+def test_failed_separation_leaves_no_partial_files(tmp_path):
+    class Breaks(torch.nn.Module):
+        """A model that fails on its third window."""
+
+        def __init__(self):
+            super().__init__()
+            self.calls = 0
+
+        def forward(self, mag):
+            self.calls += 1
+            if self.calls == 3:
+                raise RuntimeError("model broke")
+            return mag
+
+    models = {**small_models(), "other": Breaks()}
+    sep = Separator(models, SMALL, segment=0.3, wiener_win_len=10)
+    sf.write(tmp_path / "song.wav", music(2.0).T.numpy(), RATE)
+    with pytest.raises(RuntimeError, match="model broke"):
+        sep.separate_to_file(tmp_path / "song.wav", tmp_path / "out")
+    assert _files(tmp_path / "out") == []

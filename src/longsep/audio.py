@@ -12,9 +12,11 @@ from __future__ import annotations
 
 import json
 import logging
+import math
 import os
 import shutil
 import subprocess
+import threading
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Protocol
@@ -176,11 +178,73 @@ def load(
     return audio
 
 
+LOWPASS_WIDTH = 6  # zero crossings of the sinc kernel (torchaudio's default)
+ROLLOFF = 0.99  # kernel cut-off relative to the lower Nyquist frequency
+
+
 def resample(audio: torch.Tensor, orig_rate: int, new_rate: int) -> torch.Tensor:
     """Band-limited (sinc) resampling of ``(..., samples)`` audio with torchaudio."""
     if orig_rate == new_rate:
         return audio
-    return torchaudio.functional.resample(audio, int(orig_rate), int(new_rate))
+    return torchaudio.functional.resample(
+        audio, int(orig_rate), int(new_rate), lowpass_filter_width=LOWPASS_WIDTH, rolloff=ROLLOFF
+    )
+
+
+class StreamResampler:
+    """:func:`resample` of a signal that arrives in consecutive chunks.
+
+    The output, concatenated, equals ``resample`` of the whole signal, cropped or
+    zero-padded to ``out_length`` samples. ``total`` (input samples in all) must be known
+    ahead, since the last chunk is padded like the whole signal's end. Input blocks are cut
+    at multiples of the rates' reduced period and resampled with enough real neighbouring
+    samples on each side to cover the sinc kernel, so only ``O(chunk)`` samples are held.
+    """
+
+    def __init__(
+        self, orig_rate: int, new_rate: int, total: int, out_length: int | None = None
+    ) -> None:
+        common = math.gcd(int(orig_rate), int(new_rate))
+        self.orig_rate, self.new_rate = int(orig_rate), int(new_rate)
+        self.down, self.up = self.orig_rate // common, self.new_rate // common
+        width = math.ceil(LOWPASS_WIDTH * self.down / (min(self.up, self.down) * ROLLOFF))
+        self.context = self.down * math.ceil((width + self.down) / self.down)
+        self.total = int(total)
+        self.natural = math.ceil(self.total * self.up / self.down)  # resample()'s length
+        self.out_length = self.natural if out_length is None else int(out_length)
+        self.buffer: torch.Tensor | None = None  # input samples from buffer_start on
+        self.buffer_start = -self.context
+        self.received = self.done = self.emitted = 0
+
+    def _emit(self, end: int) -> torch.Tensor:
+        """Output for input samples ``done .. end`` (multiples of the period ``down``)."""
+        lo = self.done - self.context - self.buffer_start
+        segment = self.buffer[..., lo : lo + end - self.done + 2 * self.context]
+        out = resample(segment, self.orig_rate, self.new_rate)
+        skip = self.context * self.up // self.down
+        out = out[..., skip : skip + (end - self.done) * self.up // self.down]
+        keep = end - self.context - self.buffer_start
+        self.buffer, self.buffer_start, self.done = self.buffer[..., keep:], end - self.context, end
+        return out
+
+    def push(self, chunk: torch.Tensor) -> torch.Tensor:
+        """Add the next ``(..., n)`` input samples; return the output they complete."""
+        if self.buffer is None:
+            self.buffer = chunk.new_zeros(*chunk.shape[:-1], self.context)
+        self.buffer = torch.cat([self.buffer, chunk], -1)
+        self.received += chunk.shape[-1]
+        if self.received >= self.total:
+            end = self.down * math.ceil(self.total / self.down)
+            pad = end + self.context - (self.buffer_start + self.buffer.shape[-1])
+            self.buffer = torch.nn.functional.pad(self.buffer, (0, pad))
+        else:
+            end = self.down * ((self.received - self.context) // self.down)
+        out = self._emit(end) if end > self.done else chunk.new_zeros(*chunk.shape[:-1], 0)
+        out = out[..., : max(0, min(self.natural, self.out_length) - self.emitted)]
+        if self.received >= self.total and self.emitted + out.shape[-1] < self.out_length:
+            out = torch.nn.functional.pad(out, (0, self.out_length - self.emitted - out.shape[-1]))
+        self.emitted += out.shape[-1]
+        return out
 
 
 def _set_channels(audio: torch.Tensor, channels: int | None, path: Path) -> torch.Tensor:
@@ -205,6 +269,95 @@ def _as_frames(audio: torch.Tensor | np.ndarray) -> np.ndarray:
     return data.T
 
 
+class AudioWriter:
+    """Write ``(channels, samples)`` chunks to one file that appears only when complete.
+
+    The audio goes to a temporary file beside ``path``; :meth:`commit` renames it into
+    place and :meth:`abort` deletes it, so a failed or interrupted write never leaves a
+    half-written file. As a context manager it commits on success and aborts on an error.
+    ``codec`` (wav / flac / ogg / mp3) defaults to the extension. wav keeps float values as
+    they are; integer and lossy formats clip to [-1, 1] with a warning. ``bitrate`` (kbps)
+    sets the mp3 / ogg quality.
+    """
+
+    def __init__(
+        self,
+        path: str | Path,
+        sample_rate: int,
+        channels: int,
+        codec: str | None = None,
+        bitrate: int | None = None,
+        subtype: str | None = None,
+    ) -> None:
+        self.path = Path(path)
+        self.codec = (codec or self.path.suffix.lstrip(".")).lower()
+        if self.codec not in CODECS:
+            raise LongsepError(
+                f"{self.path}: cannot write codec {self.codec!r} (use one of {list(CODECS)})"
+            )
+        fmt, default_subtype, keeps_floats = CODECS[self.codec]
+        subtype = subtype or default_subtype
+        self.clips = not (keeps_floats and subtype in ("FLOAT", "DOUBLE"))
+        self.peak = 0.0
+        extra = {}
+        if bitrate is not None and self.codec in ("mp3", "ogg"):
+            extra["compression_level"] = float(np.clip(1 - (bitrate - 32) / (320 - 32), 0.0, 1.0))
+            if self.codec == "mp3":
+                extra["bitrate_mode"] = "CONSTANT"
+        unique = f"{os.getpid()}-{threading.get_ident()}"
+        self.tmp = self.path.with_name(f".{self.path.stem}.tmp-{unique}.{self.codec}")
+        try:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            self.file = sf.SoundFile(
+                str(self.tmp), "w", int(sample_rate), int(channels), subtype, format=fmt, **extra
+            )
+        except (sf.LibsndfileError, RuntimeError, OSError) as exc:
+            self.tmp.unlink(missing_ok=True)
+            raise LongsepError(f"{self.path}: cannot write audio ({_reason(exc)})") from None
+
+    def write(self, audio: torch.Tensor | np.ndarray) -> None:
+        """Append ``(channels, samples)`` audio."""
+        data = _as_frames(audio)
+        if data.size:
+            self.peak = max(self.peak, float(np.abs(data).max()))
+        if self.clips and self.peak > 1.0:
+            data = np.clip(data, -1.0, 1.0)
+        try:
+            self.file.write(data)
+        except (sf.LibsndfileError, RuntimeError, OSError, ValueError) as exc:
+            self.abort()
+            raise LongsepError(f"{self.path}: cannot write audio ({_reason(exc)})") from None
+
+    def commit(self) -> Path:
+        """Finish the file and move it into place; returns its path."""
+        try:
+            self.file.close()
+            os.replace(self.tmp, self.path)
+        except (sf.LibsndfileError, RuntimeError, OSError) as exc:
+            self.abort()
+            raise LongsepError(f"{self.path}: cannot write audio ({_reason(exc)})") from None
+        if self.clips and self.peak > 1.0:
+            log.warning("%s: peak %.3f clipped to [-1, 1] for %s", self.path, self.peak, self.codec)
+        return self.path
+
+    def abort(self) -> None:
+        """Drop the partial file."""
+        try:
+            self.file.close()
+        except (sf.LibsndfileError, RuntimeError, OSError):
+            log.debug("closing %s failed while aborting", self.tmp)
+        self.tmp.unlink(missing_ok=True)
+
+    def __enter__(self) -> AudioWriter:
+        return self
+
+    def __exit__(self, kind: type | None, *_: object) -> None:
+        if kind is None:
+            self.commit()
+        else:
+            self.abort()
+
+
 def save(
     path: str | Path,
     audio: torch.Tensor | np.ndarray,
@@ -213,41 +366,11 @@ def save(
     bitrate: int | None = None,
     subtype: str | None = None,
 ) -> Path:
-    """Write ``(channels, samples)`` audio atomically; returns the path written.
-
-    ``codec`` (wav / flac / ogg / mp3) defaults to the extension. wav keeps float
-    values as they are; integer and lossy formats clip to [-1, 1] with a warning.
-    ``bitrate`` (kbps) sets the mp3 / ogg quality.
-    """
-    path = Path(path)
-    codec = (codec or path.suffix.lstrip(".")).lower()
-    if codec not in CODECS:
-        raise LongsepError(f"{path}: cannot write codec {codec!r} (use one of {list(CODECS)})")
-    fmt, default_subtype, keeps_floats = CODECS[codec]
-    subtype = subtype or default_subtype
+    """Write ``(channels, samples)`` audio atomically (see :class:`AudioWriter`)."""
     data = _as_frames(audio)
-    peak = float(np.abs(data).max()) if data.size else 0.0
-    if peak > 1.0 and not (keeps_floats and subtype in ("FLOAT", "DOUBLE")):
-        log.warning("%s: peak %.3f clipped to [-1, 1] for %s/%s", path, peak, codec, subtype)
-        data = np.clip(data, -1.0, 1.0)
-    extra = {}
-    if bitrate is not None and codec in ("mp3", "ogg"):
-        extra["compression_level"] = float(np.clip(1 - (bitrate - 32) / (320 - 32), 0.0, 1.0))
-        if codec == "mp3":
-            extra["bitrate_mode"] = "CONSTANT"
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.stem}.tmp-{os.getpid()}.{codec}")
-    try:
-        with sf.SoundFile(
-            str(tmp), "w", sample_rate, data.shape[1], subtype, format=fmt, **extra
-        ) as f:
-            f.write(data)
-        os.replace(tmp, path)
-    except (sf.LibsndfileError, RuntimeError, OSError) as exc:
-        raise LongsepError(f"{path}: cannot write audio ({_reason(exc)})") from None
-    finally:
-        tmp.unlink(missing_ok=True)
-    return path
+    with AudioWriter(path, sample_rate, data.shape[1], codec, bitrate, subtype) as writer:
+        writer.write(data.T)
+    return writer.path
 
 
 class AudioAdapter(Protocol):

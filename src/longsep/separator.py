@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import json
 import logging
+import queue
 import re
 import string
 from collections import deque
@@ -410,28 +411,40 @@ class Separator(nn.Module):
             raise LongsepError("audio contains NaN or infinite samples")
         return audio_
 
+    def _chunks(self, audio_: Tensor) -> Iterator[tuple[int, Tensor]]:
+        """Separated ``(batch, targets, channels, n)`` chunks of checked ``(batch, channels,
+        samples)`` audio (:meth:`_check_audio`), consecutive from sample 0 to the end, with
+        their first sample.
+
+        Mono input to a stereo model is duplicated and the estimates are averaged back to
+        mono; stereo input to a mono model is separated per channel.
+        """
+        batch, channels, samples = audio_.shape
+        folded = channels == 2 and self.nb_channels == 1
+        upmixed = channels == 1 and self.nb_channels == 2
+        model_in = audio_.reshape(batch * 2, 1, samples) if folded else audio_
+        if upmixed:
+            model_in = audio_.expand(batch, 2, samples)
+        for start, chunk in self._stream(model_in):
+            if folded:
+                chunk = chunk.reshape(batch, 2, *chunk.shape[1:]).squeeze(3).transpose(1, 2)
+            elif upmixed:
+                chunk = chunk.mean(dim=2, keepdim=True)
+            yield start, chunk
+
     @torch.inference_mode()
     def forward(self, audio: Tensor) -> Tensor:
         """Separate ``(batch, channels, samples)`` audio at :attr:`sample_rate`.
 
         Returns ``(batch, targets, channels, samples)`` on the input's device, in the order
-        of :attr:`targets`. Mono input to a stereo model is duplicated and the estimates are
-        averaged back to mono; stereo input to a mono model is separated per channel.
+        of :attr:`targets`.
         """
         audio = self._check_audio(audio)
         batch, channels, samples = audio.shape
-        folded = channels == 2 and self.nb_channels == 1
-        model_in = audio.reshape(batch * 2, 1, samples) if folded else audio
-        if channels == 1 and self.nb_channels == 2:
-            model_in = audio.expand(batch, 2, samples)
         out = torch.zeros(
             batch, len(self.targets), channels, samples, dtype=audio.dtype, device=audio.device
         )
-        for start, chunk in self._stream(model_in):
-            if folded:
-                chunk = chunk.reshape(batch, 2, *chunk.shape[1:]).squeeze(3).transpose(1, 2)
-            elif channels == 1 and self.nb_channels == 2:
-                chunk = chunk.mean(dim=2, keepdim=True)
+        for start, chunk in self._chunks(audio):
             out[..., start : start + chunk.shape[-1]] = chunk.to(out.device, out.dtype)
         return out
 
@@ -468,8 +481,11 @@ class Separator(nn.Module):
     ) -> dict[str, Path]:
         """Separate an audio file and write one file per target; return their paths.
 
-        With ``synchronous=False`` the files are written by background threads while the
-        caller goes on (at most one earlier song's exports stay in flight); call
+        The targets are written while the song is separated, chunk by chunk, by a
+        background thread (resampled back to the file's rate on the fly), so memory holds
+        the input but not the outputs. Files appear complete or not at all. With
+        ``synchronous=False`` the call returns once the song is separated while its files
+        are finished in the background (at most one earlier song stays in flight); call
         :meth:`join` to wait for them and to raise export errors.
         """
         check_filename_format(filename_format)
@@ -486,39 +502,45 @@ class Separator(nn.Module):
             sample_rate=meta.sample_rate,
             channels=meta.channels,
         )
+        length = waveform.shape[-1]
         try:
-            estimates = self.separate(waveform, meta.sample_rate)
+            model_in = self._check_audio(
+                audio.resample(waveform, meta.sample_rate, self.sample_rate)[None]
+            )
         except LongsepError as exc:
             raise LongsepError(f"{path}: {exc}") from exc
         del waveform
         track = track_name(path)
         outputs = {
             target: Path(out_dir) / filename_format.format(track=track, target=target, codec=codec)
-            for target in estimates
+            for target in self.targets
         }
-        if synchronous:
-            for target, out in outputs.items():
-                audio.save(out, estimates[target], meta.sample_rate, codec=codec, bitrate=bitrate)
-            return outputs
+        export = _Export(outputs, meta.sample_rate, meta.channels, codec, bitrate, length=length)
         while len(self._pending) > 1:
             self._settle(self._pending.popleft())
         executor = self._executor or ThreadPoolExecutor(max_workers=2, thread_name_prefix="export")
         self._executor = executor
-        futures = {
-            target: executor.submit(
-                audio.save, out, estimates[target], meta.sample_rate, codec=codec, bitrate=bitrate
-            )
-            for target, out in outputs.items()
-        }
-        self._pending.append((path, futures))
+        future = executor.submit(export.run, self.sample_rate, model_in.shape[-1])
+        try:
+            with torch.inference_mode():
+                for _, chunk in self._chunks(model_in):
+                    export.put(chunk[0])
+        except BaseException:
+            export.put(None)
+            wait([future])
+            raise
+        export.put(_Export.END)
+        if synchronous:
+            future.result()
+        else:
+            self._pending.append((path, future))
         return outputs
 
-    def _settle(self, song: tuple[Path, dict[str, Future]]) -> None:
-        path, futures = song
-        wait(futures.values())
-        for target, future in futures.items():
-            if future.exception() is not None:
-                self._failures.append(f"{path} ({target}): {future.exception()}")
+    def _settle(self, song: tuple[Path, Future]) -> None:
+        path, future = song
+        wait([future])
+        if future.exception() is not None:
+            self._failures.append(f"{path}: {future.exception()}")
 
     def join(self) -> None:
         """Wait for all background exports; raise one error naming every failed file."""
@@ -527,6 +549,68 @@ class Separator(nn.Module):
         failures, self._failures = self._failures, []
         if failures:
             raise LongsepError(f"export failed for {len(failures)} file(s): {'; '.join(failures)}")
+
+
+class _Export:
+    """Writes one song's target files from separated chunks, in a worker thread.
+
+    The producer passes ``(targets, channels, n)`` chunks at the model rate to :meth:`put`,
+    then :attr:`END` (commit every file) or ``None`` (abort: delete the partial files). The
+    worker resamples each target to the file's rate, writes it, and raises the first
+    write error once the producer has finished (it keeps draining the queue so the
+    producer never blocks on a dead consumer).
+    """
+
+    END = "end"
+
+    def __init__(
+        self,
+        outputs: Mapping[str, Path],
+        sample_rate: int,
+        channels: int,
+        codec: str,
+        bitrate: str | int | None,
+        length: int,
+    ) -> None:
+        self.outputs, self.sample_rate, self.channels = dict(outputs), sample_rate, channels
+        self.codec, self.length = codec, length
+        self.bitrate = int(bitrate) if bitrate is not None else None
+        self.queue: queue.Queue = queue.Queue(maxsize=4)
+
+    def put(self, item: Tensor | str | None) -> None:
+        self.queue.put(item)
+
+    def run(self, model_rate: int, model_samples: int) -> dict[str, Path]:
+        """Consume the queue until END or abort; return the files written."""
+        writers: dict[str, audio.AudioWriter] = {}
+        error: BaseException | None = None
+        try:
+            for target, out in self.outputs.items():
+                writers[target] = audio.AudioWriter(
+                    out, self.sample_rate, self.channels, self.codec, self.bitrate
+                )
+            resamplers = {
+                target: audio.StreamResampler(
+                    model_rate, self.sample_rate, model_samples, out_length=self.length
+                )
+                for target in self.outputs
+            }
+        except Exception as exc:  # re-raised once the queue is drained
+            error = exc
+        while (item := self.queue.get()) not in (None, self.END):
+            if error is not None:
+                continue
+            try:
+                for chunk, (target, writer) in zip(item, writers.items(), strict=True):
+                    writer.write(resamplers[target].push(chunk))
+            except Exception as exc:  # re-raised once the queue is drained
+                error = exc
+        if item is None or error is not None:
+            for writer in writers.values():
+                writer.abort()
+        if error is not None:
+            raise error
+        return {target: writer.commit() for target, writer in writers.items()}
 
 
 def _channels_first(waveform: Tensor | np.ndarray) -> Tensor:
