@@ -383,3 +383,14 @@ def test_study_configs_compose_and_sweep_the_wanted_models(
         for p in run
     }
     assert labels == models and len(run) == trained
+
+
+def test_hydra_refuses_null_as_attention_choice_so_sweeps_use_default(tmp_path):
+    """Why conf/attention/default.yaml exists (see conf/experiment/seq_len_study.yaml)."""
+    with pytest.raises(ValueError, match="Config group override must be a string"):
+        compose_train(["attention=null"], tmp_path / "n", tmp_path)
+    cfg = compose_train(
+        ["separator=umx_transformer", "attention=default"], tmp_path / "d", tmp_path
+    )
+    assert cfg.get("attention") is None and cfg.hydra.runtime.choices.attention == "default"
+    assert cfg.run_name == "umx_transformer-vocals-6s"
