@@ -325,6 +325,8 @@ def median_series(
         value = r.get(field)
         if r.get("status") != "ok" or value is None or not math.isfinite(float(value)):
             continue
+        if not r.get("src") or not r.get("model") or r.get("seq_len") is None:
+            continue  # an incomplete record cannot be placed in a cell
         cell = values.setdefault(r["src"], {}).setdefault(r["model"], {})
         cell.setdefault(float(r["seq_len"]), []).append(float(value))
     medians = {
