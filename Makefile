@@ -1,10 +1,12 @@
-# Two commands (see README): `make quickstart` and `make test`.
+# Two commands (see README): `make quickstart` and `make test`; the study: `make study-cpu`.
 PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
 QUICK_RUN := runs/quickstart
+STUDY_CPU := runs/multirun/seq_len_study_cpu
+STUDY_CPU_OUT := experiments/results/synth_cpu
 
-.PHONY: quickstart test install dev ffmpeg lint
+.PHONY: quickstart test install dev ffmpeg lint study-cpu
 
 ffmpeg:  ## ffmpeg is needed by musdb (and to read m4a / stem.mp4); installed with apt as root
 	@command -v ffmpeg >/dev/null && command -v ffprobe >/dev/null || { \
@@ -25,6 +27,10 @@ quickstart: install  ## generate the synthetic set, train a small UMX on CPU, se
 	$(BIN)/python train.py +experiment=quickstart hydra.run.dir=$(QUICK_RUN)
 	$(BIN)/python separate.py model=$(QUICK_RUN)/model \
 	  input="'data/synth/test/*/mixture.wav'" limit=1 out_dir=separated
+
+study-cpu: install  ## the reduced sequence-length study on CPU (experiments/README.md), then its report
+	$(BIN)/python train.py +experiment=seq_len_study_cpu hydra.sweep.dir=$(STUDY_CPU)
+	$(BIN)/python -m longsep.study $(STUDY_CPU) --out $(STUDY_CPU_OUT)
 
 test: dev  ## the test suite (fast tests; `$(BIN)/pytest -m slow` for the long ones)
 	$(BIN)/pytest

@@ -98,3 +98,35 @@ class PlainProgress(pl.Callback):
         metrics = {k: float(v) for k, v in trainer.callback_metrics.items() if k.startswith("val/")}
         text = " ".join(f"{k}={v:.4f}" for k, v in sorted(metrics.items()))
         log.info("epoch %d validation: %s", trainer.current_epoch, text)
+
+
+class StepTimer(pl.Callback):
+    """Mean wall time of a training step: forward, backward and optimizer, from
+    ``on_train_batch_start`` to ``on_train_batch_end`` (data loading, validation and
+    checkpoint writing excluded; CUDA synchronised). The first step (kernel selection,
+    allocator warm-up) is left out when there are more."""
+
+    def __init__(self) -> None:
+        self.times: list[float] = []
+        self._start: float | None = None
+
+    def _sync(self, pl_module: pl.LightningModule) -> None:
+        if pl_module.device.type == "cuda":
+            torch.cuda.synchronize(pl_module.device)
+
+    def on_train_batch_start(self, trainer, pl_module, batch, batch_idx) -> None:
+        self._sync(pl_module)
+        self._start = time.perf_counter()
+
+    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
+        if self._start is None:
+            return
+        self._sync(pl_module)
+        self.times.append(time.perf_counter() - self._start)
+        self._start = None
+
+    @property
+    def mean(self) -> float | None:
+        """Mean seconds per step (None before the first step)."""
+        times = self.times[1:] if len(self.times) > 1 else self.times
+        return float(np.mean(times)) if times else None

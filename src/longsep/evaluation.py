@@ -125,7 +125,8 @@ class ModelEstimator:
         return {t: a.detach().cpu().numpy().T.astype(np.float32) for t, a in out.items()}
 
 
-def _atomic_write(path: Path, write: Callable[[Path], Any]) -> None:
+def atomic_write(path: Path, write: Callable[[Path], Any]) -> None:
+    """Write ``path`` through ``write(tmp)`` on a temporary sibling, then rename it."""
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
     try:
@@ -157,9 +158,10 @@ def _flatten(data: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
     return out
 
 
-def _write_json(path: Path, data: Any) -> None:
+def write_json(path: Path, data: Any) -> None:
+    """Write ``data`` as indented strict JSON (NaN as null), atomically."""
     text = json.dumps(_json_safe(data), indent=2)
-    _atomic_write(path, lambda p: p.write_text(text + "\n"))
+    atomic_write(path, lambda p: p.write_text(text + "\n"))
 
 
 def nan_median(values: Iterable[float]) -> float:
@@ -197,7 +199,7 @@ class ResultStore:
                     f"out_dir={self.dir} holds results made with other settings "
                     f"({', '.join(changed)} differ): set another out_dir or overwrite=true"
                 )
-        _write_json(path, wanted)
+        write_json(path, wanted)
 
     def settings(self) -> dict[str, Any]:
         path = self.dir / SETTINGS_FILE
@@ -212,10 +214,10 @@ class ResultStore:
             "separation_seconds": seconds,
             "SI-SDR": {t: v.get("SI-SDR") for t, v in scores["targets"].items()},
         }
-        _write_json(self.extra_json(song.name), extra)
+        write_json(self.extra_json(song.name), extra)
         document = to_museval_json(song.name, scores)
         path = self.track_json(song.name, song.subset)
-        _atomic_write(path, lambda p: save_museval_json(document, p))
+        atomic_write(path, lambda p: save_museval_json(document, p))
         return path
 
     def save_estimates(self, song: Song, estimates: Mapping[str, np.ndarray]) -> None:
@@ -459,7 +461,7 @@ def summarize(
         log.warning(
             "%d track(s) without scores in %s: %s", len(missing), store.dir, ", ".join(missing[:5])
         )
-    _atomic_write(store.dir / SCORES_FILE, lambda p: _write_csv(p, rows))
+    atomic_write(store.dir / SCORES_FILE, lambda p: _write_csv(p, rows))
     extras = [store.extra(n) for n in with_scores]
     audio_seconds = sum(float(e.get("duration") or 0.0) for e in extras)
     separation = sum(float(e.get("separation_seconds") or 0.0) for e in extras)
@@ -475,7 +477,7 @@ def summarize(
         "separation_seconds": separation,
         "rtf": separation / audio_seconds if audio_seconds else math.nan,
     }
-    _write_json(store.dir / SUMMARY_FILE, summary)
+    write_json(store.dir / SUMMARY_FILE, summary)
     return summary
 
 

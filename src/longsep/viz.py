@@ -70,3 +70,43 @@ def score_boxplot(scores: dict[str, np.ndarray], metric: str = "SDR", title: str
         ax.set_title(title)
     fig.tight_layout()
     return fig
+
+
+def seq_len_figure(
+    panels: dict[str, tuple[str, dict[str, dict[float, float]]]], ncols: int | None = None
+) -> Figure:
+    """Line plots of values versus training sequence length, one line per model.
+
+    ``panels`` maps a panel title to ``(y label, {model: {seq_len in s: value}})``. A model
+    keeps its colour and marker in every panel; one legend for the figure.
+    """
+    models = sorted({m for _, series in panels.values() for m in series})
+    cmap = plt.get_cmap("tab10" if len(models) <= 10 else "tab20")
+    style = {m: (cmap(i % cmap.N), "osD^v<>ph*"[i % 10]) for i, m in enumerate(models)}
+    ncols = ncols or min(len(panels), 4) or 1
+    nrows = max(1, -(-len(panels) // ncols))
+    fig, axes = plt.subplots(
+        nrows, ncols, figsize=(4.2 * ncols, 3.4 * nrows + 0.4 + 0.22 * len(models)), squeeze=False
+    )
+    for ax, (title, (ylabel, series)) in zip(axes.flat, panels.items(), strict=False):
+        lengths = sorted({x for points in series.values() for x in points})
+        for model in sorted(series):
+            xs = sorted(series[model])
+            color, marker = style[model]
+            ax.plot(xs, [series[model][x] for x in xs], marker=marker, color=color, label=model)
+        ax.set_xticks(lengths)
+        ax.set_xticklabels([f"{x:g}" for x in lengths])
+        ax.set_xlabel("seq_len (s)")
+        ax.set_ylabel(ylabel)
+        ax.set_title(title, fontsize=10)
+        ax.grid(alpha=0.3)
+    for ax in list(axes.flat)[len(panels) :]:
+        ax.set_visible(False)
+    if models:
+        handles = [
+            plt.Line2D([], [], color=style[m][0], marker=style[m][1], label=m) for m in models
+        ]
+        fig.legend(handles=handles, loc="lower center", ncol=min(3, len(models)), fontsize=8)
+    bottom = (0.3 + 0.22 * -(-len(models) // 3)) / fig.get_figheight()
+    fig.tight_layout(rect=(0, min(bottom, 0.5), 1, 1))
+    return fig

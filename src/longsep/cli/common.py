@@ -20,7 +20,8 @@ log = logging.getLogger("longsep")
 
 def run_name(separator: str, attention: str | None, src: str, seq_len: float) -> str:
     """``umx_transformer-qkvg1D-vocals-30s``: the directory name of a training run."""
-    parts = [separator] + ([attention] if attention not in (None, "null", "None") else [])
+    no_choice = (None, "null", "None", "default")  # default: conf/attention/default.yaml
+    parts = [separator] + ([attention] if attention not in no_choice else [])
     return "-".join([*parts, src, f"{float(seq_len):g}s"])
 
 

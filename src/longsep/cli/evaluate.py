@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import logging
 import re
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -22,6 +22,7 @@ from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 
 from longsep.checkpoints import store_targets
+from longsep.config import conf_dir
 from longsep.errors import LongsepError
 from longsep.evaluation import (
     ModelEstimator,
@@ -197,8 +198,35 @@ def _plan(cfg: DictConfig) -> tuple[Callable[[], Any], Path, str]:
     return lambda: _model_estimator(cfg, source), source.eval_root / data / split, source.label
 
 
-def run_evaluation(cfg: DictConfig) -> str:
-    """Evaluate ``cfg.ckpt`` or ``cfg.oracle`` on ``cfg.split``; return the summary table."""
+def evaluation_config(
+    ckpt: str | Path, base: Mapping[str, Any], options: Mapping[str, Any]
+) -> DictConfig:
+    """The config of ``evaluate.py ckpt=<ckpt>``, built outside Hydra (e.g. after training).
+
+    The keys of ``conf/evaluate.yaml`` with its values, then ``base`` (resolved nodes such
+    as a training run's ``data`` and ``paths``), then ``options``, which may only set keys
+    of ``conf/evaluate.yaml`` (``split``, ``backend``, ``segment``, ``niter``, ...).
+    """
+    defaults = OmegaConf.load(conf_dir() / "evaluate.yaml")
+    for key in ("defaults", "hydra"):
+        defaults.pop(key, None)
+    unknown = sorted(set(options) - set(defaults))
+    if unknown:
+        raise LongsepError(
+            f"{unknown[0]} is not an evaluate.py option: use keys of conf/evaluate.yaml"
+        )
+    return OmegaConf.merge(
+        defaults, dict(base), dict(options), {"ckpt": str(ckpt), "oracle": None, "compare": None}
+    )
+
+
+def evaluation_summary(cfg: DictConfig) -> dict[str, Any]:
+    """Evaluate ``cfg.ckpt`` or ``cfg.oracle`` on ``cfg.split``; return the summary.
+
+    ``cfg`` has the keys of ``conf/evaluate.yaml``. The summary is that of
+    :func:`longsep.evaluation.summarize` (also written to ``<out_dir>/summary.json``);
+    if some tracks fail, the others are summarized and a :class:`LongsepError` is raised.
+    """
     workers = int(cfg.workers)
     if workers < 1:
         raise LongsepError(f"workers={cfg.workers}: use 1 or more")
@@ -237,7 +265,12 @@ def run_evaluation(cfg: DictConfig) -> str:
     if failure is not None:
         log.info("%s", format_summary(summary))
         raise failure
-    return format_summary(summary)
+    return summary
+
+
+def run_evaluation(cfg: DictConfig) -> str:
+    """Evaluate ``cfg.ckpt`` or ``cfg.oracle`` on ``cfg.split``; return the summary table."""
+    return format_summary(evaluation_summary(cfg))
 
 
 def run_compare(cfg: DictConfig) -> str:

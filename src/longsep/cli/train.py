@@ -2,23 +2,30 @@
 
 from __future__ import annotations
 
+import fnmatch
+import gc
 import logging
 import sys
+import time
 from pathlib import Path
 from typing import Any
 
 import pytorch_lightning as pl
 import torch
 from hydra.core.hydra_config import HydraConfig
+from hydra.errors import InstantiationException
 from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
+from pytorch_lightning.utilities import rank_zero_only
 
-from longsep.callbacks import PlainProgress
+from longsep import study
+from longsep.callbacks import PlainProgress, StepTimer
 from longsep.checkpoints import StoreEntry, read_checkpoint, save_store
 from longsep.cli.common import pick_accelerator
 from longsep.errors import LongsepError
 from longsep.models import instantiate_separator, is_valid_combination, separator_config
 from longsep.spectral import STFTConfig
+from longsep.study import NO_ATTENTION
 from longsep.training import SeparationModule, input_statistics, set_input_statistics
 
 log = logging.getLogger(__name__)
@@ -47,6 +54,7 @@ def find_last_checkpoint(output_dir: Path, log_dir: Path, name: str) -> Path:
 
 def _callbacks(cfg: DictConfig) -> list[pl.Callback]:
     callbacks = [instantiate(c) for c in (cfg.get("callbacks") or {}).values() if c]
+    callbacks.append(StepTimer())
     if sys.stdout.isatty():
         callbacks.append(pl.callbacks.RichProgressBar())
     else:
@@ -85,24 +93,140 @@ def export_best(cfg: DictConfig, trainer: pl.Trainer, module: SeparationModule) 
     return save_store(cfg.store_dir, module.separator.cpu(), entry)
 
 
-def train(cfg: DictConfig) -> float | None:
-    """Train one separator; return the best validation loss (for sweepers)."""
-    choices = _choices()
-    attention = choices.get("attention")
-    if not is_valid_combination(choices.get("separator", ""), attention):
-        message = (
-            f"separator={choices.get('separator')} has no attention; drop attention={attention}"
-        )
+def _attention_choice(value: Any) -> str:
+    """An attention choice for ``exclude`` matching: null / default -> ``default``."""
+    return "default" if value is None or str(value) in NO_ATTENTION else str(value)
+
+
+def excluded_by(cfg: DictConfig, separator: str, attention: str | None) -> str | None:
+    """The ``exclude`` pattern (``separator:attention``, fnmatch wildcards) matching this
+    pair, or None. A missing attention choice and ``default`` are the same (``default``)."""
+    patterns = cfg.get("exclude") or []
+    if isinstance(patterns, str):
+        patterns = [patterns]
+    pair = f"{separator}:{_attention_choice(attention)}"
+    for pattern in patterns:
+        sep, colon, att = str(pattern).partition(":")
+        if not colon or not sep or not att:
+            raise LongsepError(
+                f"exclude: {pattern!r} is not a separator:attention pair (e.g. umx:default)"
+            )
+        if fnmatch.fnmatchcase(pair, f"{sep}:{_attention_choice(att)}"):
+            return str(pattern)
+    return None
+
+
+def _skip_reason(cfg: DictConfig, separator: str, attention: str | None) -> str | None:
+    """Why this run is skipped (an excluded pair, or an invalid one in a sweep), or None.
+
+    An invalid pair outside a sweep (or with ``skip_invalid=false``) is an error.
+    """
+    pattern = excluded_by(cfg, separator, attention)
+    if pattern:
+        return f"separator={separator} attention={attention} matches exclude {pattern}"
+    if not is_valid_combination(separator, attention):
+        message = f"separator={separator} has no attention; drop attention={attention}"
         if cfg.get("skip_invalid") and _is_multirun():
-            log.warning("skipping invalid sweep combination: %s", message)
-            return None
+            return f"invalid sweep combination: {message}"
         raise LongsepError(message)
-    pl.seed_everything(cfg.seed, workers=True)
+    return None
+
+
+def _base_record(cfg: DictConfig, choices: dict[str, Any]) -> dict[str, Any]:
+    """The fields of result.json known before training."""
+    separator = str(choices.get("separator") or "")
+    attention = choices.get("attention")
+    overrides = list(HydraConfig.get().overrides.task) if HydraConfig.initialized() else []
+    return study.new_record(
+        separator=separator,
+        attention=study.effective_attention(separator, attention) if separator else None,
+        src=str(cfg.src),
+        seq_len=float(cfg.seq_len),
+        seed=int(cfg.seed),
+        max_steps=int(cfg.trainer.get("max_steps", -1)),
+        data=choices.get("data"),
+        run_name=str(cfg.get("run_name")),
+        run_dir=str(Path(cfg.paths.output_dir)),
+        overrides=overrides,
+    )
+
+
+def _free_memory() -> None:
+    """Release what a failed run left behind before the next job of the sweep."""
+    gc.collect()
+    if torch.cuda.is_available():
+        torch.cuda.empty_cache()
+
+
+def train(cfg: DictConfig) -> float | None:
+    """Train one separator, then evaluate it if ``evaluate_after.enabled``; write
+    ``<run>/result.json`` (:mod:`longsep.study`); return the best validation loss.
+
+    Skipped pairs (``exclude``, invalid ones in a sweep) are recorded as ``skipped``. An
+    exception is recorded as ``failed`` with a one-line error; in a multirun it is logged
+    and the job returns None so the other jobs go on, a single run raises it.
+    """
+    choices = _choices()
     output_dir = Path(cfg.paths.output_dir)
+    record: dict[str, Any] = {}
+    try:
+        record = _base_record(cfg, choices)
+        reason = _skip_reason(cfg, record["separator"], choices.get("attention"))
+        if reason:
+            log.warning("skipping %s", reason)
+            record.update(status="skipped", reason=reason)
+            study.write_result(output_dir, record)
+            return None
+        return _train(cfg, output_dir, record)
+    except Exception as exc:
+        record = record or study.new_record(run_dir=str(output_dir))
+        record.update(status="failed", error=study.one_line(exc))
+        if rank_zero_only.rank == 0:
+            study.write_result(output_dir, record)
+        if not _is_multirun():
+            raise
+        log.error(
+            "run %s failed, the sweep goes on: %s",
+            output_dir,
+            record["error"],
+            exc_info=not isinstance(exc, LongsepError),  # a traceback for unexpected errors
+        )
+        _free_memory()
+        return None
+
+
+def evaluate_run(cfg: DictConfig, model: Path) -> dict[str, Any]:
+    """Evaluate an exported model store as ``evaluate.py ckpt=<model>`` would, with the
+    run's data set and the options of ``cfg.evaluate_after``; return the summary."""
+    from longsep.cli.evaluate import evaluation_config, evaluation_summary
+
+    options = OmegaConf.to_container(cfg.evaluate_after, resolve=True)
+    options.pop("enabled", None)
+    if options.get("device") in (None, "auto") and cfg.get("gpu") is not None:
+        options["device"] = f"cuda:{int(cfg.gpu)}"
+    base = {k: OmegaConf.to_container(cfg[k], resolve=True) for k in ("data", "paths", "stft")}
+    base |= {"src": str(cfg.src), "seq_len": float(cfg.seq_len), "seed": int(cfg.seed)}
+    return evaluation_summary(evaluation_config(model, base, options))
+
+
+def _instantiate_data(cfg: DictConfig) -> pl.LightningDataModule:
+    """The data module of ``cfg.data``; a LongsepError its constructor raised is re-raised
+    as is (Hydra wraps it in an InstantiationException)."""
+    try:
+        return instantiate(cfg.data, _recursive_=False)
+    except InstantiationException as exc:
+        if isinstance(exc.__cause__, LongsepError):
+            raise exc.__cause__ from exc
+        raise
+
+
+def _train(cfg: DictConfig, output_dir: Path, record: dict[str, Any]) -> float | None:
+    """Fit, export, evaluate and record one run (see :func:`train`)."""
+    pl.seed_everything(cfg.seed, workers=True)
     output_dir.mkdir(parents=True, exist_ok=True)
     (output_dir / "config.yaml").write_text(OmegaConf.to_yaml(cfg, resolve=True))
 
-    datamodule = instantiate(cfg.data, _recursive_=False)
+    datamodule = _instantiate_data(cfg)
     datamodule.prepare_data()
     datamodule.setup("fit")
     stft = STFTConfig(**cfg.stft)
@@ -127,12 +251,51 @@ def train(cfg: DictConfig) -> float | None:
     if ckpt_path == "last":
         ckpt_path = str(find_last_checkpoint(output_dir, Path(cfg.paths.log_dir), cfg.run_name))
         log.info("resuming from %s", ckpt_path)
+    memory = study.PeakMemory(trainer.strategy.root_device)
+    memory.start()
+    started = time.perf_counter()
     trainer.fit(module, datamodule=datamodule, ckpt_path=ckpt_path)
+    train_seconds = time.perf_counter() - started
     if trainer.interrupted:
         log.warning("training interrupted: not exporting a model")
+        if trainer.is_global_zero:
+            record.update(status="failed", error="training interrupted before its end")
+            study.write_result(output_dir, record)
         return None
-    if trainer.is_global_zero:
-        store = export_best(cfg, trainer, module)
-        log.info("model store: %s", store)
     score = getattr(trainer.checkpoint_callback, "best_model_score", None)
-    return float(score) if isinstance(score, torch.Tensor) else None
+    score = float(score) if isinstance(score, torch.Tensor) else None
+    if not trainer.is_global_zero:
+        return score
+    peak_mb, peak_source = memory.read()
+    timer = next((c for c in trainer.callbacks if isinstance(c, StepTimer)), None)
+    record.update(
+        global_step=trainer.global_step,
+        batch_size=datamodule.batch_size,
+        world_size=trainer.world_size,
+        train_audio_seconds=trainer.global_step
+        * datamodule.batch_size
+        * trainer.world_size
+        * float(cfg.seq_len),
+        train_seconds=train_seconds,
+        step_seconds=timer.mean if timer else None,
+        peak_memory_mb=peak_mb,
+        peak_memory_source=peak_source,
+        device=str(trainer.strategy.root_device),
+        best_val_loss=score,
+    )
+    store = export_best(cfg, trainer, module)
+    log.info("model store: %s", store)
+    if cfg.get("evaluate_after") and cfg.evaluate_after.get("enabled"):
+        started = time.perf_counter()
+        summary = evaluate_run(cfg, store)
+        record.update(
+            eval_seconds=time.perf_counter() - started,
+            eval_tracks=summary["n_tracks"],
+            eval_dir=summary["out_dir"],
+            test=summary["median"],
+        )
+        record["test_sdr"] = study.source_sdr(record)
+        log.info("test medians of %s: %s", cfg.src, summary["median"].get(str(cfg.src)))
+    record["status"] = "ok"
+    study.write_result(output_dir, record)
+    return score

@@ -44,7 +44,8 @@ VALID_COMBINATIONS: frozenset[tuple[str, str | None]] = frozenset(
     {("umx", None)} | {(s, a) for s in TRANSFORMERS for a in ATTENTIONS}
 )
 
-_NULL = (None, "", "null", "None")
+# "default" is conf/attention/default.yaml: no attention config (the sweepable form of null)
+_NULL = (None, "", "null", "None", "default")
 
 
 def _group_options(group: str) -> list[str]:

@@ -1,0 +1,396 @@
+"""The sequence-length study: train-then-evaluate, result.json, failures, exclude, report."""
+
+from __future__ import annotations
+
+import csv
+import io
+import itertools
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import matplotlib.image
+import pytest
+import torch
+import yaml
+from conftest import CONF, ROOT, TINY_SYNTH, compose_train
+from hydra import compose, initialize_config_dir
+from hydra.core.global_hydra import GlobalHydra
+from hydra.core.override_parser.overrides_parser import OverridesParser
+from safetensors.torch import load_file
+
+from longsep import study
+from longsep.cli.evaluate import evaluate
+from longsep.cli.train import excluded_by, train
+from longsep.errors import LongsepError
+from longsep.models import is_valid_combination
+
+FAST = [*TINY_SYNTH, "seq_len=2", "logger=csv", "callbacks.media=null"]
+ONE_STEP = ["trainer.max_steps=1", "+trainer.limit_val_batches=1"]
+FIGURES = ("sdr_vs_seq_len.png", "cost_vs_seq_len.png")
+
+
+def _read_csv(path: Path) -> list[dict[str, str]]:
+    return list(csv.DictReader(io.StringIO(path.read_text())))
+
+
+def _jobs(sweep: Path) -> dict[str, dict]:
+    return {p.parent.name: json.loads(p.read_text()) for p in sweep.glob("*/result.json")}
+
+
+@pytest.fixture(scope="module")
+def sweep(tmp_path_factory, tiny_data_dir) -> Path:
+    """A real ``train.py -m`` sweep with evaluation: 8 jobs, 2 ok, 2 failed, 4 skipped.
+
+    ``src=bogus`` makes one sweep point fail inside its job; ``umx_small x qkv1D`` is
+    invalid and ``umx_transformer_small x default`` is excluded (both skipped).
+    """
+    out = tmp_path_factory.mktemp("study") / "multi"
+    cmd = [
+        sys.executable,
+        "train.py",
+        "-m",
+        "separator=umx_small,umx_transformer_small",
+        "attention=default,qkv1D",
+        "src=vocals,bogus",
+        "exclude=[umx_transformer_small:default]",
+        "evaluate_after.enabled=true",
+        *FAST,
+        *ONE_STEP,
+        f"paths.root_dir={tiny_data_dir}",
+        f"hydra.sweep.dir={out}",
+    ]
+    result = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=600)
+    assert result.returncode == 0, result.stderr[-3000:]
+    return out
+
+
+def test_sweep_records_every_job(sweep):
+    jobs = _jobs(sweep)
+    assert sorted(jobs) == sorted(p.name for p in sweep.iterdir() if p.is_dir())
+    status = {name: r["status"] for name, r in jobs.items()}
+    assert status == {
+        "umx_small-vocals-2s": "ok",
+        "umx_small-bogus-2s": "failed",
+        "umx_small-qkv1D-vocals-2s": "skipped",
+        "umx_small-qkv1D-bogus-2s": "skipped",
+        "umx_transformer_small-vocals-2s": "skipped",
+        "umx_transformer_small-bogus-2s": "skipped",
+        "umx_transformer_small-qkv1D-vocals-2s": "ok",
+        "umx_transformer_small-qkv1D-bogus-2s": "failed",
+    }
+    ok = jobs["umx_transformer_small-qkv1D-vocals-2s"]
+    assert ok["model"] == "umx_transformer_small:qkv1D" and ok["seq_len"] == 2.0
+    assert ok["global_step"] == 1 and ok["batch_size"] == 48
+    assert ok["train_audio_seconds"] == 1 * 48 * 2.0
+    for key in ("train_seconds", "eval_seconds", "step_seconds", "peak_memory_mb"):
+        assert ok[key] > 0, key
+    assert ok["best_val_loss"] is not None and ok["eval_tracks"] == 1
+    assert set(ok["test"]) == {"vocals", "residual"}
+    assert set(ok["test"]["vocals"]) == {"SDR", "SIR", "SAR", "ISR", "SI-SDR"}
+    assert ok["test_sdr"] == ok["test"]["vocals"]["SDR"]
+    assert jobs["umx_small-vocals-2s"]["attention"] == "none"
+
+    failed = jobs["umx_small-bogus-2s"]
+    assert "bogus" in failed["error"] and "\n" not in failed["error"]
+    assert "invalid sweep combination" in jobs["umx_small-qkv1D-vocals-2s"]["reason"]
+    excluded = jobs["umx_transformer_small-vocals-2s"]
+    assert "exclude" in excluded["reason"] and excluded["attention"] == "mha"
+    assert not (sweep / "umx_transformer_small-vocals-2s" / "model").exists()
+
+
+def test_result_medians_are_those_of_evaluate_py(sweep, tiny_data_dir):
+    """The run's eval dir is where ``evaluate.py ckpt=<run>`` writes, with the same settings
+    (it resumes instead of refusing) and the same medians."""
+    run = sweep / "umx_small-vocals-2s"
+    record = json.loads((run / "result.json").read_text())
+    assert Path(record["eval_dir"]) == run / "eval" / "synth" / "test"
+    summary = json.loads((run / "eval" / "synth" / "test" / "summary.json").read_text())
+    assert record["test"] == summary["median"]
+
+    GlobalHydra.instance().clear()
+    with initialize_config_dir(str(CONF), version_base="1.3"):
+        cfg = compose(
+            "evaluate",
+            overrides=[
+                f"ckpt={run}",
+                f"paths.root_dir={tiny_data_dir}",
+                *[o for o in TINY_SYNTH if o.startswith("data.generate")],
+                "backend=fast",
+                "progress=false",
+            ],
+        )
+    evaluate(cfg)  # settings differ -> LongsepError; same -> every track is reused
+    again = json.loads((run / "eval" / "synth" / "test" / "summary.json").read_text())
+    assert again["median"] == record["test"]
+
+
+def test_report_of_the_sweep(sweep, tmp_path):
+    out = tmp_path / "report"
+    assert study.main([str(sweep), "--out", str(out)]) == 0
+    rows = _read_csv(out / "results.csv")
+    assert len(rows) == 8
+    assert [r["status"] for r in rows].count("ok") == 2
+    ok = next(r for r in rows if r["job"] == "umx_small-vocals-2s")
+    assert ok["model"] == "umx_small:none" and float(ok["test.vocals.SDR"]) == pytest.approx(
+        json.loads((sweep / ok["job"] / "result.json").read_text())["test_sdr"], abs=1e-4
+    )
+    text = (out / "results.md").read_text()
+    assert "| umx_small:none | " in text and "| umx_transformer_small:qkv1D | " in text
+    assert "`umx_small-bogus-2s`: src='bogus'" in text
+    assert "`umx_transformer_small-qkv1D-bogus-2s`" in text
+    for name in FIGURES:
+        assert matplotlib.image.imread(out / name).ndim == 3
+    first = {p.name: p.read_bytes() for p in out.glob("results.*")}
+    study.main([str(sweep), "--out", str(out)])
+    assert {p.name: p.read_bytes() for p in out.glob("results.*")} == first
+
+
+def test_single_run_failure_raises_and_is_recorded(tmp_path, tiny_data_dir):
+    run = tmp_path / "run"
+    cfg = compose_train([*FAST, "separator=umx_small", "src=bogus"], run, tiny_data_dir)
+    with pytest.raises(LongsepError, match="bogus"):
+        train(cfg)
+    record = json.loads((run / "result.json").read_text())
+    assert record["status"] == "failed" and "bogus" in record["error"]
+
+
+def test_exclude_patterns(tmp_path, tiny_data_dir):
+    cfg = compose_train(
+        ["exclude=[umx_transformer*:default,auto_transformer_small:qkv1D]"],
+        tmp_path / "r",
+        tiny_data_dir,
+    )
+    assert excluded_by(cfg, "umx_transformer_small", None) == "umx_transformer*:default"
+    assert excluded_by(cfg, "umx_transformer", "default") == "umx_transformer*:default"
+    assert excluded_by(cfg, "umx_transformer", "mha") is None
+    assert excluded_by(cfg, "auto_transformer_small", "qkv1D") == "auto_transformer_small:qkv1D"
+    assert excluded_by(cfg, "auto_transformer", "qkv1D") is None
+    null_spelling = compose_train(["exclude=[umx_small:null]"], tmp_path / "n", tiny_data_dir)
+    assert excluded_by(null_spelling, "umx_small", "default")
+    bad = compose_train(["exclude=[umx_small]"], tmp_path / "b", tiny_data_dir)
+    with pytest.raises(LongsepError, match="separator:attention"):
+        excluded_by(bad, "umx_small", None)
+
+
+def test_excluded_run_is_skipped_without_training(tmp_path, tiny_data_dir):
+    run = tmp_path / "run"
+    overrides = [*FAST, "separator=umx_small", "exclude=[umx_small:default]"]
+    assert train(compose_train(overrides, run, tiny_data_dir)) is None
+    record = json.loads((run / "result.json").read_text())
+    assert record["status"] == "skipped" and "exclude" in record["reason"]
+    assert not (run / "checkpoints").exists()
+
+
+def test_cpu_training_is_deterministic(tmp_path, tiny_data_dir):
+    """The same seed twice: the same losses and bit-identical exported weights."""
+    overrides = [
+        *FAST,
+        "separator=umx_small",
+        "trainer.max_steps=2",
+        "+trainer.limit_val_batches=1",
+    ]
+    records, weights = [], []
+    for name in ("a", "b"):
+        run = tmp_path / name
+        train(compose_train(overrides, run, tiny_data_dir))
+        records.append(json.loads((run / "result.json").read_text()))
+        weights.append(load_file(run / "model" / "vocals.safetensors"))
+    assert records[0]["best_val_loss"] == records[1]["best_val_loss"]
+    assert weights[0].keys() == weights[1].keys()
+    for key in weights[0]:
+        assert torch.equal(weights[0][key], weights[1][key]), key
+
+
+# --------------------------------------------------------------------------- report only
+
+
+def _write_job(sweep: Path, name: str, **fields) -> None:
+    record = study.new_record(**fields)
+    study.write_result(sweep / name, record)
+
+
+def _ok(sweep: Path, name: str, model: str, src: str, seq_len: float, seed: int, sdr: float):
+    separator, attention = model.split(":")
+    _write_job(
+        sweep,
+        name,
+        status="ok",
+        separator=separator,
+        attention=attention,
+        src=src,
+        seq_len=seq_len,
+        seed=seed,
+        peak_memory_mb=1024.0 * seq_len,
+        step_seconds=0.1 * seq_len,
+        test={src: {"SDR": sdr, "SIR": sdr + 1}, "residual": {"SDR": 0.5}},
+    )
+
+
+@pytest.fixture()
+def fake_sweep(tmp_path) -> Path:
+    """result.json files written by hand, a failed, a skipped and a killed job."""
+    sweep = tmp_path / "sweep"
+    for seed, sdr in zip((1, 2, 3), (1.0, 4.0, 2.5), strict=True):
+        _ok(sweep, f"a-vocals-7s-seed{seed}", "umx:none", "vocals", 7.0, seed, sdr)
+    for seed, sdr in zip((1, 2), (3.0, 5.5), strict=True):
+        _ok(sweep, f"a-vocals-15s-seed{seed}", "umx:none", "vocals", 15.0, seed, sdr)
+    _ok(sweep, "b-vocals-7s", "umx_transformer:qkv1D", "vocals", 7.0, 1, -1.25)
+    _ok(sweep, "b-drums-7s", "umx_transformer:qkv1D", "drums", 7.0, 1, 6.0)
+    _write_job(
+        sweep,
+        "b-vocals-60s",
+        status="failed",
+        separator="umx_transformer",
+        attention="qkv1D",
+        src="vocals",
+        seq_len=60.0,
+        error="OutOfMemoryError: CUDA out of memory",
+    )
+    _write_job(sweep, "c-vocals-7s", status="skipped", reason="invalid sweep combination")
+    killed = sweep / "d-bass-30s" / ".hydra"
+    killed.mkdir(parents=True)
+    (killed / "config.yaml").write_text(yaml.safe_dump({"src": "bass", "seq_len": 30.0}))
+    choices = {"separator": "umx_transformer", "attention": "default", "data": "musdb"}
+    (killed / "hydra.yaml").write_text(yaml.safe_dump({"hydra": {"runtime": {"choices": choices}}}))
+    (killed / "overrides.yaml").write_text(yaml.safe_dump(["src=bass", "seq_len=30"]))
+    (sweep / ".submitit" / "x").mkdir(parents=True)  # launcher files are not jobs
+    return sweep
+
+
+def test_report_aggregates_runs_by_hand_computed_medians(fake_sweep, tmp_path):
+    records = study.load_study(fake_sweep)
+    assert len(records) == 10
+    medians, counts = study.median_series(records, "test_sdr")
+    assert medians["vocals"]["umx:none"] == {7.0: 2.5, 15.0: 4.25}  # median(1, 4, 2.5), mean
+    assert counts["vocals"]["umx:none"] == {7.0: 3, 15.0: 2}
+    assert medians["vocals"]["umx_transformer:qkv1D"] == {7.0: -1.25}
+    assert medians["drums"] == {"umx_transformer:qkv1D": {7.0: 6.0}}
+
+    out = tmp_path / "report"
+    study.write_report(records, out)
+    text = (out / "results.md").read_text()
+    assert "| umx:none | 2.50 (3) | 4.25 (2) |" in text
+    assert "| umx_transformer:qkv1D | -1.25 (1) | - |" in text
+    assert "10 jobs: 7 ok, 2 failed, 1 skipped" in text
+    assert "`b-vocals-60s`: OutOfMemoryError: CUDA out of memory" in text
+    assert "`d-bass-30s`: no result.json" in text
+    assert "| umx:none | 7.00 / 0.700 | 15.00 / 1.500 |" in text  # GB / s, median over runs
+
+    rows = _read_csv(out / "results.csv")
+    assert [r["job"] for r in rows][:3] == [f"a-vocals-7s-seed{s}" for s in (1, 2, 3)]
+    assert [r["src"] for r in rows] == ["vocals"] * 7 + ["drums", "bass", ""]  # MUSDB order
+    killed = next(r for r in rows if r["job"] == "d-bass-30s")
+    assert killed["status"] == "failed" and killed["model"] == "umx_transformer:mha"
+    assert killed["overrides"] == "src=bass seq_len=30"
+    assert rows[0]["test.vocals.SDR"] == "1" and rows[0]["test.residual.SDR"] == "0.5"
+
+
+def test_report_cost_figure_from_the_scaling_benchmark(fake_sweep, tmp_path):
+    lines = [
+        {"model": "umx", "small": False, "seq_len": 7.0, "fwd_bwd_s": 0.3, "peak_mb": 98.0},
+        {"model": "umx", "small": False, "seq_len": 60.0, "fwd_bwd_s": 5.2, "peak_mb": 569.0},
+        {"model": "umx_transformer:qkv1D", "seq_len": 60.0, "error": "killed"},
+        {"model": "umx", "mem_ratio_60s_7s": "5.81x"},
+    ]
+    scaling = tmp_path / "scaling.jsonl"
+    text = "\n".join(json.dumps(x) for x in lines) + "\n| model | ... |\n"
+    scaling.write_text(text)
+    rows = study.read_scaling(scaling)
+    assert len(rows) == 2
+    assert study.scaling_series(rows, "peak_mb") == {"umx:none": {7.0: 98.0, 60.0: 569.0}}
+    out = tmp_path / "report"
+    assert study.main([str(fake_sweep), "--out", str(out), "--scaling", str(scaling)]) == 0
+    assert matplotlib.image.imread(out / "cost_vs_seq_len.png").shape[0] > 500  # two rows
+    with pytest.raises(SystemExit):
+        study.main([str(tmp_path / "nowhere")])
+
+
+@pytest.mark.skipif(not Path("/proc/self/clear_refs").exists(), reason="Linux peak RSS reset")
+def test_peak_memory_sees_an_allocation():
+    memory = study.PeakMemory("cpu")
+    memory.start()
+    before, _ = memory.read()
+    block = torch.ones(64 * 2**20)  # 256 MB, touched
+    del block
+    peak, source = memory.read()
+    assert source in ("rss_peak", "rss_peak_process")
+    assert peak - before > 200
+
+
+# --------------------------------------------------------------------------- configs
+
+
+def _sweep_points(cfg) -> list[dict[str, str | None]]:
+    """The jobs of ``hydra.sweeper.params`` (Hydra's basic sweeper: a cartesian product)."""
+    parser = OverridesParser.create()
+    params = cfg.hydra.sweeper.params
+    overrides = parser.parse_overrides([f"{k}={v}" for k, v in params.items()])
+    axes = [[(o.key_or_group, v) for v in o.sweep_iterator()] for o in overrides]
+    return [dict(point) for point in itertools.product(*axes)]
+
+
+@pytest.mark.parametrize("launcher", [[], ["hydra/launcher=joblib"], ["hydra/launcher=slurm"]])
+@pytest.mark.parametrize(
+    "experiment, data, trained, models",
+    [
+        (
+            "seq_len_study",
+            "musdb",
+            180,
+            {"umx:none"}
+            | {
+                f"{s}:{a}"
+                for s in ("umx_transformer", "auto_transformer")
+                for a in ("mha", "qkv1D", "qkv2D", "qkvg1D")
+            },
+        ),
+        (
+            "seq_len_study_cpu",
+            "synth",
+            24,
+            {
+                "umx_small:none",
+                "umx_transformer_small:qkv1D",
+                "umx_transformer_small:qkvg1D",
+                "auto_transformer_small:mha",
+            },
+        ),
+    ],
+)
+def test_study_configs_compose_and_sweep_the_wanted_models(
+    tmp_path, experiment, data, trained, models, launcher
+):
+    cfg = compose_train([f"+experiment={experiment}", *launcher], tmp_path / "r", tmp_path)
+    assert cfg.hydra.mode.name == "MULTIRUN"
+    assert cfg.hydra.runtime.choices.data == data
+    assert cfg.evaluate_after.enabled and cfg.evaluate_after.backend == "fast"
+    assert cfg.evaluate_after.segment == "auto" and cfg.evaluate_after.split == "test"
+    assert cfg.trainer.max_steps > 0 and cfg.data.batch_size is None
+    assert cfg.callbacks.early_stopping is None and cfg.module.scheduler is None
+    assert cfg.trainer.check_val_every_n_epoch is None
+    if launcher:
+        assert cfg.hydra.launcher._target_.endswith(("JoblibLauncher", "SlurmLauncher"))
+    run = []
+    for point in _sweep_points(cfg):
+        separator, attention = point["separator"], point["attention"]
+        if excluded_by(cfg, separator, attention) or not is_valid_combination(separator, attention):
+            continue
+        run.append(point)
+    labels = {
+        study.model_label(p["separator"], study.effective_attention(p["separator"], p["attention"]))
+        for p in run
+    }
+    assert labels == models and len(run) == trained
+
+
+def test_hydra_refuses_null_as_attention_choice_so_sweeps_use_default(tmp_path):
+    """Why conf/attention/default.yaml exists (see conf/experiment/seq_len_study.yaml)."""
+    with pytest.raises(ValueError, match="Config group override must be a string"):
+        compose_train(["attention=null"], tmp_path / "n", tmp_path)
+    cfg = compose_train(
+        ["separator=umx_transformer", "attention=default"], tmp_path / "d", tmp_path
+    )
+    assert cfg.get("attention") is None and cfg.hydra.runtime.choices.attention == "default"
+    assert cfg.run_name == "umx_transformer-vocals-6s"
