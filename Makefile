@@ -30,7 +30,11 @@ quickstart: install  ## generate the synthetic set, train a small UMX on CPU, se
 
 study-cpu: install  ## the reduced sequence-length study on CPU (experiments/README.md), then its report
 	$(BIN)/python train.py +experiment=seq_len_study_cpu hydra.sweep.dir=$(STUDY_CPU)
-	$(BIN)/python -m longsep.study $(STUDY_CPU) --out $(STUDY_CPU_OUT)
+	$(BIN)/python benchmarks/seq_len_scaling.py --small --seq-lens 7 15 30 \
+	  --models umx umx_transformer:qkv1D umx_transformer:qkvg1D auto_transformer:mha \
+	  > $(STUDY_CPU_OUT)/seq_len_scaling.jsonl
+	$(BIN)/python -m longsep.study $(STUDY_CPU) --out $(STUDY_CPU_OUT) \
+	  --scaling $(STUDY_CPU_OUT)/seq_len_scaling.jsonl
 
 test: dev  ## the test suite (fast tests; `$(BIN)/pytest -m slow` for the long ones)
 	$(BIN)/pytest

@@ -81,10 +81,6 @@ def peak_rss_mb() -> float:
 def child(args: argparse.Namespace) -> None:
     """One measurement in this process: load, separate once, print JSON."""
     torch.set_num_threads(args.threads) if args.threads else None
-    if args.input:
-        separate_file(args)
-        return
-    track = make_track(args.seconds)
     if args.impl == "ours":
         from longsep.separator import Separator
 
@@ -95,10 +91,25 @@ def child(args: argparse.Namespace) -> None:
 
         sep = load_separator(str(args.models), targets=list(TARGETS), niter=args.niter).eval()
         sep.freeze()
+    if args.input:  # ours, file to files
+        stems = args.input.parent / "stems"
+
+        def run() -> dict:
+            outputs = sep.separate_to_file(args.input, stems)
+            size = sum(p.stat().st_size for p in outputs.values())
+            shutil.rmtree(stems)
+            return {"impl": "ours-to-file", "stems_mb": round(size / 2**20, 1)}
+    else:
+        track = make_track(args.seconds)
+
+        def run() -> dict:
+            with torch.inference_mode():
+                out = sep(track)
+            return {"output_shape": list(out.shape), "finite": bool(torch.isfinite(out).all())}
+
     rss_before = peak_rss_mb()
     start = time.perf_counter()
-    with torch.inference_mode():
-        out = sep(track)
+    extra = run()
     wall = time.perf_counter() - start
     result = {
         "impl": args.impl,
@@ -109,37 +120,10 @@ def child(args: argparse.Namespace) -> None:
         "rtf": round(wall / args.seconds, 4),
         "peak_rss_mb": round(peak_rss_mb(), 1),
         "rss_before_separation_mb": round(rss_before, 1),
-        "output_shape": list(out.shape),
-        "finite": bool(torch.isfinite(out).all()),
+        **extra,
     }
     if args.impl == "ours":
         result["segment_s"] = sep.segment
-    print(json.dumps(result), flush=True)
-
-
-def separate_file(args: argparse.Namespace) -> None:
-    """Ours, file to files: ``separate_to_file`` of ``args.input`` (wav) into wav stems."""
-    from longsep.separator import Separator
-
-    segment = None if args.segment == "none" else args.segment
-    sep = Separator.from_pretrained(args.models, niter=args.niter, segment=segment)
-    rss_before = peak_rss_mb()
-    start = time.perf_counter()
-    outputs = sep.separate_to_file(args.input, args.input.parent / "stems")
-    wall = time.perf_counter() - start
-    result = {
-        "impl": "ours-to-file",
-        "seconds": args.seconds,
-        "niter": args.niter,
-        "threads": torch.get_num_threads(),
-        "wall_s": round(wall, 3),
-        "rtf": round(wall / args.seconds, 4),
-        "peak_rss_mb": round(peak_rss_mb(), 1),
-        "rss_before_separation_mb": round(rss_before, 1),
-        "stems_mb": round(sum(p.stat().st_size for p in outputs.values()) / 2**20, 1),
-        "segment_s": sep.segment,
-    }
-    shutil.rmtree(args.input.parent / "stems")
     print(json.dumps(result), flush=True)
 
 

@@ -193,3 +193,37 @@ def test_audio_writer_commits_or_leaves_nothing(tmp_path):
         writer.write(torch.zeros(1, 10))
         raise ValueError("interrupted")
     assert sorted(p.name for p in tmp_path.iterdir()) == ["sub"]
+
+
+class _UndercountingFile:
+    """A SoundFile stand-in whose header claims fewer frames than it decodes (some mp3s)."""
+
+    channels, frames = 2, 5
+
+    def __init__(self, data: np.ndarray) -> None:
+        self.data = data  # (frames, channels)
+
+    def tell(self) -> int:
+        return 0
+
+    def blocks(self, blocksize, frames=-1, dtype=None, always_2d=True):
+        stop = len(self.data) if frames < 0 else min(frames, len(self.data))
+        for lo in range(0, stop, blocksize):
+            yield self.data[lo : min(stop, lo + blocksize)]
+
+
+@pytest.mark.parametrize("count", [-1, 700, 5])
+def test_read_blocks_is_channels_first_and_grows_past_the_header(monkeypatch, count):
+    monkeypatch.setattr(audio, "READ_BLOCK", 64)
+    data = np.random.default_rng(0).standard_normal((1000, 2)).astype(np.float32)
+    got = audio._read_blocks(_UndercountingFile(data), count)
+    expected = data.T if count < 0 else data[:count].T
+    assert got.shape == expected.shape and np.array_equal(got, expected)
+
+
+def test_load_long_file_in_blocks_equals_soundfile(tmp_path, monkeypatch):
+    monkeypatch.setattr(audio, "READ_BLOCK", 1000)
+    data = np.random.default_rng(1).uniform(-1, 1, (44100, 2)).astype(np.float32)
+    sf.write(tmp_path / "x.wav", data, 44100, subtype="FLOAT")
+    got = audio.load(tmp_path / "x.wav", start=0.25, duration=0.5)
+    assert got.is_contiguous() and torch.equal(got, torch.from_numpy(data[11025:33075].T))

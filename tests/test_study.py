@@ -211,7 +211,16 @@ def _write_job(sweep: Path, name: str, **fields) -> None:
     study.write_result(sweep / name, record)
 
 
-def _ok(sweep: Path, name: str, model: str, src: str, seq_len: float, seed: int, sdr: float):
+def _ok(
+    sweep: Path,
+    name: str,
+    model: str,
+    src: str,
+    seq_len: float,
+    seed: int,
+    sdr: float,
+    memory_source: str = "cuda_max_allocated",
+):
     separator, attention = model.split(":")
     _write_job(
         sweep,
@@ -223,6 +232,7 @@ def _ok(sweep: Path, name: str, model: str, src: str, seq_len: float, seed: int,
         seq_len=seq_len,
         seed=seed,
         peak_memory_mb=1024.0 * seq_len,
+        peak_memory_source=memory_source,
         step_seconds=0.1 * seq_len,
         test={src: {"SDR": sdr, "SIR": sdr + 1}, "residual": {"SDR": 0.5}},
     )
@@ -236,8 +246,9 @@ def fake_sweep(tmp_path) -> Path:
         _ok(sweep, f"a-vocals-7s-seed{seed}", "umx:none", "vocals", 7.0, seed, sdr)
     for seed, sdr in zip((1, 2), (3.0, 5.5), strict=True):
         _ok(sweep, f"a-vocals-15s-seed{seed}", "umx:none", "vocals", 15.0, seed, sdr)
-    _ok(sweep, "b-vocals-7s", "umx_transformer:qkv1D", "vocals", 7.0, 1, -1.25)
-    _ok(sweep, "b-drums-7s", "umx_transformer:qkv1D", "drums", 7.0, 1, 6.0)
+    # CPU jobs of one sweep share a process: their RSS peak is no per-run memory figure
+    _ok(sweep, "b-vocals-7s", "umx_transformer:qkv1D", "vocals", 7.0, 1, -1.25, "rss_peak")
+    _ok(sweep, "b-drums-7s", "umx_transformer:qkv1D", "drums", 7.0, 1, 6.0, "rss_peak")
     _write_job(
         sweep,
         "b-vocals-60s",
@@ -277,6 +288,7 @@ def test_report_aggregates_runs_by_hand_computed_medians(fake_sweep, tmp_path):
     assert "`b-vocals-60s`: OutOfMemoryError: CUDA out of memory" in text
     assert "`d-bass-30s`: no result.json" in text
     assert "| umx:none | 7.00 / 0.700 | 15.00 / 1.500 |" in text  # GB / s, median over runs
+    assert "| umx_transformer:qkv1D | - / 0.700 | - |" in text  # CPU RSS left out
 
     rows = _read_csv(out / "results.csv")
     assert [r["job"] for r in rows][:3] == [f"a-vocals-7s-seed{s}" for s in (1, 2, 3)]
@@ -303,6 +315,7 @@ def test_report_cost_figure_from_the_scaling_benchmark(fake_sweep, tmp_path):
     out = tmp_path / "report"
     assert study.main([str(fake_sweep), "--out", str(out), "--scaling", str(scaling)]) == 0
     assert matplotlib.image.imread(out / "cost_vs_seq_len.png").shape[0] > 500  # two rows
+    assert "| umx:none | 0.300 / 98 | 5.200 / 569 |" in (out / "results.md").read_text()
     with pytest.raises(SystemExit):
         study.main([str(tmp_path / "nowhere")])
 

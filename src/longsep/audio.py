@@ -33,6 +33,7 @@ log = logging.getLogger(__name__)
 SOUNDFILE_EXTENSIONS = frozenset({".wav", ".flac", ".ogg", ".oga", ".mp3", ".aiff", ".aif"})
 FFMPEG_EXTENSIONS = frozenset({".m4a", ".aac", ".mp4", ".opus", ".wma", ".webm"})
 AUDIO_EXTENSIONS = SOUNDFILE_EXTENSIONS | FFMPEG_EXTENSIONS
+READ_BLOCK = 1 << 18  # frames decoded at a time
 CODECS = {  # codec -> (libsndfile format, default subtype, float-capable)
     "wav": ("WAV", "FLOAT", True),
     "flac": ("FLAC", "PCM_24", False),
@@ -111,6 +112,26 @@ def _reason(exc: Exception) -> str:
     return str(exc).splitlines()[0] if str(exc) else type(exc).__name__
 
 
+def _read_blocks(f: sf.SoundFile, count: int) -> np.ndarray:
+    """``count`` frames (-1: to the end) from ``f``'s position, channels-first float32.
+
+    Blocks are copied into an array sized from the header, so a long file is not held
+    twice (interleaved, then transposed); the array grows if the header undercounts.
+    """
+    size = max(0, f.frames - f.tell()) if f.frames > 0 else 0
+    data = np.empty((f.channels, size if count < 0 else min(count, size)), np.float32)
+    done = 0
+    for block in f.blocks(READ_BLOCK, frames=count, dtype="float32", always_2d=True):
+        n = block.shape[0]
+        if done + n > data.shape[1]:
+            data = np.concatenate(
+                [data[:, :done], np.empty((f.channels, max(n, done)), np.float32)], 1
+            )
+        data[:, done : done + n] = block.T
+        done += n
+    return data[:, :done]
+
+
 def _read_soundfile(path: Path, start: float, duration: float | None) -> tuple[np.ndarray, int]:
     try:
         with sf.SoundFile(str(path)) as f:
@@ -123,10 +144,10 @@ def _read_soundfile(path: Path, start: float, duration: float | None) -> tuple[n
             if first:
                 f.seek(first)
             count = -1 if duration is None else round(duration * rate)
-            data = f.read(count, dtype="float32", always_2d=True)
+            data = _read_blocks(f, count)
     except (sf.LibsndfileError, RuntimeError) as exc:
         raise LongsepError(f"{path}: not a readable audio file ({_reason(exc)})") from None
-    return data.T, rate
+    return data, rate
 
 
 def _read_ffmpeg(

@@ -76,6 +76,11 @@ FIELDS: tuple[str, ...] = (
     "error",
     "reason",
 )
+# Peak memory measurements that belong to one run. On CPU the jobs of a sweep share one
+# process (Hydra's basic launcher), whose resident memory also holds the data cache pages
+# and the allocator's pools of earlier jobs: its RSS peak is recorded but not compared; the
+# report takes CPU memory from benchmarks/seq_len_scaling.py (--scaling, fresh processes).
+PER_RUN_MEMORY = ("cuda_max_allocated",)
 _MISSING = "no result.json: the job was killed, crashed hard or is still running"
 
 
@@ -269,8 +274,20 @@ def load_study(sweep_dir: str | Path) -> list[dict[str, Any]]:
         record = read_result(job)
         record["job"] = job.relative_to(sweep).as_posix()
         record["test_sdr"] = source_sdr(record)
+        for key in ("run_dir", "eval_dir"):  # relative, so a report does not name the machine
+            record[key] = _relative(record.get(key), sweep)
         records.append(record)
     return sorted(records, key=_order)
+
+
+def _relative(path: str | None, root: Path) -> str | None:
+    """``path`` relative to ``root`` when it lies below it, else unchanged."""
+    if not path:
+        return path
+    try:
+        return Path(path).resolve().relative_to(root.resolve()).as_posix()
+    except ValueError:
+        return path
 
 
 # --------------------------------------------------------------------------- tables
@@ -341,7 +358,12 @@ def median_series(
 
 
 def _by_model(records: Iterable[Mapping[str, Any]], field: str, scale: float = 1.0) -> Series:
-    """``{model: {seq_len: median of field * scale}}`` over ok runs of every source."""
+    """``{model: {seq_len: median of field * scale}}`` over ok runs of every source.
+
+    Peak memory counts only where it is a per-run figure (:data:`PER_RUN_MEMORY`).
+    """
+    if field == "peak_memory_mb":
+        records = [r for r in records if r.get("peak_memory_source") in PER_RUN_MEMORY]
     pooled = [{**r, "src": "all"} for r in records]
     medians, _ = median_series(pooled, field)
     return {m: {x: v * scale for x, v in c.items()} for m, c in medians.get("all", {}).items()}
@@ -362,8 +384,13 @@ def _md_table(header: Sequence[str], rows: Iterable[Sequence[str]]) -> list[str]
     return lines
 
 
-def results_markdown(records: Sequence[Mapping[str, Any]], title: str = "") -> str:
-    """The study tables: SDR per source, cost per model, failed runs."""
+def results_markdown(
+    records: Sequence[Mapping[str, Any]],
+    title: str = "",
+    scaling: Sequence[Mapping[str, Any]] | None = None,
+) -> str:
+    """The study tables: SDR per source, cost per model (and per ``scaling`` benchmark
+    rows), failed runs."""
     status = {s: sum(r.get("status") == s for r in records) for s in STATUSES}
     lines = [f"# Sequence-length study{': ' + title if title else ''}", ""]
     lines.append(
@@ -397,7 +424,9 @@ def results_markdown(records: Sequence[Mapping[str, Any]], title: str = "") -> s
             "## Cost",
             "",
             "Peak training memory (GB) / mean train step time (s), median over the runs of "
-            "every source; one step sees the same seconds of audio at every seq_len.",
+            "every source; one step sees the same seconds of audio at every seq_len. Memory "
+            "is given for GPU runs (max allocated); the RSS of CPU jobs, which share one "
+            "process, is not a per-run figure (see the --scaling benchmark instead).",
             "",
         ]
         rows = []
@@ -410,6 +439,29 @@ def results_markdown(records: Sequence[Mapping[str, Any]], title: str = "") -> s
                 )
             rows.append(row)
         lines += _md_table(["model", *(f"{x:g} s" for x in cost_lens)], rows)
+    if scaling:
+        seconds = scaling_series(scaling, "fwd_bwd_s")
+        memory_mb = scaling_series(scaling, "peak_mb")
+        lengths = _seq_lens([seconds])
+        lines += [
+            "",
+            "## Batch-1 cost (benchmarks/seq_len_scaling.py)",
+            "",
+            "Forward + backward of one stereo chunk (s) / peak memory growth (MB), a fresh "
+            "process per model and length.",
+            "",
+        ]
+        rows = [
+            [
+                model,
+                *(
+                    f"{_num(c.get(x), '.3f')} / {_num(memory_mb[model].get(x), '.0f')}"
+                    for x in lengths
+                ),
+            ]
+            for model, c in seconds.items()
+        ]
+        lines += _md_table(["model", *(f"{x:g} s" for x in lengths)], rows)
     failed = [r for r in records if r.get("status") == "failed"]
     lines += ["", "## Failed runs", ""]
     lines += [f"- `{r['job']}`: {r.get('error') or 'unknown error'}" for r in failed] or ["none"]
@@ -484,7 +536,7 @@ def write_report(
     written = []
     csv_text = results_csv(records)
     atomic_write(out / "results.csv", lambda p: p.write_text(csv_text))
-    md_text = results_markdown(records, title)
+    md_text = results_markdown(records, title, scaling)
     atomic_write(out / "results.md", lambda p: p.write_text(md_text))
     written += [out / "results.csv", out / "results.md"]
 
@@ -493,13 +545,14 @@ def write_report(
     fig = seq_len_figure(panels or {"no finished runs": ("median test SDR (dB)", {})})
     written.append(_save_figure(fig, out / "sdr_vs_seq_len.png"))
 
-    cost = {
-        "runs (batch = budget / seq_len): peak memory": (
-            "peak memory (GB)",
-            _by_model(records, "peak_memory_mb", 1 / 1024),
-        ),
-        "runs: mean train step": ("step time (s)", _by_model(records, "step_seconds")),
-    }
+    cost = {}
+    run_memory = _by_model(records, "peak_memory_mb", 1 / 1024)
+    if run_memory:
+        cost["runs (batch = budget / seq_len): peak memory"] = ("peak memory (GB)", run_memory)
+    cost["runs (batch = budget / seq_len): mean train step"] = (
+        "step time (s)",
+        _by_model(records, "step_seconds"),
+    )
     if scaling:
         cost["benchmark (batch 1): peak memory"] = (
             "peak memory growth (GB)",
