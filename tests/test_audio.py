@@ -159,7 +159,7 @@ def test_adapter_protocol(tmp_path):
 
 
 @pytest.mark.parametrize(
-    ("orig", "new"), [(48000, 44100), (44100, 48000), (22050, 44100), (44100, 8000)]
+    ("orig", "new"), [(48000, 44100), (44100, 48000), (22050, 44100), (44100, 8000), (8000, 8000)]
 )
 @pytest.mark.parametrize("out_length", [None, "input"])
 def test_stream_resampler_equals_whole_signal_resample(orig, new, out_length):

@@ -248,19 +248,24 @@ class StreamResampler:
         self.buffer, self.buffer_start, self.done = self.buffer[..., keep:], end - self.context, end
         return out
 
-    def push(self, chunk: torch.Tensor) -> torch.Tensor:
-        """Add the next ``(..., n)`` input samples; return the output they complete."""
+    def _resample(self, chunk: torch.Tensor) -> torch.Tensor:
+        """Buffer ``chunk``; resample the blocks whose kernel context is complete."""
         if self.buffer is None:
             self.buffer = chunk.new_zeros(*chunk.shape[:-1], self.context)
         self.buffer = torch.cat([self.buffer, chunk], -1)
-        self.received += chunk.shape[-1]
         if self.received >= self.total:
             end = self.down * math.ceil(self.total / self.down)
             pad = end + self.context - (self.buffer_start + self.buffer.shape[-1])
             self.buffer = torch.nn.functional.pad(self.buffer, (0, pad))
         else:
             end = self.down * ((self.received - self.context) // self.down)
-        out = self._emit(end) if end > self.done else chunk.new_zeros(*chunk.shape[:-1], 0)
+        return self._emit(end) if end > self.done else chunk.new_zeros(*chunk.shape[:-1], 0)
+
+    def push(self, chunk: torch.Tensor) -> torch.Tensor:
+        """Add the next ``(..., n)`` input samples; return the output they complete."""
+        self.received += chunk.shape[-1]
+        same_rate = self.orig_rate == self.new_rate  # then only the length may change
+        out = chunk if same_rate else self._resample(chunk)
         out = out[..., : max(0, min(self.natural, self.out_length) - self.emitted)]
         if self.received >= self.total and self.emitted + out.shape[-1] < self.out_length:
             out = torch.nn.functional.pad(out, (0, self.out_length - self.emitted - out.shape[-1]))
