@@ -465,3 +465,21 @@ def test_failed_separation_leaves_no_partial_files(tmp_path):
     with pytest.raises(RuntimeError, match="model broke"):
         sep.separate_to_file(tmp_path / "song.wav", tmp_path / "out")
     assert _files(tmp_path / "out") == []
+
+
+def test_failed_commit_leaves_no_temporary_files(tmp_path, monkeypatch):
+    sep = Separator(small_models(), SMALL, segment=0.4)
+    sf.write(tmp_path / "song.wav", music(1.0).T.numpy(), RATE)
+    original, commits = audio.AudioWriter.commit, []
+
+    def failing_commit(self):
+        commits.append(self.path.name)
+        if len(commits) == 2:
+            self.abort()
+            raise LongsepError(f"{self.path}: disk full")
+        return original(self)
+
+    monkeypatch.setattr(audio.AudioWriter, "commit", failing_commit)
+    with pytest.raises(LongsepError, match="disk full"):
+        sep.separate_to_file(tmp_path / "song.wav", tmp_path / "out")
+    assert _files(tmp_path / "out") == [commits[0]]  # the one finished stem, nothing partial

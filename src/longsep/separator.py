@@ -578,6 +578,7 @@ class _Export:
         self.queue: queue.Queue = queue.Queue(maxsize=4)
 
     def put(self, item: Tensor | str | None) -> None:
+        """Queue a chunk, :attr:`END` or ``None`` (blocks while the worker is behind)."""
         self.queue.put(item)
 
     def run(self, model_rate: int, model_samples: int) -> dict[str, Path]:
@@ -597,7 +598,7 @@ class _Export:
             }
         except Exception as exc:  # re-raised once the queue is drained
             error = exc
-        while (item := self.queue.get()) not in (None, self.END):
+        while (item := self.queue.get()) is not None and item is not self.END:
             if error is not None:
                 continue
             try:
@@ -610,7 +611,16 @@ class _Export:
                 writer.abort()
         if error is not None:
             raise error
-        return {target: writer.commit() for target, writer in writers.items()}
+        written = {}
+        try:
+            for target, writer in writers.items():
+                written[target] = writer.commit()
+        except LongsepError:
+            for target, writer in writers.items():
+                if target not in written:
+                    writer.abort()
+            raise
+        return written
 
 
 def _all_finite(audio_: Tensor, block: int = 1 << 20) -> bool:
