@@ -94,7 +94,7 @@ def child(args: argparse.Namespace) -> None:
     """One measurement in this process: load, separate once, print JSON."""
     torch.set_num_threads(args.threads) if args.threads else None
     if args.impl == "ours":
-        from longsep.separator import Separator
+        from longsep.inference.separator import Separator
 
         segment = None if args.segment == "none" else args.segment
         sep = Separator.from_pretrained(args.models, niter=args.niter, segment=segment)

@@ -27,7 +27,7 @@ import torch.nn.functional as F
 from longsep.data.musdb import MUSDBDataModule
 from longsep.data.synth import ensure_dataset
 from longsep.models import build_separator
-from longsep.training import SeparationModule
+from longsep.training.module import SeparationModule
 
 
 def timed_steps(batches, step, steps: int) -> float:

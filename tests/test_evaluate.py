@@ -21,17 +21,18 @@ from hydra.core.global_hydra import GlobalHydra
 from jsonschema import validate
 
 from longsep import audio
-from longsep.checkpoints import StoreEntry, save_store
-from longsep.cli.evaluate import evaluate, resolve_ckpt
+from longsep.cli.evaluate import evaluate
 from longsep.data.musdb import open_musdb
 from longsep.data.synth import ensure_dataset
 from longsep.errors import LongsepError
-from longsep.evaluation import ResultStore, Song, evaluate_songs, summarize
-from longsep.metrics import si_sdr
+from longsep.evaluation.compare import compare, main
+from longsep.evaluation.evaluate import Song, evaluate_songs
+from longsep.evaluation.metrics import si_sdr
+from longsep.evaluation.oracle import OracleEstimator
+from longsep.evaluation.results import ResultStore, summarize
 from longsep.models.umx import UMX
-from longsep.oracle import OracleEstimator
-from longsep.report import compare, main
 from longsep.spectral import STFTConfig
+from longsep.store import StoreEntry, resolve_model, save_store
 
 ROOT = Path(__file__).resolve().parents[1]
 TARGETS = ["vocals", "drums", "bass", "other"]
@@ -298,19 +299,19 @@ def test_resolve_ckpt_layouts(tmp_path):
     for name in ("epoch001-step10.ckpt", "last.ckpt"):
         (run / "checkpoints" / name).write_bytes(b"")
     os.utime(run / "checkpoints" / "epoch001-step10.ckpt", (1, 1))
-    source = resolve_ckpt(run)
+    source = resolve_model(run)
     assert source.model == run / "checkpoints" / "epoch001-step10.ckpt"
     assert source.eval_root == run / "eval"
     _store(run / "model", targets=["vocals"])
-    assert resolve_ckpt(run).model == run / "model"
-    assert resolve_ckpt(run / "model").eval_root == run / "eval"
-    last = resolve_ckpt(run / "checkpoints" / "last.ckpt")
+    assert resolve_model(run).model == run / "model"
+    assert resolve_model(run / "model").eval_root == run / "eval"
+    last = resolve_model(run / "checkpoints" / "last.ckpt")
     assert last.model.name == "last.ckpt" and last.eval_root == run / "eval" / "last"
     with pytest.raises(LongsepError, match="does not exist"):
-        resolve_ckpt(tmp_path / "missing")
+        resolve_model(tmp_path / "missing")
     (tmp_path / "empty").mkdir()
     with pytest.raises(LongsepError, match="holds no model"):
-        resolve_ckpt(tmp_path / "empty")
+        resolve_model(tmp_path / "empty")
 
 
 def test_empty_split_and_missing_arguments(synth_root, tmp_path):

@@ -16,16 +16,16 @@ import torch
 from scipy.signal import lfilter
 
 from longsep.errors import LongsepError
-from longsep.metrics import (
-    METRICS,
+from longsep.evaluation.bsseval import BSS_METRICS as METRICS
+from longsep.evaluation.metrics import (
     bss_eval,
     evaluate_track,
-    median_over_frames,
     neg_si_sdr_loss,
     save_museval_json,
     si_sdr,
     to_museval_json,
 )
+from longsep.evaluation.results import ResultStore, nan_median
 
 RATE = 44100
 TOL_DB = 0.01
@@ -286,23 +286,24 @@ def test_track_json_matches_museval_and_loads(names, extra, tmp_path):
     assert set(store.df["target"]) == set(names)
     assert len(store.df) == len(doc["targets"]) * 2 * len(METRICS)
     medians = store.agg_frames_scores()
-    for target, values in median_over_frames(scores).items():
-        for m, value in values.items():
-            assert medians[(track.name, target, m)] == pytest.approx(value, abs=1e-4)
+    ours = ResultStore(tmp_path).track_scores(track.name)
+    assert set(ours) == set(names)
+    for target, values in ours.items():
+        for m in METRICS:
+            assert medians[(track.name, target, m)] == pytest.approx(values[m], abs=1e-4)
     methods = museval.MethodStore()
     methods.add_eval_dir(tmp_path)
     assert set(methods.df["method"]) == {tmp_path.name}
 
 
-def test_median_over_frames_matches_museval_aggregation():
+def test_nan_median_matches_museval_aggregation():
     values = {
         "SDR": [1.0, math.inf, 3.0, math.nan, 10.0],
         "SIR": [2.0, 2.0, 2.0, 2.0, 2.0],
         "ISR": [math.nan] * 5,
         "SAR": [-1.0, 5.0, -math.inf, 0.5, 0.25],
     }
-    scores = {"rate": RATE, "window": RATE, "hop": RATE, "targets": {"bass": values}}
-    ours = median_over_frames(scores)["bass"]
+    ours = {m: nan_median(v) for m, v in values.items()}
     store = museval.TrackStore(track_name="t")
     store.add_target("bass", values)
     evals = museval.EvalStore()

@@ -18,13 +18,13 @@ from longsep.errors import LongsepError
 from longsep.models import (
     ATTENTIONS,
     UMX,
-    VALID_COMBINATIONS,
     AutoTransformer,
     UMXTransformer,
     build_separator,
     instantiate_separator,
     is_valid_combination,
     separator_config,
+    valid_combinations,
 )
 from longsep.models.attention import MHA, QKV1D, QKVG1D
 
@@ -55,6 +55,9 @@ CASE_IDS = [f"{k}-{'-'.join(map(str, kw.values()))}" for k, kw in SEPARATOR_CASE
 @pytest.fixture(autouse=True)
 def _seed():
     torch.manual_seed(0)
+
+
+FULL_SIZE = ["umx", "umx_transformer", "auto_transformer"]
 
 
 @pytest.mark.parametrize(("kind", "kw"), SEPARATOR_CASES, ids=CASE_IDS)
@@ -224,7 +227,7 @@ def test_resolvers_match_open_unmix_values():
     assert conf_dir() == CONF_DIR and (CONF_DIR / "separator" / "umx.yaml").exists()
 
 
-@pytest.mark.parametrize(("separator", "attention"), sorted(VALID_COMBINATIONS))
+@pytest.mark.parametrize(("separator", "attention"), valid_combinations(FULL_SIZE))
 def test_build_every_valid_combination(separator, attention):
     model = build_separator(f"{separator}_small", attention, seq_len=7).eval()
     classes = {"umx": UMX, "umx_transformer": UMXTransformer, "auto_transformer": AutoTransformer}
@@ -275,7 +278,10 @@ def test_is_valid_combination():
     assert not is_valid_combination("umx", "qkv1D") and not is_valid_combination("umx_small", "mha")
     assert is_valid_combination("auto_transformer_small", "qkvg1D")
     assert is_valid_combination("umx_transformer", None)
-    assert len(VALID_COMBINATIONS) == 9
+    pairs = valid_combinations(FULL_SIZE)
+    assert ("umx", None) in pairs and ("umx", "mha") not in pairs
+    assert len(pairs) == 1 + 2 * (1 + len(ATTENTIONS))  # umx; transformers: none + each
+    assert all(is_valid_combination(s, a) for s, a in valid_combinations())
 
 
 def test_build_separator_keeps_an_outer_hydra_initialisation():

@@ -12,9 +12,10 @@ import torch
 from longsep.data.musdb import open_musdb
 from longsep.data.synth import ensure_dataset
 from longsep.errors import LongsepError
-from longsep.evaluation import ResultStore, Song, evaluate_songs, summarize
-from longsep.metrics import si_sdr
-from longsep.oracle import ORACLES, OracleEstimator, oracle_separate
+from longsep.evaluation.evaluate import Song, evaluate_songs
+from longsep.evaluation.metrics import si_sdr
+from longsep.evaluation.oracle import ORACLES, OracleEstimator, oracle_separate
+from longsep.evaluation.results import ResultStore, summarize
 from longsep.spectral import STFTConfig
 
 RATE = 44100

@@ -15,11 +15,11 @@ import torch
 from hydra import compose, initialize_config_dir
 
 from longsep import audio
-from longsep.checkpoints import StoreEntry, save_store
 from longsep.cli.common import user_errors
 from longsep.cli.separate import separate
 from longsep.models.umx import UMX
 from longsep.spectral import STFTConfig
+from longsep.store import StoreEntry, save_store
 
 ROOT = Path(__file__).resolve().parents[1]
 RATE = 44100

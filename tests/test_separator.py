@@ -10,11 +10,13 @@ import soundfile as sf
 import torch
 
 from longsep import LongsepError, audio
-from longsep.checkpoints import StoreEntry, save_store
+from longsep.inference.export import track_name
+from longsep.inference.separator import Separator
+from longsep.inference.streaming import OverlapAdd, crossfade_windows
+from longsep.inference.wiener import apply_wiener
 from longsep.models.umx import UMX
-from longsep.separator import Separator, _OverlapAdd, crossfade_windows, track_name
 from longsep.spectral import ISTFT, STFT, STFTConfig
-from longsep.wiener import apply_wiener
+from longsep.store import StoreEntry, save_store
 
 RATE = 44100
 SMALL = STFTConfig(n_fft=512, hop_length=128, sample_rate=RATE)
@@ -144,7 +146,7 @@ def test_streaming_overlap_add_equals_istft(hop):
         window=window,
         length=audio_.shape[-1],
     ).reshape(1, 2, -1)
-    ola = _OverlapAdd(config, frames, torch.device("cpu"))
+    ola = OverlapAdd(config, frames, torch.device("cpu"))
     out = torch.zeros_like(audio_)
     for start in range(0, frames, 23):
         first, chunk = ola.push(spec[..., start : start + 23], start)

@@ -20,11 +20,13 @@ from hydra.core.global_hydra import GlobalHydra
 from hydra.core.override_parser.overrides_parser import OverridesParser
 from safetensors.torch import load_file
 
-from longsep import study
 from longsep.cli.evaluate import evaluate
+from longsep.cli.study import main as study_main
 from longsep.cli.train import excluded_by, train
 from longsep.errors import LongsepError
 from longsep.models import is_valid_combination
+from longsep.study import records, report
+from longsep.training.memory import PeakMemory
 
 FAST = [*TINY_SYNTH, "seq_len=2", "logger=csv", "callbacks.media=null"]
 ONE_STEP = ["trainer.max_steps=1", "+trainer.limit_val_batches=1"]
@@ -128,7 +130,7 @@ def test_result_medians_are_those_of_evaluate_py(sweep, tiny_data_dir):
 
 def test_report_of_the_sweep(sweep, tmp_path):
     out = tmp_path / "report"
-    assert study.main([str(sweep), "--out", str(out)]) == 0
+    assert study_main([str(sweep), "--out", str(out)]) == 0
     rows = _read_csv(out / "results.csv")
     assert len(rows) == 8
     assert [r["status"] for r in rows].count("ok") == 2
@@ -143,7 +145,7 @@ def test_report_of_the_sweep(sweep, tmp_path):
     for name in FIGURES:
         assert matplotlib.image.imread(out / name).ndim == 3
     first = {p.name: p.read_bytes() for p in out.glob("results.*")}
-    study.main([str(sweep), "--out", str(out)])
+    study_main([str(sweep), "--out", str(out)])
     assert {p.name: p.read_bytes() for p in out.glob("results.*")} == first
 
 
@@ -207,8 +209,8 @@ def test_cpu_training_is_deterministic(tmp_path, tiny_data_dir):
 
 
 def _write_job(sweep: Path, name: str, **fields) -> None:
-    record = study.new_record(**fields)
-    study.write_result(sweep / name, record)
+    record = records.new_record(**fields)
+    records.write_result(sweep / name, record)
 
 
 def _ok(
@@ -271,16 +273,16 @@ def fake_sweep(tmp_path) -> Path:
 
 
 def test_report_aggregates_runs_by_hand_computed_medians(fake_sweep, tmp_path):
-    records = study.load_study(fake_sweep)
-    assert len(records) == 10
-    medians, counts = study.median_series(records, "test_sdr")
+    loaded = records.load_study(fake_sweep)
+    assert len(loaded) == 10
+    medians, counts = report.median_series(loaded, "test_sdr")
     assert medians["vocals"]["umx:none"] == {7.0: 2.5, 15.0: 4.25}  # median(1, 4, 2.5), mean
     assert counts["vocals"]["umx:none"] == {7.0: 3, 15.0: 2}
     assert medians["vocals"]["umx_transformer:qkv1D"] == {7.0: -1.25}
     assert medians["drums"] == {"umx_transformer:qkv1D": {7.0: 6.0}}
 
     out = tmp_path / "report"
-    study.write_report(records, out)
+    report.write_report(loaded, out)
     text = (out / "results.md").read_text()
     assert "| umx:none | 2.50 (3) | 4.25 (2) |" in text
     assert "| umx_transformer:qkv1D | -1.25 (1) | - |" in text
@@ -309,20 +311,20 @@ def test_report_cost_figure_from_the_scaling_benchmark(fake_sweep, tmp_path):
     scaling = tmp_path / "scaling.jsonl"
     text = "\n".join(json.dumps(x) for x in lines) + "\n| model | ... |\n"
     scaling.write_text(text)
-    rows = study.read_scaling(scaling)
+    rows = report.read_scaling(scaling)
     assert len(rows) == 2
-    assert study.scaling_series(rows, "peak_mb") == {"umx:none": {7.0: 98.0, 60.0: 569.0}}
+    assert report.scaling_series(rows, "peak_mb") == {"umx:none": {7.0: 98.0, 60.0: 569.0}}
     out = tmp_path / "report"
-    assert study.main([str(fake_sweep), "--out", str(out), "--scaling", str(scaling)]) == 0
+    assert study_main([str(fake_sweep), "--out", str(out), "--scaling", str(scaling)]) == 0
     assert matplotlib.image.imread(out / "cost_vs_seq_len.png").shape[0] > 500  # two rows
     assert "| umx:none | 0.300 / 98 | 5.200 / 569 |" in (out / "results.md").read_text()
     with pytest.raises(SystemExit):
-        study.main([str(tmp_path / "nowhere")])
+        study_main([str(tmp_path / "nowhere")])
 
 
 @pytest.mark.skipif(not Path("/proc/self/clear_refs").exists(), reason="Linux peak RSS reset")
 def test_peak_memory_sees_an_allocation():
-    memory = study.PeakMemory("cpu")
+    memory = PeakMemory("cpu")
     memory.start()
     before, _ = memory.read()
     block = torch.ones(64 * 2**20)  # 256 MB, touched
@@ -392,7 +394,9 @@ def test_study_configs_compose_and_sweep_the_wanted_models(
             continue
         run.append(point)
     labels = {
-        study.model_label(p["separator"], study.effective_attention(p["separator"], p["attention"]))
+        records.model_label(
+            p["separator"], records.effective_attention(p["separator"], p["attention"])
+        )
         for p in run
     }
     assert labels == models and len(run) == trained

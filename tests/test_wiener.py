@@ -9,7 +9,7 @@ import torch
 from openunmix import filtering
 
 from longsep.errors import LongsepError
-from longsep.wiener import apply_wiener, softmask, wiener
+from longsep.inference.wiener import apply_wiener, softmask, wiener
 
 
 def random_case(frames=12, bins=9, channels=2, sources=3, seed=0):

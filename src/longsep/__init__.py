@@ -18,7 +18,7 @@ TARGETS: tuple[str, ...] = ("vocals", "drums", "bass", "other")
 
 _LAZY = {
     "build_separator": "longsep.models",
-    "Separator": "longsep.separator",
+    "Separator": "longsep.inference.separator",
 }
 
 __all__ = ["TARGETS", "LongsepError", *_LAZY]

@@ -19,7 +19,6 @@ import subprocess
 import threading
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Protocol
 
 import numpy as np
 import soundfile as sf
@@ -295,6 +294,39 @@ def _as_frames(audio: torch.Tensor | np.ndarray) -> np.ndarray:
     return data.T
 
 
+def _remove(path: Path) -> None:
+    """Delete ``path`` if it exists; a path that cannot exist (its parent is a file) is fine."""
+    try:
+        path.unlink(missing_ok=True)
+    except OSError:
+        log.debug("could not remove %s", path)
+
+
+def parse_bitrate(bitrate: str | int | float | None) -> int | None:
+    """A bitrate in kbps from ``320``, ``"320k"`` or ``320000`` (bits/s); None stays None."""
+    if bitrate in (None, ""):
+        return None
+    text = str(bitrate).strip().lower()
+    scale = 1
+    if text.endswith("k"):
+        text, scale = text[:-1], 1000
+    try:
+        value = float(text) * scale
+    except ValueError:
+        raise LongsepError(f"bitrate={bitrate}: use kbps such as 320, 320k or 320000") from None
+    kbps = value / 1000 if value >= 1000 else value
+    if not 8 <= kbps <= 640:
+        raise LongsepError(f"bitrate={bitrate}: expected 8 to 640 kbps (e.g. 320k)")
+    return int(round(kbps))
+
+
+def check_codec(codec: str, bitrate: str | int | None = None) -> int | None:
+    """Refuse an unknown ``codec`` or a malformed ``bitrate``; return the bitrate in kbps."""
+    if str(codec).lower() not in CODECS:
+        raise LongsepError(f"codec={codec}: use one of {', '.join(CODECS)}")
+    return parse_bitrate(bitrate)
+
+
 class AudioWriter:
     """Write ``(channels, samples)`` chunks to one file that appears only when complete.
 
@@ -312,7 +344,7 @@ class AudioWriter:
         sample_rate: int,
         channels: int,
         codec: str | None = None,
-        bitrate: int | None = None,
+        bitrate: str | int | None = None,
         subtype: str | None = None,
     ) -> None:
         self.path = Path(path)
@@ -326,6 +358,7 @@ class AudioWriter:
         self.clips = not (keeps_floats and subtype in ("FLOAT", "DOUBLE"))
         self.peak = 0.0
         extra = {}
+        bitrate = parse_bitrate(bitrate)
         if bitrate is not None and self.codec in ("mp3", "ogg"):
             extra["compression_level"] = float(np.clip(1 - (bitrate - 32) / (320 - 32), 0.0, 1.0))
             if self.codec == "mp3":
@@ -338,7 +371,7 @@ class AudioWriter:
                 str(self.tmp), "w", int(sample_rate), int(channels), subtype, format=fmt, **extra
             )
         except (sf.LibsndfileError, RuntimeError, OSError) as exc:
-            self.tmp.unlink(missing_ok=True)
+            _remove(self.tmp)
             raise LongsepError(f"{self.path}: cannot write audio ({_reason(exc)})") from None
 
     def write(self, audio: torch.Tensor | np.ndarray) -> None:
@@ -372,7 +405,7 @@ class AudioWriter:
             self.file.close()
         except (sf.LibsndfileError, RuntimeError, OSError):
             log.debug("closing %s failed while aborting", self.tmp)
-        self.tmp.unlink(missing_ok=True)
+        _remove(self.tmp)
 
     def __enter__(self) -> AudioWriter:
         return self
@@ -397,32 +430,3 @@ def save(
     with AudioWriter(path, sample_rate, data.shape[1], codec, bitrate, subtype) as writer:
         writer.write(data.T)
     return writer.path
-
-
-class AudioAdapter(Protocol):
-    """Pluggable audio storage (Spleeter style): anything with these two methods."""
-
-    def load(
-        self, path: str | Path, start: float, duration: float | None,
-        sample_rate: int | None, channels: int | None,
-    ) -> torch.Tensor: ...  # fmt: skip
-
-    def save(
-        self, path: str | Path, audio: torch.Tensor, sample_rate: int,
-        codec: str | None, bitrate: int | None,
-    ) -> Path: ...  # fmt: skip
-
-
-class FileAudioAdapter:
-    """The default adapter: local files through :func:`load` and :func:`save`."""
-
-    def load(self, path, start=0.0, duration=None, sample_rate=44100, channels=2):
-        return load(path, start, duration, sample_rate, channels)
-
-    def save(self, path, audio, sample_rate=44100, codec=None, bitrate=None):
-        return save(path, audio, sample_rate, codec, bitrate)
-
-
-def get_adapter(adapter: AudioAdapter | None = None) -> AudioAdapter:
-    """``adapter`` itself, or the default file adapter."""
-    return adapter if adapter is not None else FileAudioAdapter()

@@ -6,11 +6,13 @@ composes ``conf/`` only has to ``import longsep.config`` first:
 - ``${nb_bins:${stft.n_fft}}``: STFT bins, ``n_fft // 2 + 1``;
 - ``${max_bin:${stft.n_fft},${stft.sample_rate},${bandwidth}}``: bins at or below
   ``bandwidth`` Hz (all bins for ``null``), Open-Unmix's ``max_bin``;
-- ``${seconds_to_frames:${seq_len},${stft}}``: STFT frames of ``seq_len`` seconds.
+- ``${seconds_to_frames:${seq_len},${stft}}``: STFT frames of ``seq_len`` seconds;
+- ``${longsep_root:}``: ``$LONGSEP_ROOT`` or the working directory.
 """
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 from typing import Any
 
@@ -32,6 +34,12 @@ def conf_dir() -> Path:
     return CONF_DIR
 
 
+def root_dir() -> str:
+    """Where ``data/``, ``runs/`` and ``.cache/`` go: ``$LONGSEP_ROOT``, else the working
+    directory (read when a config is resolved, in any process: sweeps and launchers too)."""
+    return os.path.abspath(os.environ.get("LONGSEP_ROOT") or os.getcwd())
+
+
 def nb_bins(n_fft: int) -> int:
     """Number of one-sided STFT bins for ``n_fft``."""
     return int(n_fft) // 2 + 1
@@ -49,6 +57,7 @@ def seconds_to_frames(seconds: float, stft: Any) -> int:
 
 
 _RESOLVERS = {
+    "longsep_root": root_dir,
     "nb_bins": nb_bins,
     "max_bin": max_bin,
     "seconds_to_frames": seconds_to_frames,

@@ -14,15 +14,19 @@ from omegaconf import OmegaConf
 
 from longsep import config
 from longsep.errors import LongsepError
+from longsep.models.build import is_no_attention
 
 log = logging.getLogger("longsep")
 
 
 def run_name(separator: str, attention: str | None, src: str, seq_len: float) -> str:
     """``umx_transformer-qkvg1D-vocals-30s``: the directory name of a training run."""
-    no_choice = (None, "null", "None", "default")  # default: conf/attention/default.yaml
-    parts = [separator] + ([attention] if attention not in no_choice else [])
-    return "-".join([*parts, src, f"{float(seq_len):g}s"])
+    try:
+        seconds = float(seq_len)
+    except (TypeError, ValueError):
+        raise LongsepError(f"seq_len={seq_len}: give the training length in seconds") from None
+    parts = [separator] + ([] if is_no_attention(attention) else [attention])
+    return "-".join([*parts, src, f"{seconds:g}s"])
 
 
 def register_resolvers() -> None:
@@ -59,20 +63,3 @@ def pick_accelerator(gpu: int | None) -> dict[str, Any]:
             f"gpu={gpu} but {count} CUDA device(s) are visible: use gpu=null for automatic choice"
         )
     return {"accelerator": "gpu", "devices": [int(gpu)]}
-
-
-def pick_device(device: str | int | None) -> torch.device:
-    """A torch device from ``auto`` / ``cpu`` / ``cuda`` / ``cuda:N`` / an int."""
-    if device in (None, "auto"):
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    if isinstance(device, int) or str(device).isdigit():
-        device = f"cuda:{device}"
-    try:
-        dev = torch.device(device)
-    except RuntimeError as exc:
-        raise LongsepError(f"device={device!r} is not a torch device: {exc}") from exc
-    if dev.type == "cuda" and (dev.index or 0) >= torch.cuda.device_count():
-        raise LongsepError(
-            f"device={device} but {torch.cuda.device_count()} CUDA device(s) visible"
-        )
-    return dev

@@ -15,9 +15,9 @@ from typing import Any
 from omegaconf import DictConfig, OmegaConf
 
 from longsep import audio
-from longsep.cli.common import pick_device
 from longsep.errors import LongsepError
-from longsep.separator import Separator, check_filename_format, load_models
+from longsep.inference.export import check_filename_format
+from longsep.inference.separator import SEPARATOR_OPTIONS, Separator
 
 log = logging.getLogger(__name__)
 
@@ -66,31 +66,13 @@ def collect_inputs(spec: str, out_dir: Path) -> list[Path]:
     return [path]
 
 
-def build_separator(cfg: DictConfig) -> Separator:
+def separator_from_config(cfg: DictConfig) -> Separator:
     """The separator of ``cfg.model`` with the filter / window options of ``cfg``."""
     model = _required(cfg, "model", "a model store dir, a checkpoint or an Open-Unmix dir")
     paths = list(model) if OmegaConf.is_list(model) else str(model)
     targets = list(cfg.targets) if cfg.get("targets") else None
-    models, entries = load_models(paths, targets)
-    residual = bool(cfg.residual)
-    if len(models) == 1 and cfg.niter > 0 and not residual:
-        log.info("one target (%s): adding the residual target for the Wiener EM", *models)
-        residual = True
-    lengths = [e.seq_len for e in entries if e.seq_len]
-    return Separator(
-        models,
-        entries[0].stft,
-        niter=cfg.niter,
-        softmask=cfg.softmask,
-        alpha=cfg.alpha,
-        residual=residual,
-        wiener_win_len=cfg.wiener_win_len,
-        segment=cfg.segment,
-        overlap=cfg.overlap,
-        seq_len=min(lengths) if lengths else None,
-        nb_channels=entries[0].nb_channels,
-        device=pick_device(cfg.device),
-    )
+    options = {k: cfg.get(k) for k in SEPARATOR_OPTIONS}
+    return Separator.from_pretrained(paths, targets, **options)
 
 
 def _seconds(path: Path, start: float, duration: float | None) -> float:
@@ -128,11 +110,11 @@ def separate(cfg: DictConfig) -> None:
         logging.getLogger("longsep").setLevel(logging.DEBUG)
     out_dir = Path(cfg.out_dir)
     check_filename_format(cfg.filename_format)
-    audio.check_codec(cfg.codec) if hasattr(audio, "check_codec") else None
+    audio.check_codec(cfg.codec, cfg.bitrate)
     inputs = collect_inputs(str(_required(cfg, "input", "a file, directory or glob")), out_dir)
     if cfg.get("limit") is not None:
         inputs = inputs[: int(cfg.limit)]
-    separator = build_separator(cfg)
+    separator = separator_from_config(cfg)
     log.info(
         "%d input(s); targets %s; segment %s s; device %s",
         len(inputs),

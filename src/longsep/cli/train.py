@@ -13,22 +13,50 @@ from typing import Any
 import pytorch_lightning as pl
 import torch
 from hydra.core.hydra_config import HydraConfig
-from hydra.errors import InstantiationException
 from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 from pytorch_lightning.utilities import rank_zero_only
 
-from longsep import study
-from longsep.callbacks import PlainProgress, StepTimer
-from longsep.checkpoints import StoreEntry, read_checkpoint, save_store
 from longsep.cli.common import pick_accelerator
+from longsep.data import instantiate_data
 from longsep.errors import LongsepError
-from longsep.models import instantiate_separator, is_valid_combination, separator_config
+from longsep.evaluation.evaluate import evaluate_tracks, load_tracks, model_estimator
+from longsep.inference.separator import SEPARATOR_OPTIONS
+from longsep.models.build import (
+    instantiate_separator,
+    is_no_attention,
+    is_valid_combination,
+    separator_config,
+)
 from longsep.spectral import STFTConfig
-from longsep.study import NO_ATTENTION
-from longsep.training import SeparationModule, input_statistics, set_input_statistics
+from longsep.store import (
+    StoreEntry,
+    load_state,
+    read_checkpoint,
+    resolve_model,
+    save_store,
+    separator_state,
+)
+from longsep.study import records
+from longsep.training.callbacks import PlainProgress, StepTimer
+from longsep.training.memory import PeakMemory
+from longsep.training.module import SeparationModule, input_statistics, set_input_statistics
 
 log = logging.getLogger(__name__)
+
+# keys of evaluate_after: enabled, the evaluation's own and the Separator's options
+EVALUATE_AFTER_KEYS = {
+    "enabled",
+    "split",
+    "tracks",
+    "targets",
+    "backend",
+    "workers",
+    "overwrite",
+    "save_estimates",
+    "out_dir",
+    *SEPARATOR_OPTIONS,
+}
 
 
 def _choices() -> dict[str, Any]:
@@ -50,6 +78,25 @@ def find_last_checkpoint(output_dir: Path, log_dir: Path, name: str) -> Path:
     if not candidates:
         raise LongsepError(f"ckpt_path=last but no last.ckpt for run {name!r} under {log_dir}")
     return max(candidates, key=lambda p: p.stat().st_mtime)
+
+
+def resume_checkpoint(cfg: DictConfig, output_dir: Path) -> str | None:
+    """The checkpoint to resume from: ``ckpt_path`` (a path, or ``last``), or in a sweep
+    the job's own ``last.ckpt`` if a killed run left one; checked to be readable first."""
+    ckpt_path = cfg.get("ckpt_path")
+    own = output_dir / "checkpoints" / "last.ckpt"
+    if ckpt_path == "last":
+        ckpt_path = find_last_checkpoint(output_dir, Path(cfg.paths.log_dir), cfg.run_name)
+    elif ckpt_path is None and _is_multirun() and own.is_file():
+        ckpt_path = own
+    if ckpt_path is None:
+        return None
+    path = Path(str(ckpt_path)).expanduser()
+    if not path.is_file():
+        raise LongsepError(f"ckpt_path={ckpt_path} does not exist: give a .ckpt file or last")
+    read_checkpoint(path)  # a truncated or foreign file fails here in one line
+    log.info("resuming from %s", path)
+    return str(path)
 
 
 def _callbacks(cfg: DictConfig) -> list[pl.Callback]:
@@ -76,11 +123,7 @@ def export_best(cfg: DictConfig, trainer: pl.Trainer, module: SeparationModule) 
     """Write the best (else last) weights of the run to the model store ``cfg.store_dir``."""
     best = getattr(trainer.checkpoint_callback, "best_model_path", "") or ""
     if best and Path(best).exists():
-        state = read_checkpoint(best)["state_dict"]
-        prefix = "separator."
-        module.separator.load_state_dict(
-            {k[len(prefix) :]: v for k, v in state.items() if k.startswith(prefix)}
-        )
+        load_state(module.separator, separator_state(read_checkpoint(best), best), best)
     metrics = {k: float(v) for k, v in trainer.callback_metrics.items() if k.startswith("val/")}
     entry = StoreEntry(
         target=cfg.src,
@@ -95,7 +138,7 @@ def export_best(cfg: DictConfig, trainer: pl.Trainer, module: SeparationModule) 
 
 def _attention_choice(value: Any) -> str:
     """An attention choice for ``exclude`` matching: null / default -> ``default``."""
-    return "default" if value is None or str(value) in NO_ATTENTION else str(value)
+    return "default" if is_no_attention(value) else str(value)
 
 
 def excluded_by(cfg: DictConfig, separator: str, attention: str | None) -> str | None:
@@ -137,9 +180,9 @@ def _base_record(cfg: DictConfig, choices: dict[str, Any]) -> dict[str, Any]:
     separator = str(choices.get("separator") or "")
     attention = choices.get("attention")
     overrides = list(HydraConfig.get().overrides.task) if HydraConfig.initialized() else []
-    return study.new_record(
+    return records.new_record(
         separator=separator,
-        attention=study.effective_attention(separator, attention) if separator else None,
+        attention=records.effective_attention(separator, attention) if separator else None,
         src=str(cfg.src),
         seq_len=float(cfg.seq_len),
         seed=int(cfg.seed),
@@ -160,29 +203,37 @@ def _free_memory() -> None:
 
 def train(cfg: DictConfig) -> float | None:
     """Train one separator, then evaluate it if ``evaluate_after.enabled``; write
-    ``<run>/result.json`` (:mod:`longsep.study`); return the best validation loss.
+    ``<run>/result.json`` (:mod:`longsep.study.records`); return the best validation loss.
 
     Skipped pairs (``exclude``, invalid ones in a sweep) are recorded as ``skipped``. An
     exception is recorded as ``failed`` with a one-line error; in a multirun it is logged
-    and the job returns None so the other jobs go on, a single run raises it.
+    and the job returns None so the other jobs go on, a single run raises it. A sweep job
+    whose directory already holds an ``ok`` result is not run again, and one that holds a
+    ``last.ckpt`` resumes from it: re-running a killed sweep with a fixed sweep dir (the
+    study presets) finishes it.
     """
     choices = _choices()
     output_dir = Path(cfg.paths.output_dir)
     record: dict[str, Any] = {}
     try:
+        if _is_multirun() and (output_dir / records.RESULT_FILE).is_file():
+            done = records.read_result(output_dir)
+            if done["status"] == "ok":
+                log.info("%s is done (result.json): not training it again", output_dir)
+                return done.get("best_val_loss")
         record = _base_record(cfg, choices)
         reason = _skip_reason(cfg, record["separator"], choices.get("attention"))
         if reason:
             log.warning("skipping %s", reason)
             record.update(status="skipped", reason=reason)
-            study.write_result(output_dir, record)
+            records.write_result(output_dir, record)
             return None
         return _train(cfg, output_dir, record)
     except Exception as exc:
-        record = record or study.new_record(run_dir=str(output_dir))
-        record.update(status="failed", error=study.one_line(exc))
+        record = record or records.new_record(run_dir=str(output_dir))
+        record.update(status="failed", error=records.one_line(exc))
         if rank_zero_only.rank == 0:
-            study.write_result(output_dir, record)
+            records.write_result(output_dir, record)
         if not _is_multirun():
             raise
         log.error(
@@ -198,26 +249,32 @@ def train(cfg: DictConfig) -> float | None:
 def evaluate_run(cfg: DictConfig, model: Path) -> dict[str, Any]:
     """Evaluate an exported model store as ``evaluate.py ckpt=<model>`` would, with the
     run's data set and the options of ``cfg.evaluate_after``; return the summary."""
-    from longsep.cli.evaluate import evaluation_config, evaluation_summary
-
     options = OmegaConf.to_container(cfg.evaluate_after, resolve=True)
-    options.pop("enabled", None)
+    unknown = sorted(set(options) - EVALUATE_AFTER_KEYS)
+    if unknown:
+        raise LongsepError(
+            f"evaluate_after.{unknown[0]} is not an option: use "
+            f"{', '.join(sorted(EVALUATE_AFTER_KEYS))}"
+        )
     if options.get("device") in (None, "auto") and cfg.get("gpu") is not None:
         options["device"] = f"cuda:{int(cfg.gpu)}"
-    base = {k: OmegaConf.to_container(cfg[k], resolve=True) for k in ("data", "paths", "stft")}
-    base |= {"src": str(cfg.src), "seq_len": float(cfg.seq_len), "seed": int(cfg.seed)}
-    return evaluation_summary(evaluation_config(model, base, options))
-
-
-def _instantiate_data(cfg: DictConfig) -> pl.LightningDataModule:
-    """The data module of ``cfg.data``; a LongsepError its constructor raised is re-raised
-    as is (Hydra wraps it in an InstantiationException)."""
-    try:
-        return instantiate(cfg.data, _recursive_=False)
-    except InstantiationException as exc:
-        if isinstance(exc.__cause__, LongsepError):
-            raise exc.__cause__ from exc
-        raise
+    source = resolve_model(model)
+    split = str(options.get("split", "test"))
+    data_name = _choices().get("data") or "data"
+    tracks = load_tracks(cfg.data, split, options.get("tracks"))
+    separator_options = {k: options[k] for k in SEPARATOR_OPTIONS if k in options}
+    return evaluate_tracks(
+        tracks,
+        model_estimator(source, options.get("targets"), separator_options),
+        options.get("out_dir") or source.eval_root / data_name / split,
+        name=source.label,
+        meta={"root": cfg.data.get("root"), "split": split, "data": data_name},
+        backend=str(options.get("backend", "fast")),
+        workers=int(options.get("workers", 1)),
+        overwrite=bool(options.get("overwrite", True)),
+        save_estimates=bool(options.get("save_estimates", False)),
+        progress=False,
+    )
 
 
 def _train(cfg: DictConfig, output_dir: Path, record: dict[str, Any]) -> float | None:
@@ -226,7 +283,7 @@ def _train(cfg: DictConfig, output_dir: Path, record: dict[str, Any]) -> float |
     output_dir.mkdir(parents=True, exist_ok=True)
     (output_dir / "config.yaml").write_text(OmegaConf.to_yaml(cfg, resolve=True))
 
-    datamodule = _instantiate_data(cfg)
+    datamodule = instantiate_data(cfg.data)
     datamodule.prepare_data()
     datamodule.setup("fit")
     stft = STFTConfig(**cfg.stft)
@@ -247,11 +304,8 @@ def _train(cfg: DictConfig, output_dir: Path, record: dict[str, Any]) -> float |
         config=OmegaConf.to_container(cfg, resolve=True),
     )
     trainer = build_trainer(cfg, output_dir)
-    ckpt_path = cfg.get("ckpt_path")
-    if ckpt_path == "last":
-        ckpt_path = str(find_last_checkpoint(output_dir, Path(cfg.paths.log_dir), cfg.run_name))
-        log.info("resuming from %s", ckpt_path)
-    memory = study.PeakMemory(trainer.strategy.root_device)
+    ckpt_path = resume_checkpoint(cfg, output_dir)
+    memory = PeakMemory(trainer.strategy.root_device)
     memory.start()
     started = time.perf_counter()
     trainer.fit(module, datamodule=datamodule, ckpt_path=ckpt_path)
@@ -260,7 +314,7 @@ def _train(cfg: DictConfig, output_dir: Path, record: dict[str, Any]) -> float |
         log.warning("training interrupted: not exporting a model")
         if trainer.is_global_zero:
             record.update(status="failed", error="training interrupted before its end")
-            study.write_result(output_dir, record)
+            records.write_result(output_dir, record)
         return None
     score = getattr(trainer.checkpoint_callback, "best_model_score", None)
     score = float(score) if isinstance(score, torch.Tensor) else None
@@ -294,8 +348,8 @@ def _train(cfg: DictConfig, output_dir: Path, record: dict[str, Any]) -> float |
             eval_dir=summary["out_dir"],
             test=summary["median"],
         )
-        record["test_sdr"] = study.source_sdr(record)
+        record["test_sdr"] = records.source_sdr(record)
         log.info("test medians of %s: %s", cfg.src, summary["median"].get(str(cfg.src)))
     record["status"] = "ok"
-    study.write_result(output_dir, record)
+    records.write_result(output_dir, record)
     return score

@@ -27,6 +27,7 @@ from torchaudio.functional import resample
 
 from longsep import TARGETS, audio
 from longsep.errors import LongsepError
+from longsep.io import atomic_write, write_text
 
 log = logging.getLogger(__name__)
 
@@ -122,10 +123,7 @@ class TrackCache:
             audio = np.round(audio / scale).astype(np.int16)
         else:
             audio = audio.astype(self.dtype)
-        npy.parent.mkdir(parents=True, exist_ok=True)
-        tmp = npy.with_name(f".{npy.name}.tmp-{os.getpid()}.npy")
-        np.save(tmp, audio)
-        os.replace(tmp, npy)
+        atomic_write(npy, lambda p: np.save(p, audio), suffix=".npy")
         meta = {
             "version": _FORMAT_VERSION,
             "sources": list(names),
@@ -133,9 +131,7 @@ class TrackCache:
             "scale": scale,
             "files": _fingerprint(files),
         }
-        tmp_meta = meta_path.with_name(f".{meta_path.name}.tmp-{os.getpid()}")
-        tmp_meta.write_text(json.dumps(meta))
-        os.replace(tmp_meta, meta_path)
+        write_text(meta_path, json.dumps(meta))
 
     def _decode(self, track, source: str) -> np.ndarray:
         """Float32 ``(channels, samples)`` of one source at the cache's rate.

@@ -242,6 +242,11 @@ class MUSDBDataModule(pl.LightningDataModule):
             raise LongsepError(f"seq_len={seq_len} must be a positive number of seconds")
         if short_tracks not in ("pad", "skip"):
             raise LongsepError(f"data.short_tracks={short_tracks!r} must be 'pad' or 'skip'")
+        if not root and not download:
+            raise LongsepError(
+                "data.root is not set: give data.root=/path/to/musdb18 (or data.download=true "
+                "for musdb's 7-s previews)"
+            )
         self.root, self.target, self.seq_len = root, target, float(seq_len)
         self.is_wav, self.download, self.setup_file = is_wav, download, setup_file
         self.generate = dict(generate) if generate else None

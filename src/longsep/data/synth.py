@@ -56,6 +56,7 @@ from scipy.signal import butter, sosfilt
 
 from longsep import TARGETS
 from longsep.errors import LongsepError
+from longsep.io import atomic_write, read_json, write_text
 
 log = logging.getLogger(__name__)
 
@@ -991,9 +992,10 @@ def write_track(job: TrackJob, root: Path, subtype: str) -> Path:
     shutil.rmtree(staging, ignore_errors=True)
     staging.mkdir(parents=True)
     for name, audio in _encode(song, subtype).items():
-        tmp = staging / f".{name}.tmp.wav"
-        sf.write(tmp, audio, job.sample_rate, subtype=subtype, format="WAV")
-        os.replace(tmp, staging / f"{name}.wav")
+        atomic_write(
+            staging / f"{name}.wav",
+            lambda p, a=audio: sf.write(p, a, job.sample_rate, subtype=subtype, format="WAV"),
+        )
     final = job.folder(root)
     final.parent.mkdir(parents=True, exist_ok=True)
     shutil.rmtree(final, ignore_errors=True)
@@ -1017,19 +1019,6 @@ def musdb_setup(validation_tracks: Sequence[str], sample_rate: int = SAMPLE_RATE
     }
 
 
-def _write_text(path: Path, text: str) -> None:
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    tmp.write_text(text)
-    os.replace(tmp, path)
-
-
-def _read_json(path: Path) -> dict | None:
-    try:
-        return json.loads(path.read_text())
-    except (OSError, ValueError):
-        return None
-
-
 def _existing_tracks(root: Path) -> list[Path]:
     """Track folders under ``train/`` and ``test/``; refuses folders we did not write."""
     found = []
@@ -1050,7 +1039,7 @@ def _existing_tracks(root: Path) -> list[Path]:
 def _prepare_root(root: Path, params: SynthParams, jobs: list[TrackJob], overwrite: bool) -> None:
     """Drop stale tracks: all of them if the content parameters changed, else the extras."""
     existing = _existing_tracks(root)
-    same = (_read_json(root / CONTENT_FILE) or {}) == params.content() and not overwrite
+    same = (read_json(root / CONTENT_FILE) or {}) == params.content() and not overwrite
     wanted = {job.folder(root) for job in jobs}
     for folder in existing:
         if not same or folder not in wanted:
@@ -1058,7 +1047,7 @@ def _prepare_root(root: Path, params: SynthParams, jobs: list[TrackJob], overwri
             shutil.rmtree(folder)
     (root / MANIFEST).unlink(missing_ok=True)
     shutil.rmtree(root / ".synth-staging", ignore_errors=True)
-    _write_text(root / CONTENT_FILE, json.dumps(params.content()))
+    write_text(root / CONTENT_FILE, json.dumps(params.content()))
 
 
 def _manifest(params: SynthParams, jobs: list[TrackJob]) -> dict[str, Any]:
@@ -1111,15 +1100,15 @@ def generate_dataset(
         for i, job in enumerate(todo, 1):
             log.info("[%d/%d] wrote %s", i, len(todo), write_track(job, root, subtype))
     valid = [job.name for job in jobs if job.split == "valid"]
-    _write_text(root / SETUP_FILE, yaml.safe_dump(musdb_setup(valid, sample_rate), sort_keys=False))
-    _write_text(root / MANIFEST, json.dumps(_manifest(params, jobs), indent=1))
+    write_text(root / SETUP_FILE, yaml.safe_dump(musdb_setup(valid, sample_rate), sort_keys=False))
+    write_text(root / MANIFEST, json.dumps(_manifest(params, jobs), indent=1))
     return root
 
 
 def is_complete(out_dir: str | Path, params: SynthParams) -> bool:
     """Whether ``out_dir`` holds the complete set of ``params`` (manifest and files)."""
     root = Path(out_dir).expanduser()
-    manifest = _read_json(root / MANIFEST)
+    manifest = read_json(root / MANIFEST)
     if not manifest or manifest.get("version") != SYNTH_VERSION:
         return False
     if manifest.get("params") != asdict(params):

@@ -9,19 +9,19 @@ from __future__ import annotations
 from longsep.models.attention import ATTENTIONS, build_attention
 from longsep.models.auto_transformer import AutoTransformer
 from longsep.models.build import (
-    VALID_COMBINATIONS,
     build_separator,
     compose_separator,
     instantiate_separator,
     is_valid_combination,
     separator_config,
+    separator_from_node,
+    valid_combinations,
 )
 from longsep.models.umx import UMX
 from longsep.models.umx_transformer import UMXTransformer
 
 __all__ = [
     "ATTENTIONS",
-    "VALID_COMBINATIONS",
     "AutoTransformer",
     "UMX",
     "UMXTransformer",
@@ -31,4 +31,6 @@ __all__ = [
     "instantiate_separator",
     "is_valid_combination",
     "separator_config",
+    "separator_from_node",
+    "valid_combinations",
 ]

@@ -4,11 +4,14 @@
   attention choice and instantiate it (for Python users and tests);
 - :func:`instantiate_separator`: the separator of a composed training config;
 - :func:`separator_config`: the resolved separator node that a model store records;
-- :data:`VALID_COMBINATIONS` / :func:`is_valid_combination`: which pairs exist.
+- :func:`valid_combinations` / :func:`is_valid_combination`: which pairs exist;
+- :func:`separator_from_node`: a separator from a plain config node, with an exact
+  allow-list of classes (how model files are turned into networks, without Hydra).
 """
 
 from __future__ import annotations
 
+import functools
 import logging
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -18,7 +21,6 @@ from hydra import compose, initialize_config_dir
 from hydra.core.global_hydra import GlobalHydra
 from hydra.core.hydra_config import HydraConfig
 from hydra.errors import HydraException
-from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf, open_dict
 from omegaconf.errors import OmegaConfBaseException
 from torch import nn
@@ -26,6 +28,9 @@ from torch import nn
 from longsep.config import conf_dir
 from longsep.errors import LongsepError
 from longsep.models.attention import ATTENTIONS
+from longsep.models.auto_transformer import AutoTransformer
+from longsep.models.umx import UMX
+from longsep.models.umx_transformer import UMXTransformer
 
 log = logging.getLogger(__name__)
 
@@ -34,18 +39,27 @@ SEPARATORS: dict[str, str] = {
     "umx_transformer": "longsep.models.umx_transformer.UMXTransformer",
     "auto_transformer": "longsep.models.auto_transformer.AutoTransformer",
 }
+SEPARATOR_CLASSES: dict[str, type[nn.Module]] = {
+    SEPARATORS["umx"]: UMX,
+    SEPARATORS["umx_transformer"]: UMXTransformer,
+    SEPARATORS["auto_transformer"]: AutoTransformer,
+}
 ATTENTION_TARGETS: dict[str, str] = {
     name: f"{cls.__module__}.{cls.__qualname__}" for name, cls in ATTENTIONS.items()
 }
-TRANSFORMERS = ("umx_transformer", "auto_transformer")
+ATTENTION_CLASSES: dict[str, type[nn.Module]] = {
+    ATTENTION_TARGETS[name]: cls for name, cls in ATTENTIONS.items()
+}
 DEFAULT_ATTENTION = "mha"
 
-VALID_COMBINATIONS: frozenset[tuple[str, str | None]] = frozenset(
-    {("umx", None)} | {(s, a) for s in TRANSFORMERS for a in ATTENTIONS}
-)
+# The one spelling of "no attention choice": null, or `default` (conf/attention/default.yaml,
+# the sweepable form of null, since Hydra refuses null as a group sweep value)
+NO_ATTENTION: tuple[str | None, ...] = (None, "", "null", "None", "default")
 
-# "default" is conf/attention/default.yaml: no attention config (the sweepable form of null)
-_NULL = (None, "", "null", "None", "default")
+
+def is_no_attention(attention: Any) -> bool:
+    """Whether an ``attention`` choice selects no attention config."""
+    return attention is None or str(attention) in NO_ATTENTION
 
 
 def _group_options(group: str) -> list[str]:
@@ -71,9 +85,24 @@ def is_valid_combination(separator: str, attention: str | None) -> bool:
     Any separator config may go without attention (transformers then use
     ``mha``); only those with an ``attention`` key accept one.
     """
-    if attention in _NULL:
+    if is_no_attention(attention):
         return True
     return takes_attention(separator) and attention in _group_options("attention")
+
+
+def valid_combinations(
+    separators: list[str] | None = None,
+) -> list[tuple[str, str | None]]:
+    """Every ``(separator, attention)`` pair the configs define, ``None`` for no attention
+    choice; ``separators`` limits the separator configs (default: all of them)."""
+    names = separators if separators is not None else _group_options("separator")
+    attentions = _group_options("attention")
+    pairs: list[tuple[str, str | None]] = []
+    for name in names:
+        pairs.append((name, None))
+        if takes_attention(name):
+            pairs += [(name, a) for a in attentions if not is_no_attention(a)]
+    return pairs
 
 
 def _no_attention_error(separator: str, attention: str) -> LongsepError:
@@ -118,22 +147,70 @@ def separator_config(cfg: DictConfig) -> dict[str, Any]:
     return node
 
 
-def _unwrap(exc: BaseException) -> LongsepError:
-    cause: BaseException | None = exc
-    while cause is not None:
-        if isinstance(cause, LongsepError):
-            return cause
-        cause = cause.__cause__
-    return LongsepError(f"cannot build the separator: {exc}")
+def _plain(value: Any) -> bool:
+    """Whether ``value`` is plain data: a scalar, or a list of plain values (no mappings)."""
+    if isinstance(value, list | tuple):
+        return all(_plain(v) for v in value)
+    return value is None or isinstance(value, bool | int | float | str)
+
+
+def _arguments(node: dict[str, Any], allowed: set[str], source: str) -> dict[str, Any]:
+    """The constructor arguments of ``node``: plain values only, no Hydra keys but
+    ``allowed`` ones (``_target_``, ``_partial_: true``)."""
+    args = {}
+    for key, value in node.items():
+        if key in allowed:
+            continue
+        if str(key).startswith("_") or not _plain(value):
+            raise LongsepError(
+                f"{source}: refusing the separator config: {key!r} is not a plain argument "
+                "(model files may only name longsep's separator and attention classes)"
+            )
+        args[str(key)] = value
+    return args
+
+
+def _attention_from_node(node: Any, source: str) -> str | functools.partial | None:
+    """The attention argument of a separator node: None, a name, or a partial of an
+    allowed attention class."""
+    if node is None or isinstance(node, str):
+        return node
+    if not isinstance(node, dict) or node.get("_target_") not in ATTENTION_CLASSES:
+        target = node.get("_target_") if isinstance(node, dict) else node
+        raise LongsepError(f"{source}: refusing to build attention {target!r}")
+    if node.get("_partial_") is not True:
+        raise LongsepError(f"{source}: the attention config must be a _partial_ factory")
+    args = _arguments(node, {"_target_", "_partial_"}, source)
+    return functools.partial(ATTENTION_CLASSES[node["_target_"]], **args)
+
+
+def separator_from_node(node: Any, source: str) -> nn.Module:
+    """Build the separator of a plain config node (``_target_`` + arguments).
+
+    ``_target_`` must be one of :data:`SEPARATOR_CLASSES` exactly, the ``attention``
+    argument None, a name or a ``_partial_`` node of an attention class, and every other
+    value plain data: nothing else is imported or called, so a model file received from
+    someone else cannot run code. ``source`` names the file in errors.
+    """
+    if not isinstance(node, dict) or node.get("_target_") not in SEPARATOR_CLASSES:
+        target = node.get("_target_") if isinstance(node, dict) else node
+        raise LongsepError(f"{source}: refusing to build {target!r} (not a longsep separator)")
+    node = dict(node)
+    attention = node.pop("attention", None)
+    args = _arguments(node, {"_target_"}, source)
+    if attention is not None:
+        args["attention"] = _attention_from_node(attention, source)
+    try:
+        return SEPARATOR_CLASSES[node["_target_"]](**args)
+    except LongsepError as exc:
+        raise LongsepError(f"{source}: {exc}") from exc
+    except (TypeError, ValueError) as exc:
+        raise LongsepError(f"{source}: cannot build the separator: {exc}") from exc
 
 
 def instantiate_separator(cfg: DictConfig) -> nn.Module:
-    """Instantiate the separator of a composed training config (see :func:`separator_config`)."""
-    node = separator_config(cfg)
-    try:
-        return instantiate(node, _convert_="all")
-    except Exception as exc:  # hydra wraps constructor errors in its own types
-        raise _unwrap(exc) from exc
+    """Build the separator of a composed training config (see :func:`separator_config`)."""
+    return separator_from_node(separator_config(cfg), "separator config")
 
 
 @contextmanager
@@ -180,12 +257,12 @@ def compose_separator(
 ) -> DictConfig:
     """Compose ``conf/build.yaml`` for ``separator`` / ``attention`` with ``overrides``."""
     _check_option("separator", separator)
-    if attention not in _NULL:
+    if not is_no_attention(attention):
         _check_option("attention", attention)
         if not takes_attention(separator):
             raise _no_attention_error(separator, attention)
     hydra_overrides = [f"separator={separator}", f"seq_len={seq_len}"]
-    if attention not in _NULL:
+    if not is_no_attention(attention):
         hydra_overrides.append(f"attention={attention}")
     try:
         with _compose_context():

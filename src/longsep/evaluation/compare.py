@@ -1,8 +1,8 @@
 """Compare evaluations: a side-by-side table and per-target box plots.
 
-``python -m longsep.report DIR [DIR ...] [--out comparison] [--metric SDR]`` (or
+``python -m longsep.evaluation.compare DIR [DIR ...] [--out comparison] [--metric SDR]`` (or
 ``python evaluate.py compare=[dirA,dirB]``). A DIR is an evaluation directory written by
-:mod:`longsep.evaluation`, or any folder of museval JSON files (``<dir>/test/*.json``),
+:mod:`longsep.evaluation.evaluate`, or any folder of museval JSON files (``<dir>/test/*.json``),
 or a run / model dir whose ``eval/`` holds exactly one evaluation. Scores are medians over
 frames per track, then medians over tracks (museval's aggregation).
 """
@@ -20,7 +20,7 @@ from pathlib import Path
 import numpy as np
 
 from longsep.errors import LongsepError
-from longsep.evaluation import (
+from longsep.evaluation.results import (
     METRICS,
     SUBSETS,
     SUMMARY_FILE,
@@ -169,9 +169,9 @@ def compare(
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """``python -m longsep.report DIR [DIR ...]``: print the table, save the box plots."""
+    """``python -m longsep.evaluation.compare DIR [DIR ...]``: print the table, save plots."""
     parser = argparse.ArgumentParser(
-        prog="python -m longsep.report", description="Compare evaluation directories."
+        prog="python -m longsep.evaluation.compare", description="Compare evaluation directories."
     )
     parser.add_argument("dirs", nargs="+", help="evaluation directories")
     parser.add_argument("--out", default="comparison", help="folder for the box plots")

@@ -1,8 +1,9 @@
-"""Lightning callbacks: validation media (spectrogram figure + audio), plain progress."""
+"""Lightning callbacks: validation media, plain progress, step timer, the last checkpoint."""
 
 from __future__ import annotations
 
 import logging
+import os
 import time
 from pathlib import Path
 
@@ -13,6 +14,7 @@ import torch
 from pytorch_lightning.loggers import TensorBoardLogger, WandbLogger
 
 from longsep import audio
+from longsep.io import temp_sibling
 from longsep.spectral import magnitude
 from longsep.viz import spectrogram_figure
 
@@ -130,3 +132,45 @@ class StepTimer(pl.Callback):
         """Mean seconds per step (None before the first step)."""
         times = self.times[1:] if len(self.times) > 1 else self.times
         return float(np.mean(times)) if times else None
+
+
+class LastCheckpoint(pl.Callback):
+    """The one ``last.ckpt`` of a run, always the newest state, never half-written.
+
+    It is written every ``every_n_train_steps`` optimizer steps (at a batch end, the point
+    Lightning resumes from exactly) and at the end of training, to a temporary file renamed
+    over ``<dirpath>/last.ckpt`` once complete, so a run killed at any moment leaves the
+    previous complete checkpoint. ``ckpt_path=last`` resumes from it (optimizer, scheduler,
+    step, RNG, position in the epoch).
+    """
+
+    FILENAME = "last.ckpt"
+
+    def __init__(self, dirpath: str | Path, every_n_train_steps: int = 50) -> None:
+        self.dirpath = Path(dirpath)
+        self.every_n_train_steps = int(every_n_train_steps)
+        self._saved_step: int | None = None
+
+    @property
+    def path(self) -> Path:
+        return self.dirpath / self.FILENAME
+
+    def save(self, trainer: pl.Trainer) -> None:
+        """Write the trainer's state to ``last.ckpt`` atomically (once per global step)."""
+        if trainer.sanity_checking or self._saved_step == trainer.global_step:
+            return
+        tmp = temp_sibling(self.path) if trainer.is_global_zero else None
+        tmp = trainer.strategy.broadcast(tmp)
+        trainer.save_checkpoint(tmp)
+        if trainer.is_global_zero:
+            os.replace(tmp, self.path)
+        trainer.strategy.barrier("last_checkpoint")
+        self._saved_step = trainer.global_step
+
+    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
+        every = self.every_n_train_steps
+        if every > 0 and trainer.global_step % every == 0:
+            self.save(trainer)
+
+    def on_train_end(self, trainer, pl_module) -> None:
+        self.save(trainer)

@@ -21,7 +21,8 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from longsep.errors import LongsepError
-from longsep.metrics import neg_si_sdr_loss
+from longsep.evaluation.metrics import neg_si_sdr_loss
+from longsep.io import atomic_write
 from longsep.spectral import STFTConfig, magnitude, make_transforms
 
 log = logging.getLogger(__name__)
@@ -79,10 +80,7 @@ def input_statistics(
     std = np.sqrt(np.maximum(total_sq / count - mean**2, 0.0))
     std = np.maximum(std, 1e-4)
     if cache_file is not None:
-        cache_file.parent.mkdir(parents=True, exist_ok=True)
-        tmp = cache_file.with_name(f".{cache_file.stem}.tmp.npz")
-        np.savez(tmp, mean=mean, std=std)
-        tmp.replace(cache_file)
+        atomic_write(cache_file, lambda p: np.savez(p, mean=mean, std=std), suffix=".npz")
     return mean, std
 
 
@@ -114,6 +112,7 @@ class SeparationModule(pl.LightningModule):
         self.monitor = monitor
         self.config = config or {}
         self._val_sdrs: list[Tensor] = []
+        self._validations = self._stepped_after = 0  # plateau stepping (lr_scheduler_step)
         if gradient_checkpointing:
             if not hasattr(separator, "gradient_checkpointing"):
                 raise LongsepError(
@@ -168,10 +167,28 @@ class SeparationModule(pl.LightningModule):
         if self.scheduler_factory is None:
             return {"optimizer": optimizer}
         scheduler = self.scheduler_factory(optimizer)
-        return {
-            "optimizer": optimizer,
-            "lr_scheduler": {"scheduler": scheduler, "monitor": self.monitor, "interval": "epoch"},
-        }
+        config = {"scheduler": scheduler, "monitor": self.monitor, "interval": "epoch"}
+        trainer = self._trainer
+        if trainer is not None and trainer.check_val_every_n_epoch is None:
+            # validation every val_check_interval steps: Lightning offers the scheduler a step
+            # after every batch (once validation, if any, has logged); lr_scheduler_step
+            # takes it only right after a validation, so it follows the validation cadence
+            config.update(interval="step", frequency=1, strict=False)
+        return {"optimizer": optimizer, "lr_scheduler": config}
+
+    def on_validation_end(self) -> None:
+        if not self.trainer.sanity_checking:
+            self._validations += 1
+
+    def lr_scheduler_step(self, scheduler: Any, metric: Any = None) -> None:
+        """Step the scheduler; a plateau scheduler only once after each validation."""
+        if metric is None:
+            scheduler.step()
+            return
+        if self._validations == self._stepped_after:
+            return  # no validation since the last step: the metric is not new
+        self._stepped_after = self._validations
+        scheduler.step(metric)
 
     def on_save_checkpoint(self, checkpoint: dict) -> None:
         checkpoint["longsep"] = {

@@ -1,0 +1,447 @@
+"""Separator: per-target models + Wiener filter over songs of any length in bounded memory.
+
+For audio ``(batch, channels, samples)`` at the model rate the pipeline streams:
+
+1. The song's centred STFT frame grid is cut into model windows of ``segment`` seconds that
+   overlap by the fraction ``overlap``. A window's mixture STFT is computed from the audio
+   slice aligned to the global frame grid (reflect padding only at the song's edges), so its
+   frames equal those of the full-length STFT.
+2. Every target model maps the window's magnitude ``(batch, channels, bins, frames)`` to the
+   target's magnitude. Windows are cross-faded in the magnitude domain with raised-cosine
+   ramps whose overlapped weights sum to one.
+3. Finished frames go to the Wiener filter (:func:`longsep.inference.wiener.apply_wiener`)
+   in blocks of ``wiener_win_len`` frames on the global grid, the blocks Open-Unmix filters.
+4. A streaming overlap-add ISTFT adds the filtered frames into the output audio and divides
+   by the analytic window-square envelope, which gives ``torch.istft``'s result.
+
+Besides the input and output audio, only ``O(segment + wiener_win_len)`` frames are held,
+so a 60-minute song separates in a few GB. ``segment=None`` runs one window over the whole
+song (Open-Unmix's behaviour; memory then grows with the song).
+"""
+
+from __future__ import annotations
+
+import logging
+from collections import deque
+from collections.abc import Iterator, Mapping, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor, wait
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from longsep import audio
+from longsep.errors import LongsepError
+from longsep.inference.export import SongExport, check_filename_format, track_name
+from longsep.inference.streaming import (
+    MixtureFrames,
+    OverlapAdd,
+    all_finite,
+    crossfade_windows,
+    rechunk,
+)
+from longsep.inference.wiener import apply_wiener
+from longsep.spectral import STFTConfig
+from longsep.store import load_models
+
+log = logging.getLogger(__name__)
+
+# keyword options of Separator that separate.py / evaluate.py take as keys of the same name
+SEPARATOR_OPTIONS: tuple[str, ...] = (
+    "niter",
+    "softmask",
+    "alpha",
+    "residual",
+    "wiener_win_len",
+    "segment",
+    "overlap",
+    "device",
+)
+DEFAULT_SEGMENT = 30.0  # seconds, for models that do not record their training length
+PathLike = str | Path
+
+
+def resolve_device(device: str | int | None) -> torch.device:
+    """A torch device from ``auto`` / ``cpu`` / ``cuda`` / ``cuda:N`` / an int."""
+    if device in (None, "auto"):
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if isinstance(device, int) or str(device).isdigit():
+        device = f"cuda:{device}"
+    try:
+        dev = torch.device(device)
+    except RuntimeError as exc:
+        raise LongsepError(f"device={device!r} is not a torch device: {exc}") from exc
+    if dev.type == "cuda" and (dev.index or 0) >= torch.cuda.device_count():
+        raise LongsepError(
+            f"device={device} but {torch.cuda.device_count()} CUDA device(s) visible"
+        )
+    return dev
+
+
+class Separator(nn.Module):
+    """Per-target magnitude models + multichannel Wiener filter, for songs of any length.
+
+    Args:
+        target_models: one separator per target name, each mapping a magnitude
+            ``(batch, channels, bins, frames)`` to the same shape.
+        stft: the transform the models were trained with.
+        niter: EM iterations of the Wiener filter (0: mixture phase / soft mask only).
+        softmask: initial estimates by ratio masks instead of the mixture phase.
+        alpha: exponent applied to the magnitude estimates in the filter.
+        residual: add a ``residual`` target, the mixture minus all others.
+        wiener_win_len: frames filtered together (None: the whole song at once).
+        segment: model window in seconds; ``"auto"`` the models' training length
+            (``seq_len``, else 30 s), None one pass over the whole song.
+        overlap: fraction of a window shared with the next one, in ``[0, 0.5]``.
+        seq_len: the models' training length in seconds, used by ``segment="auto"``.
+        nb_channels: channels the models take (1 or 2).
+        device: where the models run (``auto``: the GPU if any; ``cpu``, ``cuda:N``, N);
+            audio buffers stay where the input is.
+        batch_windows: windows sent through a model together.
+    """
+
+    def __init__(
+        self,
+        target_models: Mapping[str, nn.Module],
+        stft: STFTConfig | None = None,
+        *,
+        niter: int = 1,
+        softmask: bool = False,
+        alpha: float = 1.0,
+        residual: bool = False,
+        wiener_win_len: int | None = 300,
+        segment: float | str | None = "auto",
+        overlap: float = 0.25,
+        seq_len: float | None = None,
+        nb_channels: int = 2,
+        device: str | int | torch.device | None = "cpu",
+        batch_windows: int = 1,
+    ) -> None:
+        super().__init__()
+        if not target_models:
+            raise LongsepError("targets: the separator needs at least one target model")
+        self.stft_config = stft or STFTConfig()
+        if not self.stft_config.center:
+            raise LongsepError("stft.center=false: separation needs a centred STFT")
+        self.target_models = nn.ModuleDict(dict(target_models))
+        self.niter, self.softmask, self.alpha = int(niter), bool(softmask), float(alpha)
+        self.residual = bool(residual)
+        self.wiener_win_len = int(wiener_win_len) if wiener_win_len else None
+        self.segment = self._resolve_segment(segment, seq_len)
+        self.overlap = float(overlap)
+        self.nb_channels = int(nb_channels)
+        self.batch_windows = max(1, int(batch_windows))
+        self._check_options()
+        self.device = resolve_device(device)
+        self.to(self.device).eval().requires_grad_(False)
+        self._executor: ThreadPoolExecutor | None = None
+        self._pending: deque[tuple[Path, dict[str, Future]]] = deque()
+        self._failures: list[str] = []
+
+    @staticmethod
+    def _resolve_segment(segment: float | str | None, seq_len: float | None) -> float | None:
+        if segment in (None, "none", "null", "None"):
+            return None
+        if segment == "auto":
+            return float(seq_len) if seq_len else DEFAULT_SEGMENT
+        try:
+            value = float(segment)
+        except (TypeError, ValueError) as exc:
+            raise LongsepError(f"segment={segment!r}: use seconds, 'auto' or null") from exc
+        if value <= 0:
+            raise LongsepError(f"segment={segment}: must be positive seconds, 'auto' or null")
+        return value
+
+    def _check_options(self) -> None:
+        if self.niter < 0:
+            raise LongsepError(f"niter={self.niter}: must be 0 or more")
+        if self.alpha <= 0:
+            raise LongsepError(f"alpha={self.alpha}: must be positive")
+        if not 0.0 <= self.overlap <= 0.5:
+            raise LongsepError(f"overlap={self.overlap}: must be within [0, 0.5]")
+        if self.wiener_win_len is not None and self.wiener_win_len < 1:
+            raise LongsepError(f"wiener_win_len={self.wiener_win_len}: must be 1 or more or null")
+        if self.nb_channels not in (1, 2):
+            raise LongsepError(f"nb_channels={self.nb_channels}: models take 1 or 2 channels")
+        if self.niter > 0 and len(self.target_models) == 1 and not self.residual:
+            name = next(iter(self.target_models))
+            raise LongsepError(
+                f"targets=[{name}] with niter={self.niter}: the Wiener EM needs two or more "
+                "targets; add residual=true or set niter=0"
+            )
+
+    @property
+    def sample_rate(self) -> int:
+        return self.stft_config.sample_rate
+
+    @property
+    def targets(self) -> list[str]:
+        """Names of the outputs, in the order of ``forward``'s target axis."""
+        return [*self.target_models, *(["residual"] if self.residual else [])]
+
+    @classmethod
+    def from_pretrained(
+        cls,
+        path: PathLike | Sequence[PathLike],
+        targets: Sequence[str] | None = None,
+        **options: Any,
+    ) -> Separator:
+        """Load a model store dir, checkpoint file(s) or an Open-Unmix model directory.
+
+        ``options`` are the constructor's keyword arguments (niter, segment, device, ...).
+        Targets must share the STFT and channel count; ``segment="auto"`` uses the shortest
+        training length. With one target and ``niter > 0`` the ``residual`` target is added,
+        since the Wiener EM needs two or more.
+        """
+        models, entries = load_models(path, targets)
+        first = entries[0]
+        for entry in entries[1:]:
+            if entry.stft != first.stft or entry.nb_channels != first.nb_channels:
+                raise LongsepError(
+                    f"model={path}: targets {first.target} and {entry.target} use different "
+                    "STFT settings or channel counts and cannot be filtered together"
+                )
+        lengths = [e.seq_len for e in entries if e.seq_len]
+        if len(set(lengths)) > 1:
+            log.warning("targets were trained on %s s: segment=auto uses the shortest", lengths)
+        options.setdefault("seq_len", min(lengths) if lengths else None)
+        if len(models) == 1 and int(options.get("niter", 1)) > 0 and not options.get("residual"):
+            log.info("one target (%s): adding the residual target for the Wiener EM", *models)
+            options["residual"] = True
+        return cls(models, first.stft, nb_channels=first.nb_channels, **options)
+
+    def _windows(self, frames: int) -> list[tuple[int, int, Tensor]]:
+        if self.segment is None:
+            return crossfade_windows(frames, None, 0)
+        length = max(2, self.stft_config.seconds_to_frames(self.segment))
+        return crossfade_windows(frames, length, round(self.overlap * length))
+
+    def _estimate(self, mags: list[Tensor]) -> list[Tensor]:
+        """Target magnitudes ``(batch, targets, channels, bins, n)`` of equal-length windows."""
+        stacked = torch.cat(mags, dim=0)
+        out = torch.stack([model(stacked) for model in self.target_models.values()], dim=1)
+        return list(out.chunk(len(mags), dim=0))
+
+    def _magnitudes(self, mixture: MixtureFrames, frames: int) -> Iterator[tuple[int, Tensor]]:
+        """Cross-faded target magnitudes ``(batch, targets, channels, bins, n)``, in order."""
+        windows = self._windows(frames)
+        carry: Tensor | None = None
+        for first in range(0, len(windows), self.batch_windows):
+            group = windows[first : first + self.batch_windows]
+            estimates = self._estimate([mixture(start, end).abs() for start, end, _ in group])
+            for k, ((start, _, weight), mag) in enumerate(zip(group, estimates, strict=True)):
+                mag = mag * weight.to(mag.device)
+                if carry is not None:
+                    mag[..., : carry.shape[-1]] += carry
+                index = first + k + 1
+                done = windows[index][0] - start if index < len(windows) else mag.shape[-1]
+                carry = mag[..., done:]
+                yield start, mag[..., :done]
+
+    def _stream(self, audio_: Tensor) -> Iterator[tuple[int, Tensor]]:
+        """Separated audio ``(batch, targets, channels, n)`` chunks with their first sample."""
+        samples = audio_.shape[-1]
+        frames = self.stft_config.frames(samples)
+        mixture = MixtureFrames(audio_, self.stft_config, self.device)
+        istft = OverlapAdd(self.stft_config, frames, self.device)
+        blocks = rechunk(self._magnitudes(mixture, frames), self.wiener_win_len)
+        for start, mags in blocks:
+            end = start + mags.shape[-1]
+            spec = apply_wiener(
+                mags,
+                mixture(start, end),
+                niter=self.niter,
+                softmask=self.softmask,
+                alpha=self.alpha,
+                residual=self.residual,
+                wiener_win_len=mags.shape[-1],
+            )
+            first, chunk = istft.push(spec, start)
+            lo, hi = max(first, 0), min(first + chunk.shape[-1], samples)
+            if hi > lo:
+                yield lo, chunk[..., lo - first : hi - first]
+
+    def _check_audio(self, audio_: Tensor) -> Tensor:
+        if audio_.dim() != 3:
+            raise LongsepError(f"audio of shape {tuple(audio_.shape)}: expected 3-D input")
+        if audio_.shape[1] not in (1, 2):
+            raise LongsepError(
+                f"audio has {audio_.shape[1]} channels: longsep separates mono or stereo"
+            )
+        if audio_.shape[-1] < self.stft_config.n_fft:
+            raise LongsepError(
+                f"audio is {audio_.shape[-1]} samples long, shorter than one STFT frame "
+                f"({self.stft_config.n_fft} samples): nothing to separate"
+            )
+        if not audio_.is_floating_point():
+            audio_ = audio_.float()
+        if not all_finite(audio_):
+            raise LongsepError("audio contains NaN or infinite samples")
+        return audio_
+
+    def _chunks(self, audio_: Tensor) -> Iterator[tuple[int, Tensor]]:
+        """Separated ``(batch, targets, channels, n)`` chunks of checked ``(batch, channels,
+        samples)`` audio (:meth:`_check_audio`), consecutive from sample 0 to the end, with
+        their first sample.
+
+        Mono input to a stereo model is duplicated and the estimates are averaged back to
+        mono; stereo input to a mono model is separated per channel.
+        """
+        batch, channels, samples = audio_.shape
+        folded = channels == 2 and self.nb_channels == 1
+        upmixed = channels == 1 and self.nb_channels == 2
+        model_in = audio_.reshape(batch * 2, 1, samples) if folded else audio_
+        if upmixed:
+            model_in = audio_.expand(batch, 2, samples)
+        for start, chunk in self._stream(model_in):
+            if folded:
+                chunk = chunk.reshape(batch, 2, *chunk.shape[1:]).squeeze(3).transpose(1, 2)
+            elif upmixed:
+                chunk = chunk.mean(dim=2, keepdim=True)
+            yield start, chunk
+
+    @torch.inference_mode()
+    def forward(self, audio: Tensor) -> Tensor:
+        """Separate ``(batch, channels, samples)`` audio at :attr:`sample_rate`.
+
+        Returns ``(batch, targets, channels, samples)`` on the input's device, in the order
+        of :attr:`targets`.
+        """
+        audio = self._check_audio(audio)
+        batch, channels, samples = audio.shape
+        out = torch.zeros(
+            batch, len(self.targets), channels, samples, dtype=audio.dtype, device=audio.device
+        )
+        for start, chunk in self._chunks(audio):
+            out[..., start : start + chunk.shape[-1]] = chunk.to(out.device, out.dtype)
+        return out
+
+    def separate(
+        self, waveform: Tensor | np.ndarray, sample_rate: int | None = None
+    ) -> dict[str, Tensor]:
+        """Separate one song given as numpy or torch, 1-D or 2-D in either orientation.
+
+        ``(samples,)`` is mono; for 2-D input the short axis is the channel axis. Audio is
+        resampled to the model rate and back. Returns ``{target: (channels, samples)}``
+        float32 tensors at ``sample_rate`` with the input's length and channel count.
+        """
+        audio_ = _channels_first(waveform)
+        rate = int(sample_rate or self.sample_rate)
+        length = audio_.shape[-1]
+        if rate != self.sample_rate:
+            audio_ = audio.resample(audio_, rate, self.sample_rate)
+        estimates = self(audio_[None])[0]
+        if rate != self.sample_rate:
+            estimates = audio.resample(estimates, self.sample_rate, rate)
+            estimates = _fit_length(estimates, length)
+        return dict(zip(self.targets, estimates.unbind(0), strict=True))
+
+    def separate_to_file(
+        self,
+        input_path: PathLike,
+        out_dir: PathLike,
+        codec: str = "wav",
+        bitrate: str | int | None = None,
+        filename_format: str = "{track}/{target}.{codec}",
+        start: float = 0.0,
+        duration: float | None = None,
+        synchronous: bool = True,
+    ) -> dict[str, Path]:
+        """Separate an audio file and write one file per target; return their paths.
+
+        The targets are written while the song is separated, chunk by chunk, by a
+        background thread (resampled back to the file's rate on the fly), so memory holds
+        the input but not the outputs. Files appear complete or not at all. With
+        ``synchronous=False`` the call returns once the song is separated while its files
+        are finished in the background (at most one earlier song stays in flight); call
+        :meth:`join` to wait for them and to raise export errors.
+        """
+        check_filename_format(filename_format)
+        audio.check_codec(codec, bitrate)
+        path = Path(input_path)
+        meta = audio.info(path)
+        if meta.channels > 2:
+            raise LongsepError(
+                f"{path} has {meta.channels} channels: longsep separates mono or stereo"
+            )
+        waveform = audio.load(
+            path,
+            start=start,
+            duration=duration,
+            sample_rate=meta.sample_rate,
+            channels=meta.channels,
+        )
+        length = waveform.shape[-1]
+        try:
+            model_in = self._check_audio(
+                audio.resample(waveform, meta.sample_rate, self.sample_rate)[None]
+            )
+        except LongsepError as exc:
+            raise LongsepError(f"{path}: {exc}") from exc
+        del waveform
+        track = track_name(path)
+        outputs = {
+            target: Path(out_dir) / filename_format.format(track=track, target=target, codec=codec)
+            for target in self.targets
+        }
+        export = SongExport(outputs, meta.sample_rate, meta.channels, codec, bitrate, length=length)
+        while len(self._pending) > 1:
+            self._settle(self._pending.popleft())
+        executor = self._executor or ThreadPoolExecutor(max_workers=2, thread_name_prefix="export")
+        self._executor = executor
+        future = executor.submit(export.run, self.sample_rate, model_in.shape[-1])
+        try:
+            with torch.inference_mode():
+                for _, chunk in self._chunks(model_in):
+                    export.put(chunk[0])
+        except BaseException:
+            export.put(None)
+            wait([future])
+            raise
+        export.put(SongExport.END)
+        if synchronous:
+            future.result()
+        else:
+            self._pending.append((path, future))
+        return outputs
+
+    def _settle(self, song: tuple[Path, Future]) -> None:
+        path, future = song
+        wait([future])
+        if future.exception() is not None:
+            self._failures.append(f"{path}: {future.exception()}")
+
+    def join(self) -> None:
+        """Wait for all background exports; raise one error naming every failed file."""
+        while self._pending:
+            self._settle(self._pending.popleft())
+        failures, self._failures = self._failures, []
+        if failures:
+            raise LongsepError(f"export failed for {len(failures)} file(s): {'; '.join(failures)}")
+
+
+def _channels_first(waveform: Tensor | np.ndarray) -> Tensor:
+    """``(channels, samples)`` float32 tensor from 1-D or 2-D audio in either orientation."""
+    audio_ = torch.as_tensor(np.asarray(waveform) if not torch.is_tensor(waveform) else waveform)
+    if audio_.dim() == 1:
+        audio_ = audio_[None]
+    if audio_.dim() != 2:
+        raise LongsepError(f"waveform of shape {tuple(audio_.shape)}: expected 1-D or 2-D audio")
+    if audio_.shape[0] > audio_.shape[1]:
+        audio_ = audio_.T
+    if audio_.shape[0] > 2:
+        raise LongsepError(
+            f"waveform of shape {tuple(audio_.shape)} has {audio_.shape[0]} channels: "
+            "longsep separates mono or stereo"
+        )
+    return audio_.float()
+
+
+def _fit_length(audio_: Tensor, length: int) -> Tensor:
+    """Crop or zero-pad the last axis to ``length`` samples."""
+    if audio_.shape[-1] >= length:
+        return audio_[..., :length]
+    return F.pad(audio_, (0, length - audio_.shape[-1]))

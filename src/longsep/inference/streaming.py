@@ -1,0 +1,172 @@
+"""Streaming STFT pieces: model windows, on-demand mixture frames, overlap-add ISTFT.
+
+The song's centred STFT frame grid is cut into model windows that overlap
+(:func:`crossfade_windows`); :class:`MixtureFrames` computes any window's frames from the
+audio slice aligned to the global grid, so they equal those of the full-length STFT;
+:class:`OverlapAdd` turns blocks of frames back into finished samples, equal to
+``torch.istft`` over the whole song. Only ``O(window)`` frames are held at a time.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+from longsep.spectral import STFTConfig
+
+
+def _ramp(length: int) -> Tensor:
+    """Raised-cosine fade-in of ``length`` points; ``ramp + ramp.flip(0) == 1``."""
+    steps = (torch.arange(length, dtype=torch.float64) + 0.5) / length
+    return 0.5 - 0.5 * torch.cos(torch.pi * steps)
+
+
+def crossfade_windows(
+    frames: int, length: int | None, overlap: int
+) -> list[tuple[int, int, Tensor]]:
+    """Model windows ``(start, end, weight)`` covering ``frames`` STFT frames.
+
+    Windows are ``length`` frames long (one window of all frames if ``length`` is None or
+    not shorter than the song) and start every ``length - overlap`` frames; the last one is
+    moved back to end on the last frame. Each weight ``(end - start,)`` fades in and out with
+    a raised cosine over the overlap with its neighbours and is normalised so that the
+    weights of all windows sum to one at every frame.
+    """
+    if length is None or frames <= length:
+        return [(0, frames, torch.ones(frames))]
+    if not 0 <= overlap < length:
+        raise ValueError(f"overlap {overlap} must be in [0, {length}) frames")
+    starts = [*range(0, frames - length, length - overlap), frames - length]
+    weights = []
+    for k, start in enumerate(starts):
+        weight = torch.ones(length, dtype=torch.float64)
+        if k > 0:
+            shared = starts[k - 1] + length - start
+            weight[:shared] *= _ramp(shared)
+        if k + 1 < len(starts):
+            shared = start + length - starts[k + 1]
+            weight[length - shared :] *= _ramp(shared).flip(0)
+        weights.append(weight)
+    total = torch.zeros(frames, dtype=torch.float64)
+    for start, weight in zip(starts, weights, strict=True):
+        total[start : start + length] += weight
+    return [
+        (start, start + length, (weight / total[start : start + length]).float())
+        for start, weight in zip(starts, weights, strict=True)
+    ]
+
+
+def _reflect_slice(audio_: Tensor, lo: int, hi: int) -> Tensor:
+    """Samples ``lo .. hi - 1`` of ``audio_ (..., samples)`` reflected at both ends."""
+    samples = audio_.shape[-1]
+    if lo >= 0 and hi <= samples:
+        return audio_[..., lo:hi]
+    index = torch.arange(lo, hi, device=audio_.device).abs()
+    index = torch.where(index >= samples, 2 * (samples - 1) - index, index)
+    return audio_.index_select(-1, index)
+
+
+class MixtureFrames:
+    """Frames of the centred STFT of ``audio (batch, channels, samples)``, computed on demand.
+
+    ``frames(start, end)`` is complex ``(batch, channels, bins, end - start)`` and equals
+    ``STFT(audio)[..., start:end]`` while reading only the samples those frames cover.
+    """
+
+    def __init__(self, audio_: Tensor, config: STFTConfig, device: torch.device) -> None:
+        self.audio, self.config, self.device = audio_, config, device
+        self.window = torch.hann_window(config.n_fft, device=device)
+
+    def __call__(self, start: int, end: int) -> Tensor:
+        cfg, pad = self.config, self.config.n_fft // 2
+        lo, hi = start * cfg.hop_length, (end - 1) * cfg.hop_length + cfg.n_fft
+        chunk = _reflect_slice(self.audio, lo - pad, hi - pad).to(self.device, torch.float32)
+        batch, channels, length = chunk.shape
+        spec = torch.stft(
+            chunk.reshape(-1, length),
+            n_fft=cfg.n_fft,
+            hop_length=cfg.hop_length,
+            window=self.window,
+            center=False,
+            onesided=True,
+            return_complex=True,
+        )
+        return spec.reshape(batch, channels, cfg.nb_bins, end - start)
+
+
+class OverlapAdd:
+    """Streaming inverse of the centred STFT: blocks of frames in, finished samples out.
+
+    Each pushed block ``(..., bins, n)`` is inverse-transformed, windowed and overlap-added;
+    samples that no later frame touches are divided by the window-square envelope and
+    returned. Over a whole song this equals ``torch.istft(spec, center=True)``.
+    """
+
+    def __init__(self, config: STFTConfig, frames: int, device: torch.device) -> None:
+        self.config, self.frames = config, frames
+        self.window = torch.hann_window(config.n_fft, device=device)
+        self.tail: Tensor | None = None
+        self.envelope_tail: Tensor | None = None
+
+    def _fold(self, frames: Tensor) -> Tensor:
+        """Overlap-add ``(rows, n_fft, n)`` windowed frames to ``(rows, (n - 1) * hop + n_fft)``."""
+        n_fft, hop = self.config.n_fft, self.config.hop_length
+        rows, _, count = frames.shape
+        length = (count - 1) * hop + n_fft
+        if n_fft % hop:
+            out = F.fold(frames, output_size=(1, length), kernel_size=(1, n_fft), stride=(1, hop))
+            return out.reshape(rows, length)
+        # hop divides n_fft: frame k's piece i lands on output block k + i (a few strided
+        # adds, several times faster than fold's col2im on CPU)
+        ratio = n_fft // hop
+        pieces = frames.reshape(rows, ratio, hop, count).transpose(-1, -2)
+        out = frames.new_zeros(rows, count + ratio - 1, hop)
+        for i in range(ratio):
+            out[:, i : i + count] += pieces[:, i]
+        return out.reshape(rows, length)
+
+    def push(self, spec: Tensor, start: int) -> tuple[int, Tensor]:
+        """Add frames ``start .. start + n`` of ``spec``; return (first sample, finished audio).
+
+        The first sample is in the song's (unpadded) sample coordinates and may be negative.
+        """
+        cfg, count = self.config, spec.shape[-1]
+        lead = spec.shape[:-2]
+        frames = torch.fft.irfft(spec, n=cfg.n_fft, dim=-2) * self.window[:, None]
+        signal = self._fold(frames.reshape(-1, cfg.n_fft, count)).reshape(*lead, -1)
+        square = self.window.square()[None, :, None].expand(1, cfg.n_fft, count)
+        envelope = self._fold(square)[0]
+        if self.tail is not None:
+            signal[..., : self.tail.shape[-1]] += self.tail
+            envelope[: self.envelope_tail.shape[-1]] += self.envelope_tail
+        done = signal.shape[-1] if start + count == self.frames else count * cfg.hop_length
+        self.tail, self.envelope_tail = signal[..., done:], envelope[done:]
+        finished = signal[..., :done] / envelope[:done].clamp_min(1e-11)
+        return start * cfg.hop_length - cfg.n_fft // 2, finished
+
+
+def rechunk(chunks: Iterator[tuple[int, Tensor]], size: int | None) -> Iterator[tuple[int, Tensor]]:
+    """Regroup consecutive ``(start, (..., frames))`` chunks into blocks of ``size`` frames."""
+    pending: list[Tensor] = []
+    have, start = 0, 0
+    for _, chunk in chunks:
+        pending.append(chunk)
+        have += chunk.shape[-1]
+        while size and have >= size:
+            block = torch.cat(pending, dim=-1)
+            yield start, block[..., :size]
+            pending, have, start = [block[..., size:]], have - size, start + size
+    if have:
+        yield start, torch.cat(pending, dim=-1)
+
+
+def all_finite(audio_: Tensor, block: int = 1 << 20) -> bool:
+    """``torch.isfinite(audio_).all()`` in blocks of samples: isfinite allocates a float
+    copy and several masks of its input, 2 GB of transients for an hour of stereo audio."""
+    return all(
+        bool(torch.isfinite(audio_[..., lo : lo + block]).all())
+        for lo in range(0, audio_.shape[-1], block)
+    )

@@ -1,0 +1,67 @@
+"""Atomic file writes and strict JSON: the one implementation every module uses.
+
+A file written through :func:`atomic_write` appears complete or not at all: the content
+goes to a hidden temporary sibling that is renamed over the target only once written.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import uuid
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+
+def temp_sibling(path: Path, suffix: str = "") -> Path:
+    """A hidden, unique temporary name next to ``path`` (``.<name>.tmp-<pid>-<id><suffix>``)."""
+    return path.with_name(f".{path.name}.tmp-{os.getpid()}-{uuid.uuid4().hex[:8]}{suffix}")
+
+
+def atomic_write(path: str | Path, write: Callable[[Path], Any], suffix: str = "") -> Path:
+    """Write ``path`` through ``write(tmp)`` on a temporary sibling, then rename it.
+
+    ``suffix`` ends the temporary name, for writers that pick a format by extension
+    (``np.save`` appends ``.npy`` otherwise). On any error the temporary file is removed
+    and ``path`` is left as it was.
+    """
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = temp_sibling(path, suffix)
+    try:
+        write(tmp)
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
+    return path
+
+
+def write_text(path: str | Path, text: str) -> Path:
+    """Write ``text`` to ``path`` atomically."""
+    return atomic_write(path, lambda p: p.write_text(text))
+
+
+def json_safe(value: Any) -> Any:
+    """NaN / inf floats to None, recursively (strict JSON)."""
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    if isinstance(value, dict):
+        return {k: json_safe(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [json_safe(v) for v in value]
+    return value
+
+
+def write_json(path: str | Path, data: Any) -> Path:
+    """Write ``data`` as indented strict JSON (NaN as null), atomically."""
+    return write_text(path, json.dumps(json_safe(data), indent=2) + "\n")
+
+
+def read_json(path: str | Path) -> Any | None:
+    """The JSON content of ``path``, or None if it is missing or not valid JSON."""
+    try:
+        return json.loads(Path(path).read_text())
+    except (OSError, ValueError):
+        return None

@@ -1,0 +1,394 @@
+"""Model files: the one place that turns a path or a name into separators and settings.
+
+A model store is a directory with, per target, ``<target>.safetensors`` (the separator's
+state dict) and ``<target>.yaml`` (everything needed to rebuild it: the separator config
+with its ``_target_``, the STFT, ``seq_len``, rate, channels and where it came from).
+Several targets trained in separate runs can share one store. Lightning checkpoints are
+read with ``torch.load(weights_only=True)``; Open-Unmix model directories
+(``separator.json`` + ``<target>[-<hash>].pth``) are rebuilt as :class:`~longsep.models.UMX`.
+
+Model files are data: configs are built by :func:`longsep.models.separator_from_node`,
+which only accepts longsep's separator and attention classes by exact name, so a model
+received from someone else cannot run code. :func:`resolve_model` maps what a user types
+(a store, a checkpoint, a training run dir, an Open-Unmix dir) to the model to load.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import re
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+import yaml
+from safetensors import SafetensorError
+from safetensors.torch import load_file, save_file
+from torch import nn
+
+from longsep import TARGETS
+from longsep.errors import LongsepError
+from longsep.io import atomic_write
+from longsep.models.build import separator_from_node
+from longsep.models.umx import UMX
+from longsep.spectral import STFTConfig
+
+log = logging.getLogger(__name__)
+
+STORE_VERSION = 1
+STATE_PREFIX = "separator."  # SeparationModule's attribute holding the network
+PathLike = str | Path
+_TIMESTAMP = re.compile(r"^\d{4}-\d{2}-\d{2}([_T]\d{2}-\d{2}-\d{2})?$")
+
+
+@dataclass
+class StoreEntry:
+    """Metadata of one target in a model store."""
+
+    target: str
+    separator: dict[str, Any]
+    stft: STFTConfig
+    seq_len: float | None = None
+    nb_channels: int = 2
+    info: dict[str, Any] = field(default_factory=dict)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "version": STORE_VERSION,
+            "target": self.target,
+            "separator": self.separator,
+            "stft": self.stft.to_dict(),
+            "seq_len": self.seq_len,
+            "nb_channels": self.nb_channels,
+            "info": self.info,
+        }
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any], source: str) -> StoreEntry:
+        try:
+            return cls(
+                target=data["target"],
+                separator=data["separator"],
+                stft=STFTConfig(**data["stft"]),
+                seq_len=data.get("seq_len"),
+                nb_channels=int(data.get("nb_channels", 2)),
+                info=data.get("info") or {},
+            )
+        except (KeyError, TypeError) as exc:
+            raise LongsepError(f"{source} is not a longsep model description: {exc}") from exc
+
+
+def save_store(store_dir: PathLike, separator: nn.Module, entry: StoreEntry) -> Path:
+    """Write ``<target>.safetensors`` + ``<target>.yaml`` into ``store_dir`` atomically."""
+    store = Path(store_dir)
+    state = {k: v.detach().cpu().contiguous() for k, v in separator.state_dict().items()}
+    atomic_write(store / f"{entry.target}.safetensors", lambda p: save_file(state, str(p)))
+    text = yaml.safe_dump(entry.to_dict(), sort_keys=False)
+    atomic_write(store / f"{entry.target}.yaml", lambda p: p.write_text(text))
+    log.info("exported %s to %s", entry.target, store)
+    return store
+
+
+def _store_yamls(store: Path) -> list[Path]:
+    """The ``<target>.yaml`` files of a store dir (yaml files that describe a target)."""
+    found = []
+    for path in sorted(store.glob("*.yaml")):
+        try:
+            data = yaml.safe_load(path.read_text())
+        except (OSError, yaml.YAMLError):
+            continue
+        if isinstance(data, dict) and "target" in data and "separator" in data:
+            found.append(path)
+    return found
+
+
+def store_targets(store_dir: PathLike) -> list[str]:
+    """Targets of a model store directory; a ``<target>.yaml`` without its
+    ``<target>.safetensors`` is an error naming the file."""
+    store = Path(store_dir)
+    if not store.is_dir():
+        return []
+    targets = []
+    for meta in _store_yamls(store):
+        if not meta.with_suffix(".safetensors").is_file():
+            raise LongsepError(
+                f"model store {meta} has no weights: {meta.with_suffix('.safetensors').name} "
+                "is missing (copy it next to the yaml, or remove the yaml)"
+            )
+        targets.append(meta.stem)
+    return ordered_targets(targets)
+
+
+def is_model_dir(folder: PathLike) -> bool:
+    """Whether ``folder`` is a model store or an Open-Unmix model directory."""
+    folder = Path(folder)
+    return bool(_store_yamls(folder)) or (folder / "separator.json").is_file()
+
+
+def load_store(store_dir: PathLike, target: str) -> tuple[nn.Module, StoreEntry]:
+    """Rebuild the separator of ``target`` from a model store (eval mode, CPU)."""
+    store = Path(store_dir)
+    meta, weights = store / f"{target}.yaml", store / f"{target}.safetensors"
+    if not meta.exists() or not weights.exists():
+        have = store_targets(store) if store.is_dir() else []
+        raise LongsepError(
+            f"model store {store} has no target {target!r} (has: {', '.join(have) or 'none'})"
+        )
+    try:
+        entry = StoreEntry.from_dict(yaml.safe_load(meta.read_text()), str(meta))
+    except (OSError, yaml.YAMLError) as exc:
+        raise LongsepError(f"cannot read model {meta}: {exc}") from exc
+    model = separator_from_node(entry.separator, str(meta))
+    try:
+        state = load_file(str(weights))
+    except (OSError, RuntimeError, SafetensorError) as exc:
+        raise LongsepError(f"cannot read weights {weights}: {one_line(exc)}") from exc
+    load_state(model, state, str(weights))
+    return model.eval(), entry
+
+
+def one_line(exc: BaseException) -> str:
+    """The first line of an exception's message."""
+    return (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+
+
+def load_state(model: nn.Module, state: dict[str, torch.Tensor], source: str) -> None:
+    """Load ``state`` into ``model`` strictly; a mismatch is one line naming ``source``."""
+    try:
+        model.load_state_dict(state, strict=True)
+    except RuntimeError as exc:
+        raise LongsepError(f"{source}: weights do not match the model: {one_line(exc)}") from exc
+
+
+def read_checkpoint(path: PathLike) -> dict[str, Any]:
+    """Load a Lightning checkpoint safely (``weights_only=True``)."""
+    path = Path(path)
+    if not path.is_file():
+        raise LongsepError(f"checkpoint {path} does not exist")
+    try:
+        return torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as exc:  # unpickling errors come in many types
+        raise LongsepError(f"cannot read checkpoint {path}: {one_line(exc)}") from exc
+
+
+def separator_state(ckpt: dict[str, Any], source: str) -> dict[str, torch.Tensor]:
+    """The separator's weights inside a training checkpoint's ``state_dict``."""
+    state = ckpt.get("state_dict")
+    if not isinstance(state, dict):
+        raise LongsepError(f"{source} holds no state_dict: not a Lightning checkpoint")
+    n = len(STATE_PREFIX)
+    return {k[n:]: v for k, v in state.items() if k.startswith(STATE_PREFIX)}
+
+
+def entry_from_checkpoint(ckpt: dict[str, Any], source: str) -> StoreEntry:
+    """The store entry described by a longsep Lightning checkpoint."""
+    info = ckpt.get("longsep")
+    if not info or "config" not in info:
+        raise LongsepError(f"{source} is not a longsep training checkpoint")
+    cfg = info["config"]
+    return StoreEntry(
+        target=info["target"],
+        separator=cfg["separator"],
+        stft=STFTConfig(**info["stft"]),
+        seq_len=cfg.get("seq_len"),
+        nb_channels=int(cfg.get("nb_channels", 2)),
+        info={"checkpoint": str(source), "global_step": ckpt.get("global_step")},
+    )
+
+
+def load_checkpoint(path: PathLike) -> tuple[nn.Module, StoreEntry]:
+    """Rebuild the separator stored in a longsep Lightning checkpoint."""
+    ckpt = read_checkpoint(path)
+    entry = entry_from_checkpoint(ckpt, str(path))
+    model = separator_from_node(entry.separator, str(path))
+    load_state(model, separator_state(ckpt, str(path)), str(path))
+    return model.eval(), entry
+
+
+def ordered_targets(names: Sequence[str]) -> list[str]:
+    """MUSDB's order first (vocals, drums, bass, other), then the rest alphabetically."""
+    rank = {name: i for i, name in enumerate(TARGETS)}
+    return sorted(dict.fromkeys(names), key=lambda n: (rank.get(n, len(rank)), n))
+
+
+def load_models(
+    path: PathLike | Sequence[PathLike], targets: Sequence[str] | None = None
+) -> tuple[dict[str, nn.Module], list[StoreEntry]]:
+    """Per-target models and their entries from a store, checkpoint(s) or Open-Unmix dir."""
+    paths = [Path(path)] if isinstance(path, str | Path) else [Path(p) for p in path]
+    if not paths:
+        raise LongsepError("model: no model path given")
+    for p in paths:
+        if not p.exists():
+            raise LongsepError(f"model={p} does not exist")
+    if len(paths) == 1 and paths[0].is_dir():
+        folder = paths[0]
+        if store_targets(folder):
+            names = (
+                list(dict.fromkeys(targets)) if targets else ordered_targets(store_targets(folder))
+            )
+            return _as_dicts([load_store(folder, t) for t in names])
+        if (folder / "separator.json").is_file():
+            names = list(dict.fromkeys(targets)) if targets else openunmix_targets(folder)
+            return _as_dicts([load_openunmix(folder, t) for t in names])
+        raise LongsepError(
+            f"model={folder} is neither a model store (<target>.safetensors + <target>.yaml) "
+            "nor an Open-Unmix model directory (separator.json + <target>.pth)"
+        )
+    return _from_checkpoints(paths, targets)
+
+
+def _as_dicts(loaded: list[tuple[nn.Module, StoreEntry]]) -> tuple[dict[str, nn.Module], list]:
+    return {entry.target: model for model, entry in loaded}, [entry for _, entry in loaded]
+
+
+def _from_checkpoints(
+    paths: list[Path], targets: Sequence[str] | None
+) -> tuple[dict[str, nn.Module], list[StoreEntry]]:
+    loaded: dict[str, tuple[nn.Module, StoreEntry]] = {}
+    for p in paths:
+        if p.is_dir():
+            raise LongsepError(f"model={p}: pass one directory, or checkpoint files only")
+        model, entry = load_checkpoint(p)
+        if entry.target in loaded:
+            raise LongsepError(f"model={p}: a second checkpoint for target {entry.target!r}")
+        loaded[entry.target] = (model, entry)
+    wanted = list(dict.fromkeys(targets)) if targets else ordered_targets(loaded)
+    for name in wanted:
+        if name not in loaded:
+            raise LongsepError(
+                f"targets: no checkpoint for {name!r} (have: {', '.join(sorted(loaded))})"
+            )
+    return _as_dicts([loaded[name] for name in wanted])
+
+
+_OPENUNMIX_WEIGHTS = re.compile(r"^(?P<target>[A-Za-z0-9_]+?)(-[0-9a-f]+)?\.pth$")
+
+
+def openunmix_targets(folder: PathLike) -> list[str]:
+    """Targets of an Open-Unmix model directory (``<target>.pth`` or ``<target>-<hash>.pth``)."""
+    found = [_OPENUNMIX_WEIGHTS.match(p.name) for p in Path(folder).glob("*.pth")]
+    return ordered_targets([m["target"] for m in found if m])
+
+
+def _openunmix_weights(folder: Path, target: str) -> Path:
+    for p in sorted(folder.glob(f"{target}*.pth")):
+        match = _OPENUNMIX_WEIGHTS.match(p.name)
+        if match and match["target"] == target:
+            return p
+    have = ", ".join(openunmix_targets(folder)) or "none"
+    raise LongsepError(f"Open-Unmix model {folder} has no target {target!r} (has: {have})")
+
+
+def load_openunmix(folder: PathLike, target: str) -> tuple[nn.Module, StoreEntry]:
+    """Rebuild an Open-Unmix target model (``<target>.pth`` + ``separator.json``) as UMX.
+
+    The architecture (hidden size, layers, direction, bins, channels, max_bin) is read from
+    the weights' shapes; the STFT and rate from ``separator.json``. Weights are loaded with
+    ``torch.load(weights_only=True)``; keys that UMX does not have are ignored.
+    """
+    folder = Path(folder)
+    weights = _openunmix_weights(folder, target)
+    try:
+        conf = json.loads((folder / "separator.json").read_text())
+        state = torch.load(weights, map_location="cpu", weights_only=True)
+        stft = STFTConfig(
+            n_fft=int(conf["nfft"]),
+            hop_length=int(conf["nhop"]),
+            sample_rate=int(conf["sample_rate"]),
+        )
+        max_bin = state["input_mean"].shape[0]
+        hidden_size, inputs = state["fc1.weight"].shape
+        nb_channels = inputs // max_bin
+        layers = sum(1 for k in state if re.fullmatch(r"lstm\.weight_ih_l\d+", k))
+        args = {
+            "nb_bins": state["fc3.weight"].shape[0] // nb_channels,
+            "nb_channels": nb_channels,
+            "hidden_size": hidden_size,
+            "nb_layers": layers,
+            "unidirectional": "lstm.weight_ih_l0_reverse" not in state,
+            "max_bin": max_bin,
+        }
+    except (OSError, ValueError, KeyError, RuntimeError) as exc:
+        raise LongsepError(f"cannot read Open-Unmix model {weights}: {exc}") from exc
+    if args["nb_bins"] != stft.nb_bins or nb_channels != int(conf.get("nb_channels", nb_channels)):
+        raise LongsepError(f"{weights} does not match {folder / 'separator.json'} (nfft, channels)")
+    model = UMX(**args)
+    own = model.state_dict()
+    missing = sorted(set(own) - set(state))
+    if missing:
+        raise LongsepError(f"{weights} is not an Open-Unmix model: missing {missing[0]!r}")
+    model.load_state_dict({k: state[k] for k in own})
+    entry = StoreEntry(
+        target=target,
+        separator={"_target_": "longsep.models.umx.UMX", **args},
+        stft=stft,
+        seq_len=None,
+        nb_channels=nb_channels,
+        info={"openunmix": str(weights)},
+    )
+    return model.eval(), entry
+
+
+# --- what a user names -----------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class ModelSource:
+    """Where a model is read from and where its evaluations go by default."""
+
+    model: Path
+    eval_root: Path
+    label: str
+
+
+def _run_label(run: Path) -> str:
+    """``umx-vocals-6s@2024-05-01_12-00-00`` for Hydra's ``<run name>/<timestamp>`` dirs."""
+    run = run.resolve()
+    if _TIMESTAMP.match(run.name) and run.parent.name:
+        return f"{run.parent.name}@{run.name}"
+    return run.name
+
+
+def _run_checkpoint(folder: Path) -> Path:
+    """The best checkpoint of a run's ``checkpoints/`` (newest non-last), else ``last.ckpt``."""
+    found = sorted(folder.glob("*.ckpt"), key=lambda p: p.stat().st_mtime)
+    best = [p for p in found if not p.name.startswith("last")]
+    if best or found:
+        return (best or found)[-1]
+    raise LongsepError(f"ckpt={folder.parent}: its checkpoints/ folder holds no .ckpt file")
+
+
+def resolve_model(ckpt: str | Path) -> ModelSource:
+    """The model of ``ckpt``: a model store / Open-Unmix dir, a checkpoint or a run dir.
+
+    A training run dir (``model/`` + ``checkpoints/``) gives its exported ``model/`` store,
+    else its best checkpoint. Evaluations default to ``<run dir>/eval``.
+    """
+    path = Path(str(ckpt)).expanduser()
+    if not path.exists():
+        raise LongsepError(
+            f"ckpt={ckpt} does not exist: give a model store, a checkpoint (.ckpt), "
+            "a training run directory or an Open-Unmix model directory"
+        )
+    if path.is_file():
+        run = path.parent.parent if path.parent.name == "checkpoints" else path.parent
+        return ModelSource(path, run / "eval" / path.stem, f"{_run_label(run)}:{path.stem}")
+    if is_model_dir(path / "model"):
+        return ModelSource(path / "model", path / "eval", _run_label(path))
+    if is_model_dir(path):
+        in_run = path.name == "model" and (path.parent / "checkpoints").is_dir()
+        run = path.parent if in_run else path
+        return ModelSource(path, run / "eval", _run_label(run))
+    if (path / "checkpoints").is_dir():
+        checkpoint = _run_checkpoint(path / "checkpoints")
+        log.info("run %s has no exported model/: evaluating %s", path, checkpoint.name)
+        return ModelSource(checkpoint, path / "eval", f"{_run_label(path)}:{checkpoint.stem}")
+    raise LongsepError(
+        f"ckpt={ckpt} holds no model: expected a model store (<target>.safetensors + "
+        "<target>.yaml), an Open-Unmix dir (separator.json), or a run dir with model/ "
+        "or checkpoints/"
+    )
