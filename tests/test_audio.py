@@ -152,12 +152,6 @@ def test_m4a_through_ffmpeg(tmp_path):
     assert not audio.is_audio_file("notes.txt")
 
 
-def test_adapter_protocol(tmp_path):
-    adapter = audio.get_adapter()
-    path = adapter.save(tmp_path / "a.flac", tone(0.2).T, RATE)
-    assert adapter.load(path).shape == (2, round(0.2 * RATE))
-
-
 @pytest.mark.parametrize(
     ("orig", "new"), [(48000, 44100), (44100, 48000), (22050, 44100), (44100, 8000), (8000, 8000)]
 )
