@@ -61,12 +61,12 @@ RUN_HERE: dict[str, list[str]] = {
     "python train.py -m separator=umx,umx_transformer attention=qkv1D,qkvg1D seq_len=7,30 "
     "src=vocals": TRAIN_SHRINK,
     "python train.py -m hydra/launcher=joblib hydra.launcher.n_jobs=2 seq_len=7,15": (TRAIN_SHRINK),
-    "python train.py data=musdb data.root=~/musdb18hq data.is_wav=true # MUSDB18-HQ": (
+    "python train.py data=musdb data.root=$HOME/musdb18hq data.is_wav=true # MUSDB18-HQ": (
         TRAIN_SHRINK[len(SYNTH_SHRINK) :]
     ),
     # the study on MUSDB18 as typed, its stems given as wav (data.is_wav=true) since no
     # stem.mp4 can be downloaded here
-    "python train.py +experiment=seq_len_study data.root=~/musdb18": [
+    "python train.py +experiment=seq_len_study data.root=$HOME/musdb18": [
         "data.is_wav=true",
         *TRAIN_SHRINK[len(SYNTH_SHRINK) :],
         *STUDY_SHRINK,
@@ -89,15 +89,15 @@ NOT_HERE: dict[str, str] = {
     "make test": "this test suite itself",
     "make study-cpu": "the 20-minute CPU study; its sweep is the seq_len_study command above",
     "python train.py separator=umx seq_len=7 src=drums gpu=1": "needs two GPUs",
-    "python train.py data=musdb data.root=~/musdb18 separator=umx": MUSDB,
+    "python train.py data=musdb data.root=$HOME/musdb18 separator=umx": MUSDB,
     "python train.py ... ckpt_path=last": "a pattern; tests/test_resume.py kills and resumes",
     "python train.py -m hydra/launcher=slurm hydra.launcher.partition=gpu seq_len=7,15,30,60": (
         "needs a Slurm cluster"
     ),
     "python train.py trainer=ddp trainer.devices=4": "needs 4 GPUs (DDP on CPU: test_train.py)",
-    "python train.py +experiment=seq_len_study data.root=~/musdb18 hydra/launcher=slurm "
+    "python train.py +experiment=seq_len_study data.root=$HOME/musdb18 hydra/launcher=slurm "
     "hydra.launcher.partition=gpu": "needs a Slurm cluster and MUSDB18",
-    "python evaluate.py ckpt=path/to/store data=musdb data.root=~/musdb18 workers=4": MUSDB,
+    "python evaluate.py ckpt=path/to/store data=musdb data.root=$HOME/musdb18 workers=4": MUSDB,
     "python train.py +experiment=seq_len_study data.root=/path/to/musdb18": MUSDB,
     "python train.py +experiment=seq_len_study data.root=/path/to/musdb18hq data.is_wav=true": (
         "/path/to is a placeholder; the same command with ~/musdb18 runs above"
@@ -167,12 +167,12 @@ def workspace(tmp_path_factory) -> Path:
 
 
 def _run(command: str, extra: list[str], cwd: Path) -> subprocess.CompletedProcess:
+    env = {**os.environ, "HOME": str(cwd / "home"), "OMP_NUM_THREADS": "1"}
     argv = shlex.split(command.split(" #")[0])
     assert argv[0] == "python"
-    argv = [sys.executable, *argv[1:]]
+    argv = [sys.executable, *(a.replace("$HOME", env["HOME"]) for a in argv[1:])]  # as a shell
     if argv[1].endswith(".py"):
         argv[1] = str(ROOT / argv[1])  # the repository's script, run from the user's folder
-    env = {**os.environ, "HOME": str(cwd / "home"), "OMP_NUM_THREADS": "1"}
     env.pop("LONGSEP_ROOT", None)
     env["PYTHONPATH"] = str(ROOT / "src")
     proc = subprocess.run(
