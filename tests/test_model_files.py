@@ -169,6 +169,7 @@ def test_truncated_safetensors_and_orphan_yaml_are_one_line_errors(tmp_path):
     [
         ("train.py", ["data=musdb"], "data.root is not set"),
         ("evaluate.py", ["data=musdb", "oracle=irm1"], "data.root is not set"),
+        ("train.py", ["seq_len=abc"], "seq_len=abc"),
         ("separate.py", ["model=m", "input=song.wav", "codec=aac"], "codec=aac"),
         ("separate.py", ["model=m", "input=song.wav", "bitrate=fast"], "bitrate=fast"),
     ],

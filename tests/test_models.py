@@ -26,7 +26,15 @@ from longsep.models import (
     separator_config,
     valid_combinations,
 )
-from longsep.models.attention import MHA, QKV1D, QKVG1D
+from longsep.models.attention import (
+    MHA,
+    QKV1D,
+    QKV2D,
+    QKVG1D,
+    QKV1DDense,
+    QKV2DDense,
+    QKVG1DDense,
+)
 
 BINS, MAX_BIN = 33, 20
 
@@ -48,6 +56,9 @@ SEPARATOR_CASES = [
     ("auto_transformer", {"attention": "qkv2D"}),
     ("auto_transformer", {"attention": "qkvg1D", "downsample": 2, "positional": "rotary"}),
     ("auto_transformer", {"attention": "qkv1D", "downsample": 3, "positional": "none"}),
+    ("umx_transformer", {"attention": "qkv2D", "positional": "none"}),
+    ("umx_transformer", {"attention": "qkv1D_dense", "positional": "rotary"}),
+    ("auto_transformer", {"attention": "qkvg1D_dense", "downsample": 2}),
 ]
 CASE_IDS = [f"{k}-{'-'.join(map(str, kw.values()))}" for k, kw in SEPARATOR_CASES]
 
@@ -311,6 +322,40 @@ def test_instantiate_from_training_config_and_rebuild_from_record():
     assert {k: v.shape for k, v in rebuilt.state_dict().items()} == {
         k: v.shape for k, v in model.state_dict().items()
     }
+
+
+# attention config: class, key stride, heads x head size at the `_small` width (128, 4 heads)
+ATTENTION_CONFIGS = {
+    "qkv1D": (QKV1D, 4, 4, 32),
+    "qkv2D": (QKV2D, 2, 16, 128),
+    "qkvg1D": (QKVG1D, 4, 4, 32),
+    "qkv1D_dense": (QKV1DDense, 4, 4, 32),
+    "qkv2D_dense": (QKV2DDense, 1, 4, 32),
+    "qkvg1D_dense": (QKVG1DDense, 1, 4, 32),
+}
+
+
+@pytest.mark.parametrize("attention", sorted(ATTENTION_CONFIGS))
+def test_attention_configs_original_and_dense(attention):
+    """conf/attention: the original designs strided, the `_dense` ones as before; a recorded
+    node rebuilds the model; positional=none runs."""
+    cls, stride, heads, head_dim = ATTENTION_CONFIGS[attention]
+    cfg = _compose_train(["separator=umx_transformer_small", f"attention={attention}", "seq_len=7"])
+    model = instantiate_separator(cfg)
+    attn = model.layers[0].attn
+    assert type(attn) is cls and attn.kv_stride == stride
+    assert (attn.heads, attn.head_dim) == (heads, head_dim)
+    record = separator_config(cfg)
+    assert record["attention"]["_target_"] == f"longsep.models.attention.{cls.__name__}"
+    rebuilt = instantiate(OmegaConf.to_container(OmegaConf.create(record)), _convert_="all")
+    assert {k: v.shape for k, v in rebuilt.state_dict().items()} == {
+        k: v.shape for k, v in model.state_dict().items()
+    }
+    plain = build_separator("umx_transformer_small", attention, positional="none").eval()
+    assert plain.position.kind == "none"
+    mag = torch.rand(1, 2, 2049, 11)
+    with torch.no_grad():
+        assert plain(mag).shape == mag.shape
 
 
 def test_training_config_defaults_and_errors():

@@ -21,10 +21,16 @@ import numpy as np
 import pytest
 import torch
 from conftest import ROOT, TINY_SYNTH
+from hydra import compose, initialize_config_dir
+from hydra.core.global_hydra import GlobalHydra
+from hydra.core.hydra_config import HydraConfig
 from musdb_layout import write_musdb
+from omegaconf import OmegaConf, open_dict
 from test_separator import save_openunmix
 
 from longsep import audio
+from longsep.cli.common import pick_accelerator, register_resolvers
+from longsep.errors import LongsepError
 from longsep.models.umx import UMX
 from longsep.spectral import STFTConfig
 from longsep.store import StoreEntry, save_store
@@ -45,73 +51,78 @@ TRAIN_SHRINK = [
     "callbacks.media=null",
 ]
 EVAL_SHRINK = SYNTH_SHRINK[:5]  # the data.generate.* overrides
-STUDY_SHRINK = [
+STUDY_SHRINK = [  # the study's sweep narrowed to 2 points, one step each
     "hydra.sweeper.params.separator='umx,umx_transformer'",
     "hydra.sweeper.params.attention='default,qkvg1D'",
     "hydra.sweeper.params.seq_len=7",
     "hydra.sweeper.params.src=vocals",
+    *TRAIN_SHRINK[len(SYNTH_SHRINK) :],
     "trainer.val_check_interval=1",
     "evaluate_after.workers=1",
 ]
-# command -> overrides appended to shrink it
-RUN_HERE: dict[str, list[str]] = {
-    "python train.py separator=umx_transformer attention=qkvg1D seq_len=30 src=vocals": (
-        TRAIN_SHRINK
-    ),
-    "python train.py -m separator=umx,umx_transformer attention=qkv1D,qkvg1D seq_len=7,30 "
-    "src=vocals": TRAIN_SHRINK,
-    "python train.py -m hydra/launcher=joblib hydra.launcher.n_jobs=2 seq_len=7,15": (TRAIN_SHRINK),
-    "python train.py data=musdb data.root=$HOME/musdb18hq data.is_wav=true # MUSDB18-HQ": (
-        TRAIN_SHRINK[len(SYNTH_SHRINK) :]
-    ),
-    # the study on MUSDB18 as typed, its stems given as wav (data.is_wav=true) since no
-    # stem.mp4 can be downloaded here
-    "python train.py +experiment=seq_len_study data.root=$HOME/musdb18": [
-        "data.is_wav=true",
-        *TRAIN_SHRINK[len(SYNTH_SHRINK) :],
-        *STUDY_SHRINK,
-    ],
-    "python -m longsep.study runs/multirun/seq_len_study --out experiments/results/musdb": [],
-    "python separate.py model=runs/quickstart/model input=song.mp3 out_dir=separated": [],
-    "python separate.py model=path/to/store input=\"'songs/*.flac'\" codec=mp3 bitrate=320 "
-    "niter=1": [],
-    "python separate.py model=path/to/umxhq input=songs/ targets=[vocals] residual=true": [],
-    "python evaluate.py ckpt=runs/quickstart": EVAL_SHRINK,
-    "python evaluate.py oracle=irm1": EVAL_SHRINK,
-    "python evaluate.py compare=[dirA,dirB]": [],
-}
-MUSDB = (
-    "needs MUSDB18 (stem.mp4), which cannot be downloaded here; the same commands on the "
-    "MUSDB18-HQ layout run above"
-)
-NOT_HERE: dict[str, str] = {
-    "make quickstart": "creates a venv and trains for 2 minutes: CI's fresh-clone job",
-    "make test": "this test suite itself",
-    "make study-cpu": "the 20-minute CPU study; its sweep is the seq_len_study command above",
+# MUSDB18 is stem.mp4, which cannot be downloaded here: the tests' ~/musdb18 holds the same
+# layout as wav stems, so commands naming it get data.is_wav=true appended
+WAV = ["data.is_wav=true"]
+SLOW = pytest.mark.slow
+# command -> overrides appended to shrink it (pytest.param with marks for the long ones)
+RUN_HERE = [
+    ("python train.py separator=umx_transformer attention=qkvg1D seq_len=30 src=vocals",
+     TRAIN_SHRINK),
+    ("python train.py -m separator=umx,umx_transformer attention=qkv1D,qkvg1D seq_len=7,30 "
+     "src=vocals", TRAIN_SHRINK),
+    pytest.param("python train.py -m hydra/launcher=joblib hydra.launcher.n_jobs=2 seq_len=7,15",
+                 TRAIN_SHRINK, marks=SLOW),
+    pytest.param("python train.py data=musdb data.root=$HOME/musdb18 separator=umx",
+                 [*WAV, *TRAIN_SHRINK[len(SYNTH_SHRINK) :]], marks=SLOW),
+    ("python train.py data=musdb data.root=$HOME/musdb18hq data.is_wav=true # MUSDB18-HQ",
+     TRAIN_SHRINK[len(SYNTH_SHRINK) :]),
+    ("python train.py +experiment=seq_len_study data.root=$HOME/musdb18", [*WAV, *STUDY_SHRINK]),
+    ("python -m longsep.study runs/multirun/seq_len_study --out experiments/results/musdb", []),
+    pytest.param("python train.py +experiment=seq_len_study data.root=$HOME/musdb18hq "
+                 "data.is_wav=true", STUDY_SHRINK, marks=SLOW),
+    pytest.param("python train.py +experiment=seq_len_study data.root=$HOME/musdb18 "
+                 "hydra/launcher=joblib hydra.launcher.n_jobs=2", [*WAV, *STUDY_SHRINK],
+                 marks=SLOW),
+    ("python separate.py model=runs/quickstart/model input=song.mp3 out_dir=separated", []),
+    ("python separate.py model=path/to/store input=\"'songs/*.flac'\" codec=mp3 bitrate=320 "
+     "niter=1", []),
+    ("python separate.py model=path/to/umxhq input=songs/ targets=[vocals] residual=true", []),
+    ("python evaluate.py ckpt=runs/quickstart", EVAL_SHRINK),
+    pytest.param("python evaluate.py ckpt=path/to/store data=musdb data.root=$HOME/musdb18 "
+                 "workers=4", WAV, marks=SLOW),
+    ("python evaluate.py oracle=irm1", EVAL_SHRINK),
+    ("python evaluate.py compare=[dirA,dirB]", []),
+]  # fmt: skip
+# commands that need GPUs or a cluster: composed and resolved as typed (`--cfg job`), which
+# is where the sweep commands used to crash, but not run
+COMPOSE_ONLY: dict[str, str] = {
     "python train.py separator=umx seq_len=7 src=drums gpu=1": "needs two GPUs",
-    "python train.py data=musdb data.root=$HOME/musdb18 separator=umx": MUSDB,
-    "python train.py ... ckpt_path=last": "a pattern; tests/test_resume.py kills and resumes",
     "python train.py -m hydra/launcher=slurm hydra.launcher.partition=gpu seq_len=7,15,30,60": (
         "needs a Slurm cluster"
     ),
     "python train.py trainer=ddp trainer.devices=4": "needs 4 GPUs (DDP on CPU: test_train.py)",
     "python train.py +experiment=seq_len_study data.root=$HOME/musdb18 hydra/launcher=slurm "
-    "hydra.launcher.partition=gpu": "needs a Slurm cluster and MUSDB18",
-    "python evaluate.py ckpt=path/to/store data=musdb data.root=$HOME/musdb18 workers=4": MUSDB,
-    "python train.py +experiment=seq_len_study data.root=/path/to/musdb18": MUSDB,
-    "python train.py +experiment=seq_len_study data.root=/path/to/musdb18hq data.is_wav=true": (
-        "/path/to is a placeholder; the same command with ~/musdb18 runs above"
+    "hydra.launcher.partition=gpu": "needs a Slurm cluster",
+    "python train.py +experiment=seq_len_study data.root=$HOME/musdb18 src=vocals gpu=0 &": (
+        "needs GPUs"
     ),
-    "python train.py +experiment=seq_len_study data.root=... src=vocals gpu=0 &": "needs GPUs",
-    "python train.py +experiment=seq_len_study data.root=... src=drums gpu=1 &": "needs GPUs",
-    "python train.py +experiment=seq_len_study data.root=... hydra/launcher=joblib "
-    "hydra.launcher.n_jobs=2": "data.root=... is a placeholder for MUSDB18",
-    "python train.py +experiment=seq_len_study data.root=... hydra/launcher=slurm "
-    "hydra.launcher.partition=gpu": "needs a Slurm cluster and MUSDB18",
+    "python train.py +experiment=seq_len_study data.root=$HOME/musdb18 src=drums gpu=1 &": (
+        "needs two GPUs"
+    ),
+}
+NOT_HERE: dict[str, str] = {
+    "make quickstart": "creates a venv and trains for 2 minutes: CI's fresh-clone job",
+    "make test": "this test suite itself",
+    "make study-cpu": "the 20-minute CPU study; tests/test_resume.py runs its sweep narrowed",
+    "python train.py ... ckpt_path=last": "a pattern; tests/test_resume.py kills and resumes",
     "python benchmarks/seq_len_scaling.py --device cuda > seq_len_scaling.jsonl": "needs a GPU",
     "python -m longsep.study runs/multirun/seq_len_study --out experiments/results/musdb "
     "--scaling seq_len_scaling.jsonl": "needs the GPU benchmark's output",
 }
+
+
+def _command(entry) -> str:
+    return entry.values[0] if hasattr(entry, "values") else entry[0]
 
 
 def documented_commands() -> list[str]:
@@ -127,7 +138,7 @@ def documented_commands() -> list[str]:
 
 
 def test_every_documented_command_is_covered():
-    known = {" ".join(c.split()) for c in [*RUN_HERE, *NOT_HERE]}
+    known = {" ".join(c.split()) for c in [*map(_command, RUN_HERE), *COMPOSE_ONLY, *NOT_HERE]}
     missing = [c for c in documented_commands() if c not in known]
     assert not missing, f"README commands neither run by a test nor excused: {missing}"
 
@@ -183,12 +194,12 @@ def _run(command: str, extra: list[str], cwd: Path) -> subprocess.CompletedProce
 
 
 @pytest.mark.timeout(1800)
-@pytest.mark.parametrize("command", list(RUN_HERE))
-def test_command_runs_as_typed(command, workspace):
+@pytest.mark.parametrize(("command", "extra"), RUN_HERE)
+def test_command_runs_as_typed(command, extra, workspace):
     if "compare=" in command:
         for name, oracle in (("dirA", "irm1"), ("dirB", "ibm")):
             _run(f"python evaluate.py oracle={oracle} out_dir={name}", EVAL_SHRINK, workspace)
-    proc = _run(command, RUN_HERE[command], workspace)
+    proc = _run(command, extra, workspace)
     if command.startswith("python train.py -m") or "seq_len_study" in command:
         results = sorted(workspace.glob("runs/multirun/**/result.json"))
         statuses = [json.loads(p.read_text())["status"] for p in results]
@@ -199,3 +210,36 @@ def test_command_runs_as_typed(command, workspace):
         assert "separated" in proc.stdout + proc.stderr
     if "--out experiments/results/musdb" in command:
         assert (workspace / "experiments" / "results" / "musdb" / "results.md").is_file()
+
+
+def _first_of_sweep(override: str) -> str:
+    """``key=a,b,c`` -> ``key=a`` (one point of a sweep); other overrides unchanged."""
+    key, _, value = override.partition("=")
+    if "," in value and not value.startswith(("[", "'", '"')):
+        return f"{key}={value.split(',')[0]}"
+    return override
+
+
+@pytest.mark.parametrize("command", list(COMPOSE_ONLY))
+def test_command_composes_as_typed(command, workspace, monkeypatch):
+    """A GPU / cluster command: its config composes as typed, its sweep dir resolves before
+    any job exists (where sweeps used to crash) and one job's config resolves fully."""
+    argv = shlex.split(command.rstrip(" &"))[2:]
+    home = str(workspace / "home")
+    overrides = [_first_of_sweep(a.replace("$HOME", home)) for a in argv if a != "-m"]
+    monkeypatch.chdir(workspace)
+    register_resolvers()
+    GlobalHydra.instance().clear()
+    with initialize_config_dir(str(ROOT / "conf"), version_base="1.3"):
+        cfg = compose("train", overrides=overrides, return_hydra_config=True)
+    sweep_dir = Path(cfg.hydra.sweep.dir)  # resolved as Hydra's sweeper does: no HydraConfig
+    assert sweep_dir.is_relative_to(workspace / "runs" / "multirun")
+    with open_dict(cfg):
+        cfg.hydra.runtime.output_dir = str(sweep_dir / "0")
+        cfg.hydra.job.num = 0
+    HydraConfig.instance().set_config(cfg)
+    job = OmegaConf.to_container(cfg, resolve=True)
+    assert job["paths"]["log_dir"] == str(workspace / "runs")
+    if "gpu=" in command and torch.cuda.device_count() <= int(cfg.gpu):
+        with pytest.raises(LongsepError, match=r"gpu=\d but 0 CUDA device"):
+            pick_accelerator(cfg.gpu)

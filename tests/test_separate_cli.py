@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import logging
 import os
+import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import numpy as np
@@ -244,3 +246,105 @@ def test_command_line_error_is_one_line_unless_verbose(files, tmp_path):
     verbose = _subprocess([*args, "verbose=true"], tmp_path)
     assert verbose.returncode != 0 and "Traceback" in verbose.stderr
     assert not (tmp_path / "separated").exists()
+
+
+def test_failed_exports_are_counted_per_song(files, tmp_path, capsys, monkeypatch, caplog):
+    """out_dir under a regular file: every song fails to write, and the summary says so."""
+    caplog.set_level(logging.INFO, logger="longsep")
+    songs = tmp_path / "songs"
+    songs.mkdir()
+    for key in ("good", "mono"):
+        (songs / files[key].name).write_bytes(files[key].read_bytes())
+    blocker = tmp_path / "file"
+    blocker.write_text("not a folder")
+    code, _, err = run_cli(
+        [f"model={files['store']}", f"input={songs}", f"out_dir={blocker / 'out'}"],
+        capsys,
+        monkeypatch,
+    )
+    assert code == 2 and "Traceback" not in err
+    assert "2 of 2 inputs failed" in err
+    assert "separated 0 song(s), 2 failed" in caplog.text
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["file", "songs"]
+
+
+def test_single_song_into_a_file_path_is_one_line(files, tmp_path, capsys, monkeypatch):
+    blocker = tmp_path / "file"
+    blocker.write_text("x")
+    code, _, err = run_cli(
+        [f"model={files['store']}", f"input={files['good']}", f"out_dir={blocker / 'out'}"],
+        capsys,
+        monkeypatch,
+    )
+    assert code == 2 and err.count("\n") == 1 and str(blocker / "out") in err
+
+
+def test_temporaries_of_a_killed_run_are_removed_by_the_next(files, tmp_path, capsys, monkeypatch):
+    """A real separate.py killed while writing leaves hidden .tmp stems; the next run into
+    the same out_dir removes them (only those of dead processes)."""
+    out = tmp_path / "out"
+    song = tmp_path / "long.wav"
+    sf.write(song, np.tile(_tone(1.0), (60, 1)), RATE)
+    proc = subprocess.Popen(
+        [
+            sys.executable,
+            str(ROOT / "separate.py"),
+            f"model={files['store']}",
+            f"input={song}",
+            f"out_dir={out}",
+            "segment=0.5",
+        ],  # fmt: skip
+        cwd=tmp_path,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    deadline = time.monotonic() + 120
+    while not list(out.rglob(".*.tmp-*")):
+        assert proc.poll() is None and time.monotonic() < deadline
+        time.sleep(0.02)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    stale = list(out.rglob(".*.tmp-*"))
+    assert stale
+    alive = out / "long" / f".keep.tmp-{os.getpid()}-1.wav"  # a live writer's file stays
+    alive.write_bytes(b"")
+    code, _, _ = run_cli(
+        [f"model={files['store']}", f"input={files['good']}", f"out_dir={out}"],
+        capsys,
+        monkeypatch,
+    )
+    assert code == 0
+    assert not any(p.exists() for p in stale) and alive.exists()
+
+
+def test_truncated_wav_is_separated_with_a_warning(files, tmp_path, capsys, monkeypatch, caplog):
+    caplog.set_level(logging.WARNING, logger="longsep")
+    data = files["good"].read_bytes()
+    song = tmp_path / "cut.wav"
+    song.write_bytes(data[: len(data) // 2])
+    code, _, _ = run_cli(
+        [f"model={files['store']}", f"input={song}", f"out_dir={tmp_path / 'out'}"],
+        capsys,
+        monkeypatch,
+    )
+    assert code == 0
+    assert "cut.wav is truncated" in caplog.text
+    assert audio.info(tmp_path / "out" / "cut" / "vocals.wav").frames == sf.info(song).frames
+
+
+def test_bitrate_spellings_reach_the_writer(files, tmp_path, capsys, monkeypatch):
+    for bitrate in ("320k", "320000", "320"):
+        code, _, err = run_cli(
+            [
+                f"model={files['store']}",
+                f"input={files['good']}",
+                f"out_dir={tmp_path / bitrate}",
+                "codec=mp3",
+                f"bitrate={bitrate}",
+            ],  # fmt: skip
+            capsys,
+            monkeypatch,
+        )
+        assert code == 0, err
+    sizes = {b: (tmp_path / b / "good" / "vocals.mp3").stat().st_size for b in ("320k", "320")}
+    assert sizes["320k"] == sizes["320"]

@@ -442,7 +442,7 @@ def test_failed_export_leaves_no_partial_files(tmp_path, monkeypatch):
 
     calls.clear()
     sep.separate_to_file(tmp_path / "song.wav", tmp_path / "async", synchronous=False)
-    with pytest.raises(LongsepError, match="export failed for 1 file.*disk full"):
+    with pytest.raises(LongsepError, match="export failed for 1 song.*disk full"):
         sep.join()
     assert _files(tmp_path / "async") == []
 

@@ -14,6 +14,7 @@ import json
 import logging
 import math
 import os
+import re
 import shutil
 import subprocess
 import threading
@@ -104,7 +105,23 @@ def info(path: str | Path, stream: int = 0) -> AudioInfo:
         meta = sf.info(str(path))
     except (sf.LibsndfileError, RuntimeError) as exc:
         raise LongsepError(f"{path}: not a readable audio file ({_reason(exc)})") from None
+    truncated = _TRUNCATED.search(meta.extra_info or "")
+    if truncated:
+        log.warning(
+            "%s is truncated: its header announces %s bytes of audio, the file holds %s; "
+            "using the %.1f s present",
+            path,
+            truncated["declared"],
+            truncated["present"],
+            meta.duration,
+        )
     return AudioInfo(meta.samplerate, meta.channels, meta.frames, meta.duration, meta.format)
+
+
+# libsndfile's report of a data chunk longer than the file (a truncated wav / aiff)
+_TRUNCATED = re.compile(
+    r"^(?:data|SSND)\s*:\s*(?P<declared>\d+) \(should be (?P<present>\d+)\)", re.M
+)
 
 
 def _reason(exc: Exception) -> str:

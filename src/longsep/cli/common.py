@@ -20,13 +20,28 @@ log = logging.getLogger("longsep")
 
 
 def run_name(separator: str, attention: str | None, src: str, seq_len: float) -> str:
-    """``umx_transformer-qkvg1D-vocals-30s``: the directory name of a training run."""
-    try:
-        seconds = float(seq_len)
-    except (TypeError, ValueError):
-        raise LongsepError(f"seq_len={seq_len}: give the training length in seconds") from None
+    """``umx_transformer-qkvg1D-vocals-30s``: the directory name of a training run.
+
+    Hydra resolves it before the job starts, where an error would be a traceback: a bad
+    ``seq_len`` is kept as typed here and refused in one line by the job (:func:`seconds`).
+    """
     parts = [separator] + ([] if is_no_attention(attention) else [attention])
-    return "-".join([*parts, src, f"{seconds:g}s"])
+    try:
+        length = f"{float(seq_len):g}"
+    except (TypeError, ValueError):
+        length = str(seq_len)
+    return "-".join([*parts, src, f"{length}s"])
+
+
+def seconds(value: Any, key: str) -> float:
+    """``value`` as a positive number of seconds; a one-line error naming ``key`` otherwise."""
+    try:
+        number = float(value)
+    except (TypeError, ValueError):
+        number = float("nan")
+    if not number > 0:
+        raise LongsepError(f"{key}={value}: give a positive number of seconds")
+    return number
 
 
 def register_resolvers() -> None:

@@ -16,7 +16,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from longsep import audio
 from longsep.errors import LongsepError
-from longsep.inference.export import check_filename_format
+from longsep.inference.export import ExportError, check_filename_format, remove_stale_temporaries
 from longsep.inference.separator import SEPARATOR_OPTIONS, Separator
 
 log = logging.getLogger(__name__)
@@ -115,6 +115,7 @@ def separate(cfg: DictConfig) -> None:
     if cfg.get("limit") is not None:
         inputs = inputs[: int(cfg.limit)]
     separator = separator_from_config(cfg)
+    remove_stale_temporaries(out_dir)
     log.info(
         "%d input(s); targets %s; segment %s s; device %s",
         len(inputs),
@@ -127,7 +128,8 @@ def separate(cfg: DictConfig) -> None:
         _separate_one(separator, cfg, inputs[0], out_dir, synchronous=True)
         _summary(1, 0, _seconds(inputs[0], cfg.start, cfg.duration), time.perf_counter() - started)
         return
-    failures, seconds, started = [], 0.0, time.perf_counter()
+    failures: dict[Path, None] = {}  # ordered set of failed inputs
+    seconds, started = 0.0, time.perf_counter()
     with _progress(len(inputs)) as bar:
         task = bar.add_task("separating", total=len(inputs)) if bar else None
         for index, path in enumerate(inputs, 1):
@@ -137,14 +139,14 @@ def separate(cfg: DictConfig) -> None:
                 if bar is None:
                     log.info("[%d/%d] %s", index, len(inputs), path)
             except LongsepError as exc:
-                failures.append(path)
+                failures[path] = None
                 _report_failure(path, exc, bool(cfg.get("verbose")))
             if bar is not None:
                 bar.update(task, advance=1, description=path.name)
         try:
             separator.join()
-        except LongsepError as exc:
-            failures.append(out_dir)
+        except ExportError as exc:  # songs separated but not written
+            failures.update(dict.fromkeys(exc.inputs))
             _report_failure(out_dir, exc, bool(cfg.get("verbose")))
     _summary(len(inputs) - len(failures), len(failures), seconds, time.perf_counter() - started)
     if failures:

@@ -17,7 +17,7 @@ from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 from pytorch_lightning.utilities import rank_zero_only
 
-from longsep.cli.common import pick_accelerator
+from longsep.cli.common import pick_accelerator, seconds
 from longsep.data import instantiate_data
 from longsep.errors import LongsepError
 from longsep.evaluation.evaluate import evaluate_tracks, load_tracks, model_estimator
@@ -215,6 +215,7 @@ def train(cfg: DictConfig) -> float | None:
     choices = _choices()
     output_dir = Path(cfg.paths.output_dir)
     record: dict[str, Any] = {}
+    seconds(cfg.seq_len, "seq_len")
     try:
         if _is_multirun() and (output_dir / records.RESULT_FILE).is_file():
             done = records.read_result(output_dir)
@@ -279,6 +280,7 @@ def evaluate_run(cfg: DictConfig, model: Path) -> dict[str, Any]:
 
 def _train(cfg: DictConfig, output_dir: Path, record: dict[str, Any]) -> float | None:
     """Fit, export, evaluate and record one run (see :func:`train`)."""
+    ckpt_path = resume_checkpoint(cfg, output_dir)  # before any long work
     pl.seed_everything(cfg.seed, workers=True)
     output_dir.mkdir(parents=True, exist_ok=True)
     (output_dir / "config.yaml").write_text(OmegaConf.to_yaml(cfg, resolve=True))
@@ -304,7 +306,6 @@ def _train(cfg: DictConfig, output_dir: Path, record: dict[str, Any]) -> float |
         config=OmegaConf.to_container(cfg, resolve=True),
     )
     trainer = build_trainer(cfg, output_dir)
-    ckpt_path = resume_checkpoint(cfg, output_dir)
     memory = PeakMemory(trainer.strategy.root_device)
     memory.start()
     started = time.perf_counter()

@@ -2,15 +2,22 @@
 
 from __future__ import annotations
 
+import logging
+import os
 import queue
+import re
 import string
-from collections.abc import Mapping
+from collections import deque
+from collections.abc import Callable, Mapping
+from concurrent.futures import Future, ThreadPoolExecutor, wait
 from pathlib import Path
 
 from torch import Tensor
 
 from longsep import audio
 from longsep.errors import LongsepError
+
+log = logging.getLogger(__name__)
 
 FORMAT_KEYS = ("track", "target", "codec")
 PathLike = str | Path
@@ -96,6 +103,8 @@ class SongExport:
                 writer.abort()
         if error is not None:
             raise error
+        if item is None:
+            return {}  # aborted by the producer: nothing written
         written = {}
         try:
             for target, writer in writers.items():
@@ -106,3 +115,79 @@ class SongExport:
                     writer.abort()
             raise
         return written
+
+
+class ExportError(LongsepError):
+    """Background exports failed; ``inputs`` are the songs whose files were not written."""
+
+    def __init__(self, failures: Mapping[Path, str]) -> None:
+        self.inputs = list(failures)
+        details = "; ".join(f"{path}: {message}" for path, message in failures.items())
+        super().__init__(f"export failed for {len(failures)} song(s): {details}")
+
+
+class ExportQueue:
+    """Songs whose files are being written in worker threads, at most ``depth`` in flight.
+
+    :meth:`submit` starts a song's :meth:`SongExport.run`; :meth:`join` waits for all and
+    raises one :class:`ExportError` naming every song that failed.
+    """
+
+    def __init__(self, depth: int = 2) -> None:
+        self.depth = depth
+        self._executor: ThreadPoolExecutor | None = None
+        self._pending: deque[tuple[Path, Future]] = deque()
+        self._failures: dict[Path, str] = {}
+
+    def submit(self, song: Path, run: Callable[[], dict[str, Path]]) -> Future:
+        """Run ``run`` in a worker once fewer than ``depth`` songs are in flight."""
+        while len(self._pending) >= self.depth:
+            self._settle(*self._pending.popleft())
+        if self._executor is None:
+            self._executor = ThreadPoolExecutor(self.depth, thread_name_prefix="export")
+        future = self._executor.submit(run)
+        self._pending.append((song, future))
+        return future
+
+    def _settle(self, song: Path, future: Future) -> None:
+        wait([future])
+        if future.exception() is not None:
+            self._failures[song] = str(future.exception())
+
+    def join(self) -> None:
+        """Wait for every export; raise :class:`ExportError` if any failed."""
+        while self._pending:
+            self._settle(*self._pending.popleft())
+        failures, self._failures = self._failures, {}
+        if failures:
+            raise ExportError(failures)
+
+
+_TEMPORARY = re.compile(r"^\..+\.tmp-(?P<pid>\d+)-\d+\.[A-Za-z0-9]+$")
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def remove_stale_temporaries(out_dir: PathLike) -> int:
+    """Delete the hidden temporary stems that killed runs left under ``out_dir`` (those
+    whose writing process is gone); return how many were removed."""
+    root = Path(out_dir)
+    if not root.is_dir():
+        return 0
+    removed = 0
+    for path in root.rglob(".*.tmp-*"):
+        match = _TEMPORARY.match(path.name)
+        if match and path.is_file() and not _alive(int(match["pid"])):
+            path.unlink(missing_ok=True)
+            removed += 1
+    if removed:
+        log.info("removed %d temporary file(s) of an interrupted run under %s", removed, root)
+    return removed

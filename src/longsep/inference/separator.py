@@ -21,10 +21,10 @@ song (Open-Unmix's behaviour; memory then grows with the song).
 
 from __future__ import annotations
 
+import functools
 import logging
-from collections import deque
 from collections.abc import Iterator, Mapping, Sequence
-from concurrent.futures import Future, ThreadPoolExecutor, wait
+from concurrent.futures import wait
 from pathlib import Path
 from typing import Any
 
@@ -35,7 +35,7 @@ from torch import Tensor, nn
 
 from longsep import audio
 from longsep.errors import LongsepError
-from longsep.inference.export import SongExport, check_filename_format, track_name
+from longsep.inference.export import ExportQueue, SongExport, check_filename_format, track_name
 from longsep.inference.streaming import (
     MixtureFrames,
     OverlapAdd,
@@ -137,9 +137,7 @@ class Separator(nn.Module):
         self._check_options()
         self.device = resolve_device(device)
         self.to(self.device).eval().requires_grad_(False)
-        self._executor: ThreadPoolExecutor | None = None
-        self._pending: deque[tuple[Path, dict[str, Future]]] = deque()
-        self._failures: list[str] = []
+        self._exports = ExportQueue(depth=2)
 
     @staticmethod
     def _resolve_segment(segment: float | str | None, seq_len: float | None) -> float | None:
@@ -388,11 +386,9 @@ class Separator(nn.Module):
             for target in self.targets
         }
         export = SongExport(outputs, meta.sample_rate, meta.channels, codec, bitrate, length=length)
-        while len(self._pending) > 1:
-            self._settle(self._pending.popleft())
-        executor = self._executor or ThreadPoolExecutor(max_workers=2, thread_name_prefix="export")
-        self._executor = executor
-        future = executor.submit(export.run, self.sample_rate, model_in.shape[-1])
+        future = self._exports.submit(
+            path, functools.partial(export.run, self.sample_rate, model_in.shape[-1])
+        )
         try:
             with torch.inference_mode():
                 for _, chunk in self._chunks(model_in):
@@ -403,24 +399,13 @@ class Separator(nn.Module):
             raise
         export.put(SongExport.END)
         if synchronous:
-            future.result()
-        else:
-            self._pending.append((path, future))
+            self._exports.join()
         return outputs
 
-    def _settle(self, song: tuple[Path, Future]) -> None:
-        path, future = song
-        wait([future])
-        if future.exception() is not None:
-            self._failures.append(f"{path}: {future.exception()}")
-
     def join(self) -> None:
-        """Wait for all background exports; raise one error naming every failed file."""
-        while self._pending:
-            self._settle(self._pending.popleft())
-        failures, self._failures = self._failures, []
-        if failures:
-            raise LongsepError(f"export failed for {len(failures)} file(s): {'; '.join(failures)}")
+        """Wait for all background exports; raise one :class:`ExportError` naming every
+        song whose files could not be written."""
+        self._exports.join()
 
 
 def _channels_first(waveform: Tensor | np.ndarray) -> Tensor:

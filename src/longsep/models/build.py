@@ -44,8 +44,9 @@ SEPARATOR_CLASSES: dict[str, type[nn.Module]] = {
     SEPARATORS["umx_transformer"]: UMXTransformer,
     SEPARATORS["auto_transformer"]: AutoTransformer,
 }
+# the public path configs and model files name (conf/attention/*.yaml `_target_`)
 ATTENTION_TARGETS: dict[str, str] = {
-    name: f"{cls.__module__}.{cls.__qualname__}" for name, cls in ATTENTIONS.items()
+    name: f"longsep.models.attention.{cls.__qualname__}" for name, cls in ATTENTIONS.items()
 }
 ATTENTION_CLASSES: dict[str, type[nn.Module]] = {
     ATTENTION_TARGETS[name]: cls for name, cls in ATTENTIONS.items()
