@@ -7,10 +7,11 @@ per run and one with the ratios (ours / theirs).
 
     python benchmarks/separate_speed.py                 # 180-s track, ours vs openunmix
     python benchmarks/separate_speed.py --minutes 60    # 60-min track, ours only (memory)
+    python benchmarks/separate_speed.py --minutes 180 --file-only   # file to file only
 
 With ``--minutes``, ours runs twice: ``Separator(track)`` in memory (the four stems are
-held: 4x the input) and ``separate_to_file`` on a 16-bit wav of the track, which streams
-the stems to wav files.
+held: 4x the input) and ``separate_to_file`` on a 16-bit wav of the track, which reads the
+input window by window and streams the stems to wav files (constant memory).
 """
 
 from __future__ import annotations
@@ -65,13 +66,14 @@ def make_track(seconds: float, seed: int = 0) -> torch.Tensor:
 
 
 def write_track(path: Path, seconds: float) -> None:
-    """The same track as :func:`make_track`, written as 16-bit wav in 60-s pieces."""
+    """A track like :func:`make_track`'s, written as 16-bit wav 60 s at a time (the whole
+    track is never in memory, so hours of audio can be written)."""
     import soundfile as sf
 
-    track = make_track(seconds)[0]
     with sf.SoundFile(str(path), "w", RATE, 2, "PCM_16") as f:
-        for lo in range(0, track.shape[-1], 60 * RATE):
-            f.write(track[:, lo : lo + 60 * RATE].T.numpy())
+        for index, lo in enumerate(range(0, int(seconds * RATE), 60 * RATE)):
+            piece = make_track(min(60.0, seconds - lo / RATE), seed=index)[0]
+            f.write(piece.T.numpy())
 
 
 def reset_peak_rss() -> None:
@@ -172,6 +174,9 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--seconds", type=float, default=180.0, help="track length")
     parser.add_argument("--minutes", type=float, help="long-track mode: ours only")
+    parser.add_argument(
+        "--file-only", action="store_true", help="with --minutes: skip the in-memory run"
+    )
     parser.add_argument("--niter", type=int, default=1)
     parser.add_argument("--hidden", type=int, default=512)
     parser.add_argument("--threads", type=int, default=0, help="torch threads (0: default)")
@@ -188,6 +193,10 @@ def main() -> None:
         return
     with tempfile.TemporaryDirectory() as tmp:
         write_models(Path(tmp), args.hidden)
+        if args.minutes and args.file_only:
+            write_track(Path(tmp) / "track.wav", args.seconds)
+            measure("ours", Path(tmp), args, track=Path(tmp) / "track.wav")
+            return
         ours = measure("ours", Path(tmp), args)
         if args.minutes:
             write_track(Path(tmp) / "track.wav", args.seconds)

@@ -12,6 +12,7 @@ import soundfile as sf
 import torch
 
 from longsep import audio
+from longsep.audio import decode
 from longsep.errors import LongsepError
 
 RATE = 44100
@@ -132,7 +133,7 @@ def test_failed_write_leaves_nothing(tmp_path, monkeypatch):
             super().write(data[:10])
             raise RuntimeError("disk full")
 
-    monkeypatch.setattr(audio.sf, "SoundFile", Boom)
+    monkeypatch.setattr(sf, "SoundFile", Boom)
     with pytest.raises(LongsepError, match="out.wav: cannot write audio"):
         audio.save(target, np.zeros((2, 1000)), RATE)
     assert list(tmp_path.iterdir()) == []
@@ -208,15 +209,15 @@ class _UndercountingFile:
 
 @pytest.mark.parametrize("count", [-1, 700, 5])
 def test_read_blocks_is_channels_first_and_grows_past_the_header(monkeypatch, count):
-    monkeypatch.setattr(audio, "READ_BLOCK", 64)
+    monkeypatch.setattr(decode, "READ_BLOCK", 64)
     data = np.random.default_rng(0).standard_normal((1000, 2)).astype(np.float32)
-    got = audio._read_blocks(_UndercountingFile(data), count)
+    got = decode._read_blocks(_UndercountingFile(data), count)
     expected = data.T if count < 0 else data[:count].T
     assert got.shape == expected.shape and np.array_equal(got, expected)
 
 
 def test_load_long_file_in_blocks_equals_soundfile(tmp_path, monkeypatch):
-    monkeypatch.setattr(audio, "READ_BLOCK", 1000)
+    monkeypatch.setattr(decode, "READ_BLOCK", 1000)
     data = np.random.default_rng(1).uniform(-1, 1, (44100, 2)).astype(np.float32)
     sf.write(tmp_path / "x.wav", data, 44100, subtype="FLOAT")
     got = audio.load(tmp_path / "x.wav", start=0.25, duration=0.5)

@@ -67,4 +67,4 @@ def test_one_atomic_write():
     ]
     # io.py; audio.AudioWriter streams into its own temp file; synth renames whole folders;
     # LastCheckpoint renames what Lightning wrote to io.temp_sibling
-    assert sorted(writers) == ["audio.py", "data/synth.py", "io.py", "training/callbacks.py"]
+    assert sorted(writers) == ["audio/encode.py", "data/synth.py", "io.py", "training/callbacks.py"]

@@ -123,6 +123,7 @@ def test_killed_study_sweep_skips_done_jobs_and_resumes_the_other(tmp_path):
         "hydra.sweeper.params.attention=default",
         "hydra.sweeper.params.seq_len=2",
         "hydra.sweeper.params.src='vocals,drums'",
+        "hydra.sweeper.params.seed=42",
         "trainer.max_steps=24",
         "trainer.val_check_interval=12",
     ]

@@ -348,3 +348,91 @@ def test_bitrate_spellings_reach_the_writer(files, tmp_path, capsys, monkeypatch
         assert code == 0, err
     sizes = {b: (tmp_path / b / "good" / "vocals.mp3").stat().st_size for b in ("320k", "320")}
     assert sizes["320k"] == sizes["320"]
+
+
+def _written(folder: Path) -> list[str]:
+    return [p.relative_to(folder).as_posix() for p in _outputs(folder)]
+
+
+@pytest.mark.parametrize("targets", ["vocals", "[vocals]"])
+def test_one_target_as_a_name_or_a_list(files, tmp_path, capsys, monkeypatch, targets):
+    args = [f"model={files['store']}", f"input={files['good']}", f"targets={targets}"]
+    code, _, err = run_cli([*args, f"out_dir={tmp_path}"], capsys, monkeypatch)
+    assert code == 0, err
+    assert _written(tmp_path) == ["good/residual.wav", "good/vocals.wav"]
+
+
+def test_duration_minus_one_is_the_whole_file(files, tmp_path, capsys, monkeypatch):
+    args = [f"model={files['vocals_only']}", f"input={files['good']}"]
+    for duration, samples in (("-1", RATE), ("0.5", RATE // 2), ("null", RATE)):
+        out = tmp_path / duration
+        code, _, err = run_cli(
+            [*args, f"duration={duration}", f"out_dir={out}"], capsys, monkeypatch
+        )
+        assert code == 0, err
+        assert audio.info(out / "good" / "vocals.wav").frames == samples
+    for duration in ("0", "-2", "abc"):
+        out = tmp_path / f"bad{duration}"
+        code, _, err = run_cli(
+            [*args, f"duration={duration}", f"out_dir={out}"], capsys, monkeypatch
+        )
+        assert code == 2 and err.count("\n") == 1
+        assert f"duration={duration}: give seconds > 0, or -1 / null" in err
+        assert _outputs(out) == []
+
+
+def test_spleeter_filename_format_keys(files, tmp_path, capsys, monkeypatch):
+    fmt = "{foldername}/{filename}-{instrument}.{codec}"
+    args = [f"model={files['vocals_only']}", f"input={files['musdb']}", f"out_dir={tmp_path}"]
+    code, _, err = run_cli([*args, f"filename_format='{fmt}'"], capsys, monkeypatch)
+    assert code == 0, err
+    assert _written(tmp_path) == [
+        "Artist - Song/mixture-residual.wav",
+        "Artist - Song/mixture-vocals.wav",
+    ]
+    code, _, err = run_cli([*args, "filename_format='{track}/{stem}.wav'"], capsys, monkeypatch)
+    assert code == 2 and err.count("\n") == 1 and "['stem']" in err
+    for key in ("{track}", "{target}", "{codec}", "{filename}", "{instrument}", "{foldername}"):
+        assert key in err
+
+
+def test_two_stems_are_vocals_and_the_sum_of_the_rest(files, tmp_path, capsys, monkeypatch):
+    args = [f"model={files['store']}", f"input={files['good']}"]
+    code, _, err = run_cli([*args, f"out_dir={tmp_path / 'all'}"], capsys, monkeypatch)
+    assert code == 0, err
+    code, _, err = run_cli([*args, "stems=2", f"out_dir={tmp_path / 'two'}"], capsys, monkeypatch)
+    assert code == 0, err
+    assert _written(tmp_path / "two") == ["good/accompaniment.wav", "good/vocals.wav"]
+    every = {t: audio.load(tmp_path / "all" / "good" / f"{t}.wav") for t in TARGETS}
+    two = {
+        t: audio.load(tmp_path / "two" / "good" / f"{t}.wav") for t in ("vocals", "accompaniment")
+    }
+    torch.testing.assert_close(two["vocals"], every["vocals"])
+    rest = every["drums"] + every["bass"] + every["other"]
+    torch.testing.assert_close(two["accompaniment"], rest, atol=1e-4, rtol=0)
+    assert two["accompaniment"].abs().max() > 1e-3
+
+    # one target: the accompaniment is the residual
+    one = [f"model={files['vocals_only']}", f"input={files['good']}"]
+    code, _, err = run_cli([*one, f"out_dir={tmp_path / 'r'}"], capsys, monkeypatch)
+    code, _, err = run_cli([*one, "stems=2", f"out_dir={tmp_path / 'r2'}"], capsys, monkeypatch)
+    assert code == 0, err
+    torch.testing.assert_close(
+        audio.load(tmp_path / "r2" / "good" / "accompaniment.wav"),
+        audio.load(tmp_path / "r" / "good" / "residual.wav"),
+    )
+
+
+@pytest.mark.parametrize(
+    ("overrides", "message"),
+    [
+        (["stems=4"], "stems=4: use 2 (vocals + accompaniment) or null"),
+        (["stems=2", "targets=[drums,bass]"], "stems=2 needs a vocals target"),
+        (["stems=2", "targets=vocals", "niter=0"], "stems=2 needs a vocals target"),
+    ],
+)
+def test_two_stems_errors_are_one_line(files, tmp_path, capsys, monkeypatch, overrides, message):
+    args = [f"model={files['store']}", f"input={files['good']}", f"out_dir={tmp_path}"]
+    code, _, err = run_cli([*args, *overrides], capsys, monkeypatch)
+    assert code == 2 and err.count("\n") == 1 and message in err
+    assert _outputs(tmp_path) == []

@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import json
+import shutil
+import subprocess
+import tempfile
 
 import numpy as np
 import pytest
@@ -485,3 +488,48 @@ def test_failed_commit_leaves_no_temporary_files(tmp_path, monkeypatch):
     with pytest.raises(LongsepError, match="disk full"):
         sep.separate_to_file(tmp_path / "song.wav", tmp_path / "out")
     assert _files(tmp_path / "out") == [commits[0]]  # the one finished stem, nothing partial
+
+
+@pytest.mark.parametrize(
+    ("suffix", "rate", "channels"),
+    [("wav", RATE, 2), ("flac", RATE, 1), ("wav", 48000, 2), ("ogg", RATE, 2), ("m4a", RATE, 2)],
+)
+def test_file_path_reads_in_blocks_and_equals_the_in_memory_path(
+    tmp_path, monkeypatch, suffix, rate, channels
+):
+    """separate_to_file reads its input window by window (small blocks here) and writes
+    the stems separate() gives for the whole decoded song; nothing temporary is left."""
+    if suffix == "m4a" and not shutil.which("ffmpeg"):
+        pytest.skip("ffmpeg is not installed")
+    from longsep.audio import decode
+
+    monkeypatch.setattr(decode, "READ_BLOCK", 1000)
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path / "tmp"))
+    (tmp_path / "tmp").mkdir()
+    song = tmp_path / f"song.{suffix}"
+    if suffix == "m4a":
+        wav = tmp_path / "src.wav"
+        sf.write(wav, music(2.0, channels, rate=rate).T.numpy(), rate)
+        subprocess.run(["ffmpeg", "-v", "error", "-i", str(wav), str(song)], check=True)
+    else:
+        sf.write(song, music(2.0, channels, rate=rate).T.numpy(), rate)
+    sep = Separator(small_models(), SMALL, segment=0.4, wiener_win_len=20)
+    written = sep.separate_to_file(song, tmp_path / "out", codec="wav")
+    decoded = audio.load(song, sample_rate=None, channels=None)
+    expected = sep.separate(decoded, rate)
+    for target, path in written.items():
+        got, got_rate = sf.read(path, dtype="float32", always_2d=True)
+        assert got_rate == rate and got.shape == tuple(expected[target].T.shape)
+        torch.testing.assert_close(torch.from_numpy(got.T), expected[target], atol=1e-5, rtol=0)
+    assert list((tmp_path / "tmp").iterdir()) == []
+
+
+def test_seekable_audio_refuses_nan_before_separating(tmp_path):
+    song = tmp_path / "nan.wav"
+    data = music(1.0).T.numpy().copy()
+    data[30000, 0] = np.nan
+    sf.write(song, data, RATE, subtype="FLOAT")
+    sep = Separator(small_models(), SMALL, segment=0.4)
+    with pytest.raises(LongsepError, match="nan.wav: audio contains NaN"):
+        sep.separate_to_file(song, tmp_path / "out")
+    assert not (tmp_path / "out").exists()

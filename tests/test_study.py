@@ -11,6 +11,7 @@ import sys
 from pathlib import Path
 
 import matplotlib.image
+import numpy as np
 import pytest
 import torch
 import yaml
@@ -18,13 +19,16 @@ from conftest import CONF, ROOT, TINY_SYNTH, compose_train
 from hydra import compose, initialize_config_dir
 from hydra.core.global_hydra import GlobalHydra
 from hydra.core.override_parser.overrides_parser import OverridesParser
+from hydra.utils import instantiate
+from omegaconf import OmegaConf
 from safetensors.torch import load_file
 
 from longsep.cli.evaluate import evaluate
 from longsep.cli.study import main as study_main
-from longsep.cli.train import excluded_by, train
+from longsep.cli.train import EVALUATE_AFTER_KEYS, excluded_by, train
 from longsep.errors import LongsepError
 from longsep.models import is_valid_combination
+from longsep.models.build import instantiate_separator
 from longsep.study import records, report
 from longsep.training.memory import PeakMemory
 
@@ -301,6 +305,72 @@ def test_report_aggregates_runs_by_hand_computed_medians(fake_sweep, tmp_path):
     assert rows[0]["test.vocals.SDR"] == "1" and rows[0]["test.residual.SDR"] == "0.5"
 
 
+def _scored(sweep: Path, name: str, seq_len: float, seed: int, tracks: dict[str, float]) -> None:
+    """An ok umx:none vocals run with per-track scores in its eval dir's scores.csv."""
+    run = sweep / name
+    eval_dir = run / "eval" / "synth" / "test"
+    eval_dir.mkdir(parents=True)
+    lines = ["track,target,metric,score"]
+    for track, sdr in tracks.items():
+        lines += [f"{track},vocals,SDR,{float(sdr)!r}", f"{track},vocals,SIR,99.0"]
+        lines += [f"{track},residual,SDR,-50.0"]
+    (eval_dir / "scores.csv").write_text("\n".join(lines) + "\n")
+    median = float(np.median(list(tracks.values())))
+    _write_job(
+        sweep,
+        name,
+        status="ok",
+        separator="umx",
+        attention="none",
+        src="vocals",
+        seq_len=seq_len,
+        seed=seed,
+        run_dir=str(run),
+        eval_dir=str(eval_dir),
+        test={"vocals": {"SDR": median}},
+    )
+
+
+def test_report_gives_intervals_and_paired_differences(tmp_path):
+    """3 seeds x 8 tracks: 15 s is +1 dB on every track and seed (paired interval [1, 1],
+    marked), 30 s is the same as 7 s up to +-0.5 dB noise (interval around 0, unmarked);
+    a run without evaluation still reports its median."""
+    sweep = tmp_path / "sweep"
+    rng = np.random.default_rng(0)
+    base = {seed: {f"track{i}": float(v) for i, v in enumerate(rng.normal(4, 3, 8))}
+            for seed in (42, 43, 44)}  # fmt: skip
+    for seed, tracks in base.items():
+        _scored(sweep, f"umx-vocals-7s-seed{seed}", 7.0, seed, tracks)
+        _scored(sweep, f"umx-vocals-15s-seed{seed}", 15.0, seed,
+                {t: v + 1.0 for t, v in tracks.items()})  # fmt: skip
+        noise = dict(zip(tracks, rng.choice([-0.5, 0.5], 8), strict=True))
+        _scored(sweep, f"umx-vocals-30s-seed{seed}", 30.0, seed,
+                {t: v + noise[t] for t, v in tracks.items()})  # fmt: skip
+    _ok(sweep, "b-vocals-7s", "umx_transformer:qkv1D", "vocals", 7.0, 1, -1.25)
+    moved = tmp_path / "moved"
+    sweep.rename(moved)  # recorded absolute eval dirs are re-rooted on the job dirs
+
+    loaded = records.load_study(moved)
+    seven = next(r for r in loaded if r["job"] == "umx-vocals-7s-seed42")
+    assert seven["track_sdr"] == base[42]
+    out = tmp_path / "report"
+    assert study_main([str(moved), "--out", str(out), "--resamples", "2000"]) == 0
+    text = (out / "results.md").read_text()
+    all_seven = [v for tracks in base.values() for v in tracks.values()]
+    cell = report.cell_intervals(loaded, 2000)["vocals"]["umx:none"][7.0]
+    assert cell.estimate == pytest.approx(np.median(all_seven))
+    assert f"| umx:none | {cell.format()} (3×8) | " in text
+    assert "| umx_transformer:qkv1D | -1.25 (1) | - | - |" in text  # no per-track scores
+    paired = report.paired_intervals(loaded, 2000)["vocals"]["umx:none"]
+    assert paired[15.0].format(sign=True) == "+1.00 [1.00, 1.00]"
+    assert paired[30.0].low < 0 < paired[30.0].high
+    row = f"| umx:none | +1.00 [1.00, 1.00] * | {paired[30.0].format(sign=True)} |"
+    assert row in text, text
+    rows = _read_csv(out / "results.csv")
+    assert len(rows) == 10 and "track_sdr" not in rows[0]  # one row per job
+    assert matplotlib.image.imread(out / "sdr_vs_seq_len.png").ndim == 3
+
+
 def test_report_cost_figure_from_the_scaling_benchmark(fake_sweep, tmp_path):
     lines = [
         {"model": "umx", "small": False, "seq_len": 7.0, "fwd_bwd_s": 0.3, "peak_mb": 98.0},
@@ -353,7 +423,7 @@ def _sweep_points(cfg) -> list[dict[str, str | None]]:
         (
             "seq_len_study",
             "musdb",
-            180,
+            3 * 180,
             {"umx:none"}
             | {
                 f"{s}:{a}"
@@ -364,7 +434,7 @@ def _sweep_points(cfg) -> list[dict[str, str | None]]:
         (
             "seq_len_study_cpu",
             "synth",
-            24,
+            3 * 24,
             {
                 "umx_small:none",
                 "umx_transformer_small:qkv1D",
@@ -400,6 +470,57 @@ def test_study_configs_compose_and_sweep_the_wanted_models(
         for p in run
     }
     assert labels == models and len(run) == trained
+    assert {p["seed"] for p in run} == {42, 43, 44}
+    assert list(cfg.hydra.sweeper.params)[0] == "seed"  # outermost: replicate by replicate
+    assert cfg.hydra.sweep.subdir.endswith(f"-seed{cfg.seed}")
+
+
+def test_original_recipe_lands_where_intended(tmp_path):
+    """``+experiment=seq_len_study_original``: the original's optimizer, scheduler, batch,
+    transformer and test protocol on our sweep; one job's config resolves and builds."""
+    cfg = compose_train(
+        ["+experiment=seq_len_study_original", "separator=umx_transformer", "attention=qkv1D"],
+        tmp_path / "r",
+        tmp_path,
+    )
+    assert cfg.hydra.sweep.dir.endswith("multirun/seq_len_study_original")
+    params = cfg.hydra.sweeper.params
+    assert params.separator == "umx_transformer,auto_transformer" and params.seed == "42,43,44"
+    assert params.attention == "default,qkv1D,qkv2D,qkvg1D"
+    optimizer = instantiate(cfg.module.optimizer)
+    assert optimizer.func is torch.optim.Adam
+    assert optimizer.keywords == {"lr": 1e-4, "betas": [0.5, 0.999], "weight_decay": 1e-5}
+    assert type(optimizer.keywords["betas"]) is list  # plain: weights_only checkpoints load
+    scheduler = instantiate(cfg.module.scheduler)
+    assert scheduler.func is torch.optim.lr_scheduler.ReduceLROnPlateau
+    assert scheduler.keywords == {"mode": "min", "factor": 0.3, "patience": 16, "cooldown": 10}
+    assert cfg.data.batch_size == 8
+    assert (cfg.separator.heads, cfg.separator.dropout, cfg.separator.positional) == (
+        16,
+        0.2,
+        "none",
+    )
+    after = cfg.evaluate_after
+    assert (after.segment, after.overlap, after.niter, after.split) == (7, 0, 0, "test")
+    assert set(after) <= EVALUATE_AFTER_KEYS
+    job = OmegaConf.to_container(cfg, resolve=True)
+    assert job["evaluate_after"]["enabled"] and job["data"]["batch_size"] == 8
+    model = instantiate_separator(cfg)
+    assert sum(p.numel() for p in model.parameters()) > 0
+    # the UMX baseline under the same recipe, as experiments/README.md gives it
+    umx = compose_train(
+        [
+            "+experiment=seq_len_study_original",
+            "separator=umx",
+            "~separator.heads",
+            "~separator.dropout",
+            "~separator.positional",
+        ],
+        tmp_path / "u",
+        tmp_path,
+    )
+    assert type(instantiate_separator(umx)).__name__ == "UMX"
+    assert umx.module.optimizer.lr == 1e-4 and umx.data.batch_size == 8
 
 
 def test_hydra_refuses_null_as_attention_choice_so_sweeps_use_default(tmp_path):

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
+import re
 import subprocess
 import sys
 
@@ -11,11 +13,13 @@ import torch
 from conftest import ROOT, TINY_SYNTH, compose_train
 
 from longsep.cli.common import run_name
-from longsep.cli.train import train
+from longsep.cli.train import initialise, train
 from longsep.errors import LongsepError
 from longsep.models import valid_combinations
 from longsep.models.attention import ATTENTIONS
-from longsep.store import load_checkpoint, load_store, read_checkpoint
+from longsep.models.build import instantiate_separator
+from longsep.spectral import STFTConfig
+from longsep.store import load_checkpoint, load_models, load_store, read_checkpoint
 
 FAST = [*TINY_SYNTH, "seq_len=2", "logger=csv", "callbacks.media.every_n_epochs=1"]
 
@@ -188,3 +192,90 @@ def test_plateau_scheduler_follows_step_validation_past_an_epoch_end(tmp_path, t
     assert ckpt["global_step"] == 9  # epochs are 2 steps: several epoch ends passed
     (plateau,) = ckpt["lr_schedulers"]
     assert plateau["last_epoch"] == 3  # stepped once per validation (steps 3, 6, 9)
+
+
+def _separator_state(model: torch.nn.Module) -> dict[str, torch.Tensor]:
+    """Trainable weights and scalings (BatchNorm running statistics move freely in a step)."""
+    return {
+        k: v for k, v in model.state_dict().items() if "running_" not in k and "batches" not in k
+    }
+
+
+def _distance(a: dict[str, torch.Tensor], b: dict[str, torch.Tensor], skip: str = "^$") -> float:
+    return max(float((a[k] - b[k]).abs().max()) for k in a if not re.match(skip, k))
+
+
+def _openunmix_dir(folder, cfg) -> dict[str, torch.Tensor]:
+    """An Open-Unmix-layout dir (``vocals-<hash>.pth`` + ``vocals.json``) matching ``cfg``'s
+    separator, with input statistics no data set would give; returns its weights."""
+    from openunmix.model import OpenUnmix
+
+    max_bin = instantiate_separator(cfg).input_mean.shape[0]
+    model = OpenUnmix(nb_bins=2049, nb_channels=2, hidden_size=128, nb_layers=2, max_bin=max_bin)
+    with torch.no_grad():
+        model.input_mean.fill_(5.0)
+        model.input_scale.fill_(3.0)
+    folder.mkdir()
+    torch.save(model.state_dict(), folder / "tmp")
+    digest = hashlib.sha256((folder / "tmp").read_bytes()).hexdigest()[:8]
+    (folder / "tmp").rename(folder / f"vocals-{digest}.pth")
+    args = {"nfft": 4096, "nhop": 1024, "nb_channels": 2, "hidden_size": 128}
+    (folder / "vocals.json").write_text(json.dumps({"args": args}))
+    return _separator_state(model)
+
+
+def initialise_from(cfg, separator, source) -> bool:
+    """Run train.py's initialisation of ``separator`` with ``init_from=source``."""
+    cfg.init_from = str(source)
+    return initialise(cfg, separator, STFTConfig(**cfg.stft))
+
+
+def test_init_from_loads_weights_before_training(tmp_path, tiny_data_dir):
+    """The separator starts from the weights (keep: their statistics); drums may start
+    from vocals weights; a shape mismatch is one line naming the file and the key."""
+    cfg = compose_train([*FAST, small("umx"), "src=drums"], tmp_path / "r", tiny_data_dir)
+    source = _openunmix_dir(tmp_path / "umx", cfg)
+    separator = instantiate_separator(cfg)
+    assert initialise_from(cfg, separator, tmp_path / "umx") is True
+    assert _distance(_separator_state(separator), source) == 0.0
+    separator = instantiate_separator(cfg)
+    cfg.init_from_stats = "recompute"
+    assert initialise_from(cfg, separator, tmp_path / "umx") is False
+    cfg.init_from_stats = "reuse"
+    with pytest.raises(LongsepError, match="init_from_stats=reuse"):
+        initialise_from(cfg, separator, tmp_path / "umx")
+    wide = compose_train([*FAST, "separator=umx"], tmp_path / "w", tiny_data_dir)
+    with pytest.raises(LongsepError, match=r"vocals-\w+\.pth: 'fc1.weight' is") as err:
+        initialise_from(wide, instantiate_separator(wide), tmp_path / "umx")
+    assert "\n" not in str(err.value)
+
+
+def test_init_from_trains_from_a_store_and_an_openunmix_dir(tmp_path, tiny_data_dir):
+    """One step from the weights: close to them, far from a fresh start; keep leaves the
+    source's input statistics, recompute replaces them by the data's."""
+    base = [*FAST, small("umx"), "trainer.max_steps=1", "+trainer.limit_val_batches=1"]
+    first = tmp_path / "first"
+    train(compose_train(base, first, tiny_data_dir))
+    fresh, _ = load_store(first / "model", "vocals")
+    fresh = _separator_state(fresh)
+    runs = {
+        "store": [f"init_from={first / 'model'}", "seed=7"],  # a fresh start would differ
+        "umx": [f"init_from={tmp_path / 'umx'}"],
+        "recompute": [f"init_from={tmp_path / 'umx'}", "init_from_stats=recompute"],
+    }
+    _openunmix_dir(tmp_path / "umx", compose_train(base, tmp_path / "x", tiny_data_dir))
+    umx = _separator_state(load_models(tmp_path / "umx")[0]["vocals"])
+    got = {}
+    for name, overrides in runs.items():
+        train(compose_train([*base, *overrides], tmp_path / name, tiny_data_dir))
+        model, entry = load_store(tmp_path / name / "model", "vocals")
+        assert entry.info["init_from"] == overrides[0].split("=", 1)[1]
+        got[name] = _separator_state(model)
+    step = 5e-3  # one Adam step of lr 1e-3 moves each weight by about 1e-3
+    assert _distance(got["store"], fresh) < step
+    assert _distance(got["umx"], umx) < step < _distance(got["umx"], fresh)
+    assert _distance(got["recompute"], umx, skip="input_") < step
+    assert _distance(got["recompute"], fresh, skip="input_") > step
+    for key in ("input_mean", "input_scale"):  # the data's statistics, as in the first run
+        assert (got["recompute"][key] - fresh[key]).abs().max() < step
+        assert (got["umx"][key] - umx[key]).abs().max() < step

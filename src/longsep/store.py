@@ -5,17 +5,19 @@ state dict) and ``<target>.yaml`` (everything needed to rebuild it: the separato
 with its ``_target_``, the STFT, ``seq_len``, rate, channels and where it came from).
 Several targets trained in separate runs can share one store. Lightning checkpoints are
 read with ``torch.load(weights_only=True)``; Open-Unmix model directories
-(``separator.json`` + ``<target>[-<hash>].pth``) are rebuilt as :class:`~longsep.models.UMX`.
+(``<target>[-<hash>].pth`` + ``<target>.json`` and/or ``separator.json``) and the published
+names ``umxhq`` / ``umxl`` / ``umx`` are rebuilt as :class:`~longsep.models.UMX` by
+:mod:`longsep.store_openunmix`.
 
 Model files are data: configs are built by :func:`longsep.models.separator_from_node`,
 which only accepts longsep's separator and attention classes by exact name, so a model
 received from someone else cannot run code. :func:`resolve_model` maps what a user types
-(a store, a checkpoint, a training run dir, an Open-Unmix dir) to the model to load.
+(a store, a checkpoint, a training run dir, an Open-Unmix dir or name) to the model to
+load; :func:`init_separator` loads any of them into a separator built elsewhere (fine-tuning).
 """
 
 from __future__ import annotations
 
-import json
 import logging
 import re
 from collections.abc import Sequence
@@ -33,7 +35,6 @@ from longsep import TARGETS
 from longsep.errors import LongsepError
 from longsep.io import atomic_write
 from longsep.models.build import separator_from_node
-from longsep.models.umx import UMX
 from longsep.spectral import STFTConfig
 
 log = logging.getLogger(__name__)
@@ -124,8 +125,19 @@ def store_targets(store_dir: PathLike) -> list[str]:
 
 def is_model_dir(folder: PathLike) -> bool:
     """Whether ``folder`` is a model store or an Open-Unmix model directory."""
-    folder = Path(folder)
-    return bool(_store_yamls(folder)) or (folder / "separator.json").is_file()
+    from longsep.store_openunmix import is_openunmix_dir
+
+    return bool(_store_yamls(Path(folder))) or is_openunmix_dir(folder)
+
+
+def published_name(path: PathLike | Sequence[PathLike]) -> str | None:
+    """The published Open-Unmix name (``umxhq``, ``umxl``, ``umx``) that ``path`` spells,
+    unless a file or folder of that name exists."""
+    from longsep.store_openunmix import OPENUNMIX_MODELS
+
+    if isinstance(path, str | Path) and str(path) in OPENUNMIX_MODELS and not Path(path).exists():
+        return str(path)
+    return None
 
 
 def load_store(store_dir: PathLike, target: str) -> tuple[nn.Module, StoreEntry]:
@@ -217,7 +229,13 @@ def ordered_targets(names: Sequence[str]) -> list[str]:
 def load_models(
     path: PathLike | Sequence[PathLike], targets: Sequence[str] | None = None
 ) -> tuple[dict[str, nn.Module], list[StoreEntry]]:
-    """Per-target models and their entries from a store, checkpoint(s) or Open-Unmix dir."""
+    """Per-target models and their entries from a store, checkpoint(s), Open-Unmix dir or
+    published Open-Unmix name."""
+    from longsep import store_openunmix as umx_files
+
+    name = published_name(path)
+    if name:
+        return _as_dicts(umx_files.load_published(name, list(targets or [])))
     paths = [Path(path)] if isinstance(path, str | Path) else [Path(p) for p in path]
     if not paths:
         raise LongsepError("model: no model path given")
@@ -231,12 +249,14 @@ def load_models(
                 list(dict.fromkeys(targets)) if targets else ordered_targets(store_targets(folder))
             )
             return _as_dicts([load_store(folder, t) for t in names])
-        if (folder / "separator.json").is_file():
-            names = list(dict.fromkeys(targets)) if targets else openunmix_targets(folder)
-            return _as_dicts([load_openunmix(folder, t) for t in names])
+        if umx_files.is_openunmix_dir(folder):
+            names = list(dict.fromkeys(targets)) if targets else umx_files.openunmix_targets(folder)
+            loaded = [umx_files.load_openunmix(folder, t) for t in names]
+            umx_files.same_settings(loaded, f"model={folder}")
+            return _as_dicts(loaded)
         raise LongsepError(
             f"model={folder} is neither a model store (<target>.safetensors + <target>.yaml) "
-            "nor an Open-Unmix model directory (separator.json + <target>.pth)"
+            "nor an Open-Unmix model directory (<target>.pth + <target>.json or separator.json)"
         )
     return _from_checkpoints(paths, targets)
 
@@ -265,72 +285,69 @@ def _from_checkpoints(
     return _as_dicts([loaded[name] for name in wanted])
 
 
-_OPENUNMIX_WEIGHTS = re.compile(r"^(?P<target>[A-Za-z0-9_]+?)(-[0-9a-f]+)?\.pth$")
+def init_separator(
+    separator: nn.Module, source: PathLike, target: str, stft: STFTConfig | None = None
+) -> str:
+    """Load the weights of ``source`` into ``separator`` (where fine-tuning starts).
 
-
-def openunmix_targets(folder: PathLike) -> list[str]:
-    """Targets of an Open-Unmix model directory (``<target>.pth`` or ``<target>-<hash>.pth``)."""
-    found = [_OPENUNMIX_WEIGHTS.match(p.name) for p in Path(folder).glob("*.pth")]
-    return ordered_targets([m["target"] for m in found if m])
-
-
-def _openunmix_weights(folder: Path, target: str) -> Path:
-    for p in sorted(folder.glob(f"{target}*.pth")):
-        match = _OPENUNMIX_WEIGHTS.match(p.name)
-        if match and match["target"] == target:
-            return p
-    have = ", ".join(openunmix_targets(folder)) or "none"
-    raise LongsepError(f"Open-Unmix model {folder} has no target {target!r} (has: {have})")
-
-
-def load_openunmix(folder: PathLike, target: str) -> tuple[nn.Module, StoreEntry]:
-    """Rebuild an Open-Unmix target model (``<target>.pth`` + ``separator.json``) as UMX.
-
-    The architecture (hidden size, layers, direction, bins, channels, max_bin) is read from
-    the weights' shapes; the STFT and rate from ``separator.json``. Weights are loaded with
-    ``torch.load(weights_only=True)``; keys that UMX does not have are ignored.
+    ``source``: a model store, a longsep checkpoint, an Open-Unmix model dir or ``.pth``
+    file, or a published name. Its ``target`` is taken, else its only target. Every key of
+    the separator must be there with the same shape and nothing else (one line naming the
+    file and the first mismatching key otherwise). Returns the weights' target.
     """
-    folder = Path(folder)
-    weights = _openunmix_weights(folder, target)
-    try:
-        conf = json.loads((folder / "separator.json").read_text())
-        state = torch.load(weights, map_location="cpu", weights_only=True)
-        stft = STFTConfig(
-            n_fft=int(conf["nfft"]),
-            hop_length=int(conf["nhop"]),
-            sample_rate=int(conf["sample_rate"]),
+    from longsep import store_openunmix as umx_files
+
+    name = published_name(str(source))
+    path = Path(str(source)).expanduser()
+    if not name and not path.exists():
+        raise LongsepError(
+            f"init_from={source} does not exist: give a model store, a checkpoint, an "
+            "Open-Unmix model dir or .pth file, or umxhq / umxl / umx"
         )
-        max_bin = state["input_mean"].shape[0]
-        hidden_size, inputs = state["fc1.weight"].shape
-        nb_channels = inputs // max_bin
-        layers = sum(1 for k in state if re.fullmatch(r"lstm\.weight_ih_l\d+", k))
-        args = {
-            "nb_bins": state["fc3.weight"].shape[0] // nb_channels,
-            "nb_channels": nb_channels,
-            "hidden_size": hidden_size,
-            "nb_layers": layers,
-            "unidirectional": "lstm.weight_ih_l0_reverse" not in state,
-            "max_bin": max_bin,
-        }
-    except (OSError, ValueError, KeyError, RuntimeError) as exc:
-        raise LongsepError(f"cannot read Open-Unmix model {weights}: {exc}") from exc
-    if args["nb_bins"] != stft.nb_bins or nb_channels != int(conf.get("nb_channels", nb_channels)):
-        raise LongsepError(f"{weights} does not match {folder / 'separator.json'} (nfft, channels)")
-    model = UMX(**args)
-    own = model.state_dict()
-    missing = sorted(set(own) - set(state))
-    if missing:
-        raise LongsepError(f"{weights} is not an Open-Unmix model: missing {missing[0]!r}")
-    model.load_state_dict({k: state[k] for k in own})
-    entry = StoreEntry(
-        target=target,
-        separator={"_target_": "longsep.models.umx.UMX", **args},
-        stft=stft,
-        seq_len=None,
-        nb_channels=nb_channels,
-        info={"openunmix": str(weights)},
-    )
-    return model.eval(), entry
+    if path.is_file() and path.suffix == ".pth":
+        model, _ = umx_files.umx_from_state(umx_files.read_weights(path), path)
+        found, file, their_stft = umx_files.weights_target(path), path, None
+    else:
+        if name:
+            have: list[str] = ordered_targets(umx_files.OPENUNMIX_MODELS[name])
+        else:
+            have = (
+                (store_targets(path) or umx_files.openunmix_targets(path)) if path.is_dir() else []
+            )
+        if len(have) > 1 and target not in have:
+            raise LongsepError(
+                f"init_from={source} has targets {', '.join(have)} but not {target!r}: "
+                "give a source with one target or with this one"
+            )
+        wanted = [target if target in have else have[0]] if have else None
+        models, entries = load_models(name or path, wanted)
+        (found, model), entry = next(iter(models.items())), entries[0]
+        their_stft = entry.stft
+        file = entry.info.get("openunmix") or (
+            path / f"{found}.safetensors" if path.is_dir() else path
+        )
+    _load_matching(separator, model.state_dict(), str(file))
+    if stft is not None and their_stft is not None and their_stft != stft:
+        log.warning("init_from=%s was trained with %s, this run uses %s", file, their_stft, stft)
+    log.info("initialised the separator from %s (target %s)", file, found)
+    return found
+
+
+def _load_matching(separator: nn.Module, state: dict[str, torch.Tensor], file: str) -> None:
+    """Load ``state`` into ``separator``: same keys, same shapes, else one line."""
+    own = separator.state_dict()
+    for key, value in own.items():
+        if key not in state:
+            raise LongsepError(f"init_from={file}: the weights have no {key!r}")
+        if state[key].shape != value.shape:
+            raise LongsepError(
+                f"init_from={file}: {key!r} is {tuple(state[key].shape)} there, "
+                f"{tuple(value.shape)} in the separator to train"
+            )
+    extra = sorted(set(state) - set(own))
+    if extra:
+        raise LongsepError(f"init_from={file}: {extra[0]!r} is not in the separator to train")
+    separator.load_state_dict(state)
 
 
 # --- what a user names -----------------------------------------------------------------
@@ -363,16 +380,21 @@ def _run_checkpoint(folder: Path) -> Path:
 
 
 def resolve_model(ckpt: str | Path) -> ModelSource:
-    """The model of ``ckpt``: a model store / Open-Unmix dir, a checkpoint or a run dir.
+    """The model of ``ckpt``: a model store / Open-Unmix dir, a checkpoint, a run dir or a
+    published Open-Unmix name.
 
     A training run dir (``model/`` + ``checkpoints/``) gives its exported ``model/`` store,
-    else its best checkpoint. Evaluations default to ``<run dir>/eval``.
+    else its best checkpoint. Evaluations default to ``<run dir>/eval``, and to
+    ``./eval/<name>`` for a published name (fetched when its targets are loaded).
     """
+    name = published_name(str(ckpt))
+    if name:
+        return ModelSource(Path(name), Path.cwd() / "eval" / name, name)
     path = Path(str(ckpt)).expanduser()
     if not path.exists():
         raise LongsepError(
             f"ckpt={ckpt} does not exist: give a model store, a checkpoint (.ckpt), "
-            "a training run directory or an Open-Unmix model directory"
+            "a training run directory, an Open-Unmix model directory or umxhq / umxl / umx"
         )
     if path.is_file():
         run = path.parent.parent if path.parent.name == "checkpoints" else path.parent
@@ -389,6 +411,6 @@ def resolve_model(ckpt: str | Path) -> ModelSource:
         return ModelSource(checkpoint, path / "eval", f"{_run_label(path)}:{checkpoint.stem}")
     raise LongsepError(
         f"ckpt={ckpt} holds no model: expected a model store (<target>.safetensors + "
-        "<target>.yaml), an Open-Unmix dir (separator.json), or a run dir with model/ "
+        "<target>.yaml), an Open-Unmix dir (<target>.pth + .json), or a run dir with model/ "
         "or checkpoints/"
     )

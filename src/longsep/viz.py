@@ -73,12 +73,16 @@ def score_boxplot(scores: dict[str, np.ndarray], metric: str = "SDR", title: str
 
 
 def seq_len_figure(
-    panels: dict[str, tuple[str, dict[str, dict[float, float]]]], ncols: int | None = None
+    panels: dict[str, tuple[str, dict[str, dict[float, float]]]],
+    ncols: int | None = None,
+    intervals: dict[str, dict[str, dict[float, tuple[float, float]]]] | None = None,
 ) -> Figure:
     """Line plots of values versus training sequence length, one line per model.
 
     ``panels`` maps a panel title to ``(y label, {model: {seq_len in s: value}})``. A model
-    keeps its colour and marker in every panel; one legend for the figure.
+    keeps its colour and marker in every panel; one legend for the figure. ``intervals``
+    (``{panel title: {model: {seq_len: (low, high)}}}``) draws error bars, the models
+    dodged sideways so that their bars do not hide each other.
     """
     models = sorted({m for _, series in panels.values() for m in series})
     cmap = plt.get_cmap("tab10" if len(models) <= 10 else "tab20")
@@ -90,10 +94,28 @@ def seq_len_figure(
     )
     for ax, (title, (ylabel, series)) in zip(axes.flat, panels.items(), strict=False):
         lengths = sorted({x for points in series.values() for x in points})
-        for model in sorted(series):
+        bars = (intervals or {}).get(title, {})
+        dodge = 0.012 * ((lengths[-1] - lengths[0]) if len(lengths) > 1 else 1.0)
+        for i, model in enumerate(sorted(series)):
             xs = sorted(series[model])
+            ys = [series[model][x] for x in xs]
             color, marker = style[model]
-            ax.plot(xs, [series[model][x] for x in xs], marker=marker, color=color, label=model)
+            ax.plot(xs, ys, marker=marker, color=color, label=model)
+            spans = bars.get(model, {})
+            shown = [(x, y) for x, y in zip(xs, ys, strict=True) if x in spans]
+            if shown:
+                offset = dodge * (i - (len(series) - 1) / 2)
+                below = [max(0.0, y - spans[x][0]) for x, y in shown]
+                above = [max(0.0, spans[x][1] - y) for x, y in shown]
+                ax.errorbar(
+                    [x + offset for x, _ in shown],
+                    [y for _, y in shown],
+                    yerr=[below, above],
+                    fmt="none",
+                    ecolor=color,
+                    capsize=3,
+                    alpha=0.8,
+                )
         ax.set_xticks(lengths)
         ax.set_xticklabels([f"{x:g}" for x in lengths])
         ax.set_xlabel("seq_len (s)")

@@ -44,6 +44,14 @@ def seconds(value: Any, key: str) -> float:
     return number
 
 
+def names(value: Any) -> list[str] | None:
+    """A list of names from a Hydra value: ``x`` or ``[x,y]`` (never split into letters);
+    None for null or empty."""
+    if not value:
+        return None
+    return [str(value)] if isinstance(value, str) else [str(v) for v in value]
+
+
 def register_resolvers() -> None:
     """Resolvers the entry-point configs use (idempotent)."""
     config.register_resolvers()

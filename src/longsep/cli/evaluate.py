@@ -4,6 +4,8 @@
   and SI-SDR); results and summary go to ``out_dir`` (:mod:`longsep.evaluation`).
 - ``oracle=irm1|irm2|ibm|mwf``: the same for an oracle method
   (:mod:`longsep.evaluation.oracle`).
+- ``estimates=<dir>``: score another system's ``<dir>/<track>/<target>.wav`` the same way
+  (:class:`longsep.evaluation.evaluate.FolderEstimator`).
 - ``compare=[dirA,dirB]``: side-by-side table and box plots
   (:mod:`longsep.evaluation.compare`).
 
@@ -20,8 +22,14 @@ from typing import Any
 from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig
 
+from longsep.cli.common import names
 from longsep.errors import LongsepError
-from longsep.evaluation.evaluate import evaluate_tracks, load_tracks, model_estimator
+from longsep.evaluation.evaluate import (
+    FolderEstimator,
+    evaluate_tracks,
+    load_tracks,
+    model_estimator,
+)
 from longsep.evaluation.oracle import ORACLES, OracleEstimator
 from longsep.evaluation.results import format_summary
 from longsep.inference.separator import SEPARATOR_OPTIONS
@@ -38,23 +46,21 @@ def _data_name(cfg: DictConfig) -> str:
     return Path(str(cfg.data.get("root") or "data")).name or "data"
 
 
-def _names(value: Any) -> list[str] | None:
-    """A list of names from a Hydra value: ``x``, ``[x,y]`` or null."""
-    if not value:
-        return None
-    return [str(value)] if isinstance(value, str) else [str(v) for v in value]
-
-
 def _plan(cfg: DictConfig) -> tuple[Callable[[], Any], Path, str]:
-    """(estimator builder, default out_dir, name) for ``ckpt=`` or ``oracle=``.
+    """(estimator builder, default out_dir, name) for ``ckpt=``, ``oracle=`` or ``estimates=``.
 
     Arguments are checked here; the model itself is loaded by the builder.
     """
     data, split = _data_name(cfg), str(cfg.split)
-    targets = _names(cfg.get("targets"))
+    targets = names(cfg.get("targets"))
+    given = [key for key in ("ckpt", "oracle", "estimates") if cfg.get(key)]
+    if len(given) > 1:
+        raise LongsepError(f"{' and '.join(given)} given: use one of ckpt, oracle, estimates")
+    if cfg.get("estimates"):
+        root = Path(str(cfg.estimates))
+        folder = FolderEstimator(root, targets)
+        return lambda: folder, root / "eval" / data / split, root.resolve().name
     if cfg.get("oracle"):
-        if cfg.get("ckpt"):
-            raise LongsepError("give ckpt=... or oracle=..., not both")
         method = str(cfg.oracle).lower()
         estimator = OracleEstimator(method, cfg.oracle_n_fft, cfg.oracle_hop, targets)
         out = Path(cfg.paths.root_dir) / "eval" / f"oracle-{method}" / data / split
@@ -62,7 +68,7 @@ def _plan(cfg: DictConfig) -> tuple[Callable[[], Any], Path, str]:
     if not cfg.get("ckpt"):
         raise LongsepError(
             "ckpt=... is required (a model store, a checkpoint or a training run dir); "
-            f"or oracle={'|'.join(ORACLES)}, or compare=[dirA,dirB]"
+            f"or oracle={'|'.join(ORACLES)}, estimates=<dir>, or compare=[dirA,dirB]"
         )
     source = resolve_model(cfg.ckpt)
     options = {k: cfg.get(k) for k in SEPARATOR_OPTIONS}
@@ -74,10 +80,13 @@ def _plan(cfg: DictConfig) -> tuple[Callable[[], Any], Path, str]:
 
 
 def run_evaluation(cfg: DictConfig) -> str:
-    """Evaluate ``cfg.ckpt`` or ``cfg.oracle`` on ``cfg.split``; return the summary table."""
+    """Evaluate ``cfg.ckpt``, ``cfg.oracle`` or ``cfg.estimates`` on ``cfg.split``; return
+    the summary table."""
     build, default_out, name = _plan(cfg)
     estimator = build()  # a bad model fails before the data set is read (or generated)
-    tracks = load_tracks(cfg.data, str(cfg.split), _names(cfg.get("tracks")))
+    tracks = load_tracks(cfg.data, str(cfg.split), names(cfg.get("tracks")))
+    if isinstance(estimator, FolderEstimator):  # every file there before any is scored
+        estimator.check([t.name for t in tracks])
     summary = evaluate_tracks(
         tracks,
         estimator,
@@ -97,15 +106,17 @@ def run_compare(cfg: DictConfig) -> str:
     """Compare the evaluation dirs of ``cfg.compare``; return the table."""
     from longsep.evaluation.compare import compare
 
-    dirs = _names(cfg.compare)
+    dirs = names(cfg.compare)
     text, figures = compare(dirs, cfg.compare_out, metric=str(cfg.compare_metric))
     return text + f"\nfigures: {', '.join(str(p) for p in figures)}"
 
 
 def evaluate(cfg: DictConfig) -> str:
-    """The ``evaluate.py`` command: compare, or evaluate a model / an oracle."""
+    """The ``evaluate.py`` command: compare, or evaluate a model / an oracle / estimates."""
     if cfg.get("compare"):
-        if cfg.get("ckpt") or cfg.get("oracle"):
-            raise LongsepError("compare=[...] reads finished evaluations: drop ckpt / oracle")
+        if cfg.get("ckpt") or cfg.get("oracle") or cfg.get("estimates"):
+            raise LongsepError(
+                "compare=[...] reads finished evaluations: drop ckpt / oracle / estimates"
+            )
         return run_compare(cfg)
     return run_evaluation(cfg)

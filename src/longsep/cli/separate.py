@@ -15,6 +15,7 @@ from typing import Any
 from omegaconf import DictConfig, OmegaConf
 
 from longsep import audio
+from longsep.cli.common import names
 from longsep.errors import LongsepError
 from longsep.inference.export import ExportError, check_filename_format, remove_stale_temporaries
 from longsep.inference.separator import SEPARATOR_OPTIONS, Separator
@@ -66,13 +67,43 @@ def collect_inputs(spec: str, out_dir: Path) -> list[Path]:
     return [path]
 
 
+def two_stems(sources: list[str]) -> dict[str, list[str]]:
+    """Spleeter's 2-stem output: ``vocals`` and ``accompaniment`` (every other estimate)."""
+    if "vocals" not in sources or len(sources) < 2:
+        raise LongsepError(
+            f"stems=2 needs a vocals target and at least one other (or residual=true); "
+            f"the separator has {', '.join(sources)}"
+        )
+    return {"vocals": ["vocals"], "accompaniment": [n for n in sources if n != "vocals"]}
+
+
 def separator_from_config(cfg: DictConfig) -> Separator:
-    """The separator of ``cfg.model`` with the filter / window options of ``cfg``."""
+    """The separator of ``cfg.model`` with the filter / window options of ``cfg``;
+    ``stems=2`` writes vocals and accompaniment instead of every target."""
+    stems = cfg.get("stems")
+    if stems not in (None, 2):
+        raise LongsepError(f"stems={stems}: use 2 (vocals + accompaniment) or null (every target)")
     model = _required(cfg, "model", "a model store dir, a checkpoint or an Open-Unmix dir")
     paths = list(model) if OmegaConf.is_list(model) else str(model)
-    targets = list(cfg.targets) if cfg.get("targets") else None
+    targets = names(cfg.get("targets"))
     options = {k: cfg.get(k) for k in SEPARATOR_OPTIONS}
-    return Separator.from_pretrained(paths, targets, **options)
+    separator = Separator.from_pretrained(paths, targets, **options)
+    if stems == 2:
+        separator.regroup(two_stems(separator.sources))
+    return separator
+
+
+def duration_seconds(value: Any) -> float | None:
+    """``duration=``: seconds > 0, or -1 / null for the whole file (Open-Unmix's -1)."""
+    if value is None or value == -1:
+        return None
+    try:
+        number = float(value)
+    except (TypeError, ValueError):
+        number = float("nan")
+    if not number > 0:
+        raise LongsepError(f"duration={value}: give seconds > 0, or -1 / null for the whole file")
+    return number
 
 
 def _seconds(path: Path, start: float, duration: float | None) -> float:
@@ -109,6 +140,7 @@ def separate(cfg: DictConfig) -> None:
         os.environ["HYDRA_FULL_ERROR"] = "1"
         logging.getLogger("longsep").setLevel(logging.DEBUG)
     out_dir = Path(cfg.out_dir)
+    duration = duration_seconds(cfg.get("duration"))
     check_filename_format(cfg.filename_format)
     audio.check_codec(cfg.codec, cfg.bitrate)
     inputs = collect_inputs(str(_required(cfg, "input", "a file, directory or glob")), out_dir)
@@ -125,8 +157,8 @@ def separate(cfg: DictConfig) -> None:
     )
     if len(inputs) == 1:
         started = time.perf_counter()
-        _separate_one(separator, cfg, inputs[0], out_dir, synchronous=True)
-        _summary(1, 0, _seconds(inputs[0], cfg.start, cfg.duration), time.perf_counter() - started)
+        _separate_one(separator, cfg, inputs[0], out_dir, duration, synchronous=True)
+        _summary(1, 0, _seconds(inputs[0], cfg.start, duration), time.perf_counter() - started)
         return
     failures: dict[Path, None] = {}  # ordered set of failed inputs
     seconds, started = 0.0, time.perf_counter()
@@ -134,8 +166,8 @@ def separate(cfg: DictConfig) -> None:
         task = bar.add_task("separating", total=len(inputs)) if bar else None
         for index, path in enumerate(inputs, 1):
             try:
-                _separate_one(separator, cfg, path, out_dir, synchronous=False)
-                seconds += _seconds(path, cfg.start, cfg.duration)
+                _separate_one(separator, cfg, path, out_dir, duration, synchronous=False)
+                seconds += _seconds(path, cfg.start, duration)
                 if bar is None:
                     log.info("[%d/%d] %s", index, len(inputs), path)
             except LongsepError as exc:
@@ -154,7 +186,12 @@ def separate(cfg: DictConfig) -> None:
 
 
 def _separate_one(
-    separator: Separator, cfg: DictConfig, path: Path, out_dir: Path, synchronous: bool
+    separator: Separator,
+    cfg: DictConfig,
+    path: Path,
+    out_dir: Path,
+    duration: float | None,
+    synchronous: bool,
 ) -> None:
     outputs = separator.separate_to_file(
         path,
@@ -163,7 +200,7 @@ def _separate_one(
         bitrate=cfg.bitrate,
         filename_format=cfg.filename_format,
         start=cfg.start,
-        duration=cfg.duration,
+        duration=duration,
         synchronous=synchronous,
     )
     log.debug("%s -> %s", path, ", ".join(str(p) for p in outputs.values()))

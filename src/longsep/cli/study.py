@@ -7,6 +7,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from longsep.errors import LongsepError
+from longsep.study.intervals import RESAMPLES
 from longsep.study.records import load_study
 from longsep.study.report import read_scaling, write_report
 
@@ -22,12 +23,21 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument(
         "--scaling", help="JSON lines of benchmarks/seq_len_scaling.py for the cost figure"
     )
+    parser.add_argument(
+        "--resamples",
+        type=int,
+        default=RESAMPLES,
+        help=f"bootstrap resamples per interval (default {RESAMPLES}; a fixed seed)",
+    )
     args = parser.parse_args(argv)
     try:
         records = load_study(args.sweep_dir)
         scaling = read_scaling(args.scaling) if args.scaling else None
         out = args.out or str(Path(args.sweep_dir) / "report")
-        paths = write_report(records, out, scaling, title=Path(args.sweep_dir).name)
+        if args.resamples < 1:
+            raise LongsepError(f"--resamples {args.resamples}: give 1 or more")
+        title = Path(args.sweep_dir).name
+        paths = write_report(records, out, scaling, title=title, n_resamples=args.resamples)
     except LongsepError as exc:
         parser.exit(2, f"error: {exc}\n")
     print(Path(paths[1]).read_text(), end="")

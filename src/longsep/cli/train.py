@@ -31,6 +31,7 @@ from longsep.models.build import (
 from longsep.spectral import STFTConfig
 from longsep.store import (
     StoreEntry,
+    init_separator,
     load_state,
     read_checkpoint,
     resolve_model,
@@ -57,6 +58,7 @@ EVALUATE_AFTER_KEYS = {
     "out_dir",
     *SEPARATOR_OPTIONS,
 }
+INIT_STATS = ("keep", "recompute")
 
 
 def _choices() -> dict[str, Any]:
@@ -133,6 +135,8 @@ def export_best(cfg: DictConfig, trainer: pl.Trainer, module: SeparationModule) 
         nb_channels=int(cfg.nb_channels),
         info={"checkpoint": best or None, "global_step": trainer.global_step, "metrics": metrics},
     )
+    if cfg.get("init_from"):
+        entry.info["init_from"] = str(cfg.init_from)
     return save_store(cfg.store_dir, module.separator.cpu(), entry)
 
 
@@ -278,6 +282,20 @@ def evaluate_run(cfg: DictConfig, model: Path) -> dict[str, Any]:
     )
 
 
+def initialise(cfg: DictConfig, separator: torch.nn.Module, stft: STFTConfig) -> bool:
+    """Load ``cfg.init_from``'s weights into ``separator``; True when its input statistics
+    are kept (``init_from_stats=keep``), False when the run computes them from the data."""
+    init_from, stats = cfg.get("init_from"), str(cfg.get("init_from_stats") or "keep")
+    if stats not in INIT_STATS:
+        raise LongsepError(f"init_from_stats={stats} is not one of {', '.join(INIT_STATS)}")
+    if not init_from:
+        return False
+    found = init_separator(separator, str(init_from), str(cfg.src), stft)
+    if found != str(cfg.src):
+        log.info("fine-tuning %s weights from %s for src=%s", found, init_from, cfg.src)
+    return stats == "keep"
+
+
 def _train(cfg: DictConfig, output_dir: Path, record: dict[str, Any]) -> float | None:
     """Fit, export, evaluate and record one run (see :func:`train`)."""
     ckpt_path = resume_checkpoint(cfg, output_dir)  # before any long work
@@ -290,9 +308,10 @@ def _train(cfg: DictConfig, output_dir: Path, record: dict[str, Any]) -> float |
     datamodule.setup("fit")
     stft = STFTConfig(**cfg.stft)
     separator = instantiate_separator(cfg)
-    stats_file = datamodule.cache.dir / f"stats-train-{stft.n_fft}-{stft.hop_length}.npz"
-    mean, std = input_statistics(datamodule.train_set.tracks, stft, stats_file)
-    set_input_statistics(separator, mean, std)
+    if not initialise(cfg, separator, stft):
+        stats_file = datamodule.cache.dir / f"stats-train-{stft.n_fft}-{stft.hop_length}.npz"
+        mean, std = input_statistics(datamodule.train_set.tracks, stft, stats_file)
+        set_input_statistics(separator, mean, std)
 
     module = SeparationModule(
         separator=separator,

@@ -29,7 +29,7 @@ from typing import Any, Protocol
 import numpy as np
 import torch
 
-from longsep import TARGETS
+from longsep import TARGETS, audio
 from longsep.data import instantiate_data
 from longsep.errors import LongsepError
 from longsep.evaluation.metrics import evaluate_track
@@ -114,6 +114,78 @@ class ModelEstimator:
     def __call__(self, song: Song) -> dict[str, np.ndarray]:
         out = self.separator.separate(torch.from_numpy(song.mixture.T), song.rate)
         return {t: a.detach().cpu().numpy().T.astype(np.float32) for t, a in out.items()}
+
+
+class FolderEstimator:
+    """Estimates another system wrote: ``<root>/<track>/<target>.<ext>`` (any audio format).
+
+    ``targets`` default to every audio file found in the tracks' folders (``mixture`` aside).
+    Files at another sample rate are resampled to the reference's and mono / stereo is
+    matched, with a logged note; files of another length are zero-padded or cut to it,
+    with a warning.
+    """
+
+    def __init__(self, root: str | Path, targets: Sequence[str] | None = None) -> None:
+        self.root = Path(root)
+        if not self.root.is_dir():
+            raise LongsepError(f"estimates={root} is not a directory of <track>/<target>.wav")
+        self.targets = list(targets) if targets else None
+
+    def settings(self) -> dict[str, Any]:
+        return {"estimates": str(self.root.resolve()), "targets": self.targets}
+
+    def _found(self, track: str) -> dict[str, Path]:
+        """``{name: file}`` of the audio files in the folder of ``track`` (``mixture`` aside)."""
+        files = sorted((self.root / track).glob("*"))
+        found = {p.stem: p for p in files if p.is_file() and audio.is_audio_file(p)}
+        found.pop("mixture", None)
+        return found
+
+    def _files(self, track: str) -> dict[str, Path]:
+        """``{target: file}`` of ``track``; one line naming the first missing folder or file."""
+        folder = self.root / track
+        if not folder.is_dir():
+            raise LongsepError(
+                f"estimates: {folder} does not exist (expected <estimates>/<track>/<target>.wav)"
+            )
+        found = self._found(track)
+        targets = self.targets or list(found)
+        if not targets:
+            raise LongsepError(f"estimates: {folder} holds no audio files")
+        for target in targets:
+            if target not in found:
+                raise LongsepError(f"estimates: {folder / target}.wav does not exist")
+        return {t: found[t] for t in targets}
+
+    def check(self, tracks: Sequence[str]) -> None:
+        """Refuse, in one line, the first missing folder or file of ``tracks`` before any is
+        scored; without ``targets``, every target found for one track is expected in all."""
+        if self.targets is None:
+            self.targets = order_targets(n for t in tracks for n in self._found(t)) or None
+        for track in tracks:
+            self._files(track)
+
+    def __call__(self, song: Song) -> dict[str, np.ndarray]:
+        estimates = {}
+        for target, path in self._files(song.name).items():
+            rate = audio.info(path).sample_rate
+            if rate != song.rate:
+                log.info("%s: %d Hz, resampled to the reference's %d Hz", path, rate, song.rate)
+            signal = audio.load(path, sample_rate=song.rate, channels=song.mixture.shape[1])
+            signal = signal.numpy().T.astype(np.float32)
+            length = song.mixture.shape[0]
+            if len(signal) != length:
+                log.warning(
+                    "%s: %d samples, the reference %d: %s",
+                    path,
+                    len(signal),
+                    length,
+                    "cut" if len(signal) > length else "zero-padded",
+                )
+                signal = signal[:length]
+                signal = np.pad(signal, ((0, length - len(signal)), (0, 0)))
+            estimates[target] = signal
+        return estimates
 
 
 class _Progress:

@@ -19,7 +19,7 @@ from longsep.errors import LongsepError
 
 log = logging.getLogger(__name__)
 
-FORMAT_KEYS = ("track", "target", "codec")
+FORMAT_KEYS = ("track", "target", "codec", "filename", "instrument", "foldername")
 PathLike = str | Path
 
 
@@ -30,7 +30,7 @@ def track_name(path: PathLike) -> str:
 
 
 def check_filename_format(filename_format: str) -> None:
-    """Refuse a ``filename_format`` that uses keys other than track, target and codec."""
+    """Refuse a ``filename_format`` that uses keys other than :data:`FORMAT_KEYS`."""
     try:
         keys = {field for _, field, _, _ in string.Formatter().parse(filename_format) if field}
     except ValueError as exc:
@@ -39,8 +39,29 @@ def check_filename_format(filename_format: str) -> None:
     if unknown:
         raise LongsepError(
             f"filename_format={filename_format!r} uses unknown key(s) {sorted(unknown)}: "
-            f"use {{track}}, {{target}} and {{codec}}"
+            "use " + ", ".join(f"{{{key}}}" for key in FORMAT_KEYS)
         )
+
+
+def output_path(
+    out_dir: PathLike, filename_format: str, input_path: PathLike, target: str, codec: str
+) -> Path:
+    """Where ``target`` of ``input_path`` is written: ``out_dir / filename_format`` filled in.
+
+    Keys: ``{track}`` (:func:`track_name`), ``{target}``, ``{codec}``, and Spleeter's
+    ``{filename}`` (the input's file name without extension), ``{instrument}`` (= target)
+    and ``{foldername}`` (the input's folder name).
+    """
+    path = Path(input_path)
+    name = filename_format.format(
+        track=track_name(path),
+        target=target,
+        codec=codec,
+        filename=path.stem,
+        instrument=target,
+        foldername=path.resolve().parent.name,
+    )
+    return Path(out_dir) / name
 
 
 class SongExport:

@@ -35,10 +35,14 @@ from torch import Tensor, nn
 
 from longsep import audio
 from longsep.errors import LongsepError
-from longsep.inference.export import ExportQueue, SongExport, check_filename_format, track_name
+from longsep.inference.device import resolve_device
+from longsep.inference.export import ExportQueue, SongExport, check_filename_format, output_path
 from longsep.inference.streaming import (
+    MappedSource,
     MixtureFrames,
     OverlapAdd,
+    Source,
+    TensorSource,
     all_finite,
     crossfade_windows,
     rechunk,
@@ -62,23 +66,6 @@ SEPARATOR_OPTIONS: tuple[str, ...] = (
 )
 DEFAULT_SEGMENT = 30.0  # seconds, for models that do not record their training length
 PathLike = str | Path
-
-
-def resolve_device(device: str | int | None) -> torch.device:
-    """A torch device from ``auto`` / ``cpu`` / ``cuda`` / ``cuda:N`` / an int."""
-    if device in (None, "auto"):
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    if isinstance(device, int) or str(device).isdigit():
-        device = f"cuda:{device}"
-    try:
-        dev = torch.device(device)
-    except RuntimeError as exc:
-        raise LongsepError(f"device={device!r} is not a torch device: {exc}") from exc
-    if dev.type == "cuda" and (dev.index or 0) >= torch.cuda.device_count():
-        raise LongsepError(
-            f"device={device} but {torch.cuda.device_count()} CUDA device(s) visible"
-        )
-    return dev
 
 
 class Separator(nn.Module):
@@ -138,6 +125,7 @@ class Separator(nn.Module):
         self.device = resolve_device(device)
         self.to(self.device).eval().requires_grad_(False)
         self._exports = ExportQueue(depth=2)
+        self._groups: dict[str, list[int]] = {}
 
     @staticmethod
     def _resolve_segment(segment: float | str | None, seq_len: float | None) -> float | None:
@@ -176,9 +164,29 @@ class Separator(nn.Module):
         return self.stft_config.sample_rate
 
     @property
-    def targets(self) -> list[str]:
-        """Names of the outputs, in the order of ``forward``'s target axis."""
+    def sources(self) -> list[str]:
+        """What is separated and Wiener-filtered: the target models (and ``residual``)."""
         return [*self.target_models, *(["residual"] if self.residual else [])]
+
+    @property
+    def targets(self) -> list[str]:
+        """Names of the outputs, in the order of ``forward``'s target axis: the sources, or
+        the groups of :meth:`regroup`."""
+        return list(self._groups) if self._groups else self.sources
+
+    def regroup(self, groups: Mapping[str, Sequence[str]] | None) -> None:
+        """Output sums of sources instead of the sources, e.g. Spleeter's 2 stems
+        ``{"vocals": ["vocals"], "accompaniment": ["drums", "bass", "other"]}``; None: the
+        sources themselves."""
+        if not groups:
+            self._groups = {}
+            return
+        unknown = sorted({n for members in groups.values() for n in members} - set(self.sources))
+        if unknown or not all(groups.values()):
+            raise LongsepError(
+                f"groups {dict(groups)}: each needs sources among {', '.join(self.sources)}"
+            )
+        self._groups = {name: [self.sources.index(n) for n in m] for name, m in groups.items()}
 
     @classmethod
     def from_pretrained(
@@ -239,11 +247,11 @@ class Separator(nn.Module):
                 carry = mag[..., done:]
                 yield start, mag[..., :done]
 
-    def _stream(self, audio_: Tensor) -> Iterator[tuple[int, Tensor]]:
+    def _stream(self, source: Source) -> Iterator[tuple[int, Tensor]]:
         """Separated audio ``(batch, targets, channels, n)`` chunks with their first sample."""
-        samples = audio_.shape[-1]
+        samples = source.samples
         frames = self.stft_config.frames(samples)
-        mixture = MixtureFrames(audio_, self.stft_config, self.device)
+        mixture = MixtureFrames(source, self.stft_config, self.device)
         istft = OverlapAdd(self.stft_config, frames, self.device)
         blocks = rechunk(self._magnitudes(mixture, frames), self.wiener_win_len)
         for start, mags in blocks:
@@ -262,43 +270,47 @@ class Separator(nn.Module):
             if hi > lo:
                 yield lo, chunk[..., lo - first : hi - first]
 
+    def _check_length(self, channels: int, samples: int) -> None:
+        if channels not in (1, 2):
+            raise LongsepError(f"audio has {channels} channels: longsep separates mono or stereo")
+        if samples < self.stft_config.n_fft:
+            raise LongsepError(
+                f"audio is {samples} samples long, shorter than one STFT frame "
+                f"({self.stft_config.n_fft} samples): nothing to separate"
+            )
+
     def _check_audio(self, audio_: Tensor) -> Tensor:
         if audio_.dim() != 3:
             raise LongsepError(f"audio of shape {tuple(audio_.shape)}: expected 3-D input")
-        if audio_.shape[1] not in (1, 2):
-            raise LongsepError(
-                f"audio has {audio_.shape[1]} channels: longsep separates mono or stereo"
-            )
-        if audio_.shape[-1] < self.stft_config.n_fft:
-            raise LongsepError(
-                f"audio is {audio_.shape[-1]} samples long, shorter than one STFT frame "
-                f"({self.stft_config.n_fft} samples): nothing to separate"
-            )
+        self._check_length(audio_.shape[1], audio_.shape[-1])
         if not audio_.is_floating_point():
             audio_ = audio_.float()
         if not all_finite(audio_):
             raise LongsepError("audio contains NaN or infinite samples")
         return audio_
 
-    def _chunks(self, audio_: Tensor) -> Iterator[tuple[int, Tensor]]:
-        """Separated ``(batch, targets, channels, n)`` chunks of checked ``(batch, channels,
-        samples)`` audio (:meth:`_check_audio`), consecutive from sample 0 to the end, with
-        their first sample.
+    def _chunks(self, source: Source, batch: int, channels: int) -> Iterator[tuple[int, Tensor]]:
+        """Separated ``(batch, targets, channels, n)`` chunks of checked audio read from
+        ``source`` (``(batch, channels, n)`` blocks), consecutive from sample 0 to the end,
+        with their first sample.
 
         Mono input to a stereo model is duplicated and the estimates are averaged back to
         mono; stereo input to a mono model is separated per channel.
         """
-        batch, channels, samples = audio_.shape
         folded = channels == 2 and self.nb_channels == 1
         upmixed = channels == 1 and self.nb_channels == 2
-        model_in = audio_.reshape(batch * 2, 1, samples) if folded else audio_
-        if upmixed:
-            model_in = audio_.expand(batch, 2, samples)
+        model_in = source
+        if folded:
+            model_in = MappedSource(source, lambda x: x.reshape(batch * 2, 1, x.shape[-1]))
+        elif upmixed:
+            model_in = MappedSource(source, lambda x: x.expand(batch, 2, x.shape[-1]))
         for start, chunk in self._stream(model_in):
             if folded:
                 chunk = chunk.reshape(batch, 2, *chunk.shape[1:]).squeeze(3).transpose(1, 2)
             elif upmixed:
                 chunk = chunk.mean(dim=2, keepdim=True)
+            if self._groups:
+                chunk = torch.stack([chunk[:, i].sum(1) for i in self._groups.values()], 1)
             yield start, chunk
 
     @torch.inference_mode()
@@ -313,7 +325,7 @@ class Separator(nn.Module):
         out = torch.zeros(
             batch, len(self.targets), channels, samples, dtype=audio.dtype, device=audio.device
         )
-        for start, chunk in self._chunks(audio):
+        for start, chunk in self._chunks(TensorSource(audio), batch, channels):
             out[..., start : start + chunk.shape[-1]] = chunk.to(out.device, out.dtype)
         return out
 
@@ -350,48 +362,52 @@ class Separator(nn.Module):
     ) -> dict[str, Path]:
         """Separate an audio file and write one file per target; return their paths.
 
-        The targets are written while the song is separated, chunk by chunk, by a
-        background thread (resampled back to the file's rate on the fly), so memory holds
-        the input but not the outputs. Files appear complete or not at all. With
-        ``synchronous=False`` the call returns once the song is separated while its files
-        are finished in the background (at most one earlier song stays in flight); call
-        :meth:`join` to wait for them and to raise export errors.
+        The input is read window by window (:class:`longsep.audio.SeekableAudio`: in place,
+        or from a temporary raw file at the model rate) and the targets are written while
+        the song is separated, chunk by chunk, by a background thread (resampled back to the
+        file's rate on the fly), so memory holds neither the input nor the outputs. Files
+        appear complete or not at all. With ``synchronous=False`` the call returns once the
+        song is separated while its files are finished in the background (at most one
+        earlier song stays in flight); call :meth:`join` to wait for them and to raise
+        export errors.
         """
         check_filename_format(filename_format)
         audio.check_codec(codec, bitrate)
         path = Path(input_path)
-        meta = audio.info(path)
-        if meta.channels > 2:
-            raise LongsepError(
-                f"{path} has {meta.channels} channels: longsep separates mono or stereo"
+        with audio.SeekableAudio(path, self.sample_rate, start, duration) as file:
+            try:
+                self._check_length(file.channels, file.samples)
+            except LongsepError as exc:
+                raise LongsepError(f"{path}: {exc}") from exc
+            return self._separate_file(
+                path, file, out_dir, codec, bitrate, filename_format, synchronous
             )
-        waveform = audio.load(
-            path,
-            start=start,
-            duration=duration,
-            sample_rate=meta.sample_rate,
-            channels=meta.channels,
-        )
-        length = waveform.shape[-1]
-        try:
-            model_in = self._check_audio(
-                audio.resample(waveform, meta.sample_rate, self.sample_rate)[None]
-            )
-        except LongsepError as exc:
-            raise LongsepError(f"{path}: {exc}") from exc
-        del waveform
-        track = track_name(path)
+
+    def _separate_file(
+        self,
+        path: Path,
+        file: audio.SeekableAudio,
+        out_dir: PathLike,
+        codec: str,
+        bitrate: str | int | None,
+        filename_format: str,
+        synchronous: bool,
+    ) -> dict[str, Path]:
+        """Stream the separation of an opened file into its target files."""
         outputs = {
-            target: Path(out_dir) / filename_format.format(track=track, target=target, codec=codec)
+            target: output_path(out_dir, filename_format, path, target, codec)
             for target in self.targets
         }
-        export = SongExport(outputs, meta.sample_rate, meta.channels, codec, bitrate, length=length)
+        export = SongExport(
+            outputs, file.file_rate, file.channels, codec, bitrate, length=file.length
+        )
         future = self._exports.submit(
-            path, functools.partial(export.run, self.sample_rate, model_in.shape[-1])
+            path, functools.partial(export.run, self.sample_rate, file.samples)
         )
         try:
             with torch.inference_mode():
-                for _, chunk in self._chunks(model_in):
+                source = MappedSource(file, lambda x: x[None])
+                for _, chunk in self._chunks(source, 1, file.channels):
                     export.put(chunk[0])
         except BaseException:
             export.put(None)

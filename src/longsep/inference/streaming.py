@@ -9,7 +9,8 @@ audio slice aligned to the global grid, so they equal those of the full-length S
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
+from typing import Protocol
 
 import torch
 import torch.nn.functional as F
@@ -59,31 +60,63 @@ def crossfade_windows(
     ]
 
 
-def _reflect_slice(audio_: Tensor, lo: int, hi: int) -> Tensor:
-    """Samples ``lo .. hi - 1`` of ``audio_ (..., samples)`` reflected at both ends."""
-    samples = audio_.shape[-1]
+class Source(Protocol):
+    """Audio read by sample range: ``read(lo, hi)`` is ``(batch, channels, hi - lo)`` for
+    ``0 <= lo <= hi <= samples``."""
+
+    samples: int
+
+    def read(self, lo: int, hi: int) -> Tensor: ...
+
+
+class TensorSource:
+    """A :class:`Source` over ``(batch, channels, samples)`` audio in memory."""
+
+    def __init__(self, audio_: Tensor) -> None:
+        self.audio, self.samples = audio_, audio_.shape[-1]
+
+    def read(self, lo: int, hi: int) -> Tensor:
+        return self.audio[..., lo:hi]
+
+
+class MappedSource:
+    """A :class:`Source` whose blocks pass through ``fn`` (batch / channel layouts)."""
+
+    def __init__(self, source: Source, fn: Callable[[Tensor], Tensor]) -> None:
+        self.source, self.fn, self.samples = source, fn, source.samples
+
+    def read(self, lo: int, hi: int) -> Tensor:
+        return self.fn(self.source.read(lo, hi))
+
+
+def reflect_read(source: Source, lo: int, hi: int) -> Tensor:
+    """Samples ``lo .. hi - 1`` of ``source``, reflected at both ends (``torch.stft``'s
+    centre padding), reading only the samples they map to."""
+    samples = source.samples
     if lo >= 0 and hi <= samples:
-        return audio_[..., lo:hi]
-    index = torch.arange(lo, hi, device=audio_.device).abs()
+        return source.read(lo, hi)
+    index = torch.arange(lo, hi).abs()
     index = torch.where(index >= samples, 2 * (samples - 1) - index, index)
-    return audio_.index_select(-1, index)
+    first, last = int(index.min()), int(index.max()) + 1
+    block = source.read(first, last)
+    return block.index_select(-1, (index - first).to(block.device))
 
 
 class MixtureFrames:
-    """Frames of the centred STFT of ``audio (batch, channels, samples)``, computed on demand.
+    """Frames of the centred STFT of a :class:`Source`, computed on demand.
 
     ``frames(start, end)`` is complex ``(batch, channels, bins, end - start)`` and equals
     ``STFT(audio)[..., start:end]`` while reading only the samples those frames cover.
     """
 
-    def __init__(self, audio_: Tensor, config: STFTConfig, device: torch.device) -> None:
-        self.audio, self.config, self.device = audio_, config, device
+    def __init__(self, source: Source, config: STFTConfig, device: torch.device) -> None:
+        self.source, self.config, self.device = source, config, device
         self.window = torch.hann_window(config.n_fft, device=device)
 
     def __call__(self, start: int, end: int) -> Tensor:
         cfg, pad = self.config, self.config.n_fft // 2
         lo, hi = start * cfg.hop_length, (end - 1) * cfg.hop_length + cfg.n_fft
-        chunk = _reflect_slice(self.audio, lo - pad, hi - pad).to(self.device, torch.float32)
+        chunk = reflect_read(self.source, lo - pad, hi - pad).to(self.device, torch.float32)
         batch, channels, length = chunk.shape
         spec = torch.stft(
             chunk.reshape(-1, length),

@@ -6,6 +6,8 @@ record with the fields of :data:`FIELDS` plus ``test``, the evaluation medians
 ``status`` is ``ok``, ``failed`` (``error`` holds one line) or ``skipped`` (``reason``:
 an invalid or excluded separator x attention pair of a sweep). :func:`load_study` reads
 the records of every job of a sweep; a job dir without one (a killed job) counts as failed.
+It adds ``track_sdr``, ``{track: SDR}`` of the trained source read from the run's
+evaluation (``<eval_dir>/scores.csv``), which the report's intervals resample.
 
 A model is named ``separator:attention`` with the attention in effect (``none`` for UMX,
 ``mha`` for a transformer trained with ``attention=default``).
@@ -13,6 +15,7 @@ A model is named ``separator:attention`` with the attention in effect (``none`` 
 
 from __future__ import annotations
 
+import csv
 import json
 import logging
 import math
@@ -24,6 +27,7 @@ import yaml
 
 from longsep import TARGETS
 from longsep.errors import LongsepError
+from longsep.evaluation.results import SCORES_FILE
 from longsep.io import write_json
 
 log = logging.getLogger(__name__)
@@ -210,6 +214,7 @@ def load_study(sweep_dir: str | Path) -> list[dict[str, Any]]:
         record = read_result(job)
         record["job"] = job.relative_to(sweep).as_posix()
         record["test_sdr"] = source_sdr(record)
+        record["track_sdr"] = track_sdr(record, job)
         for key in ("run_dir", "eval_dir"):  # relative, so a report does not name the machine
             record[key] = _relative(record.get(key), sweep)
         records.append(record)
@@ -224,3 +229,38 @@ def _relative(path: str | None, root: Path) -> str | None:
         return Path(path).resolve().relative_to(root.resolve()).as_posix()
     except ValueError:
         return path
+
+
+def _eval_dir(record: Mapping[str, Any], job: Path) -> Path | None:
+    """The run's evaluation dir: as recorded, else re-rooted on ``job`` (a moved sweep)."""
+    recorded = record.get("eval_dir")
+    if not recorded:
+        return None
+    path = Path(recorded)
+    if path.is_dir():
+        return path
+    try:
+        return job / path.relative_to(record.get("run_dir") or "")
+    except ValueError:
+        return None
+
+
+def track_sdr(record: Mapping[str, Any], job: str | Path) -> dict[str, float]:
+    """``{track: SDR}`` of the run's source from ``<eval_dir>/scores.csv`` (median over
+    frames per track); empty for a run without evaluation or a readable score table."""
+    src = record.get("src")
+    folder = _eval_dir(record, Path(job)) if record.get("status") == "ok" else None
+    if not src or folder is None or not (folder / SCORES_FILE).is_file():
+        return {}
+    out: dict[str, float] = {}
+    try:
+        with (folder / SCORES_FILE).open(newline="") as handle:
+            for row in csv.DictReader(handle):
+                if row.get("target") == src and row.get("metric") == "SDR":
+                    value = float(row["score"])
+                    if math.isfinite(value):
+                        out[row["track"]] = value
+    except (OSError, KeyError, ValueError) as exc:
+        log.warning("%s: per-track scores left out (%s)", folder / SCORES_FILE, exc)
+        return {}
+    return out

@@ -3,10 +3,14 @@
 :func:`write_report` writes into an output folder:
 
 - ``results.csv``: one row per job, every field, sorted by source, model, seq_len, seed;
-- ``results.md``: median test SDR of the trained source per source x model x seq_len with
-  the number of runs, the cost per model x seq_len, and the failed runs with their errors;
-- ``sdr_vs_seq_len.png`` and ``cost_vs_seq_len.png`` (peak memory and step time), the
-  latter with a row from ``benchmarks/seq_len_scaling.py`` JSON lines when ``scaling``.
+- ``results.md``: per source x model x seq_len the median test SDR of the trained source
+  over tracks and seeds with its 95 % bootstrap interval (:mod:`longsep.study.intervals`;
+  runs without per-track scores: the median over runs), per model the paired difference of
+  every seq_len against its shortest (same track, same seed), the cost per model x seq_len,
+  and the failed runs with their errors;
+- ``sdr_vs_seq_len.png`` (with the intervals as error bars) and ``cost_vs_seq_len.png``
+  (peak memory and step time), the latter with a row from ``benchmarks/seq_len_scaling.py``
+  JSON lines when ``scaling``.
 """
 
 from __future__ import annotations
@@ -24,6 +28,13 @@ from longsep import TARGETS
 from longsep.errors import LongsepError
 from longsep.evaluation.results import METRICS, nan_median, order_targets
 from longsep.io import atomic_write
+from longsep.study.intervals import (
+    RESAMPLES,
+    Interval,
+    Intervals,
+    cell_intervals,
+    paired_intervals,
+)
 from longsep.study.records import FIELDS, PER_RUN_MEMORY, STATUSES, model_label
 
 log = logging.getLogger(__name__)
@@ -107,6 +118,20 @@ def _by_model(records: Iterable[Mapping[str, Any]], field: str, scale: float = 1
     return {m: {x: v * scale for x, v in c.items()} for m, c in medians.get("all", {}).items()}
 
 
+def sdr_series(records: Sequence[Mapping[str, Any]], intervals: Intervals) -> dict[str, Series]:
+    """``{src: {model: {seq_len: SDR}}}``: the pooled median of a cell with per-track
+    scores, else the median over its runs (what the tables show)."""
+    medians, _ = median_series(records, "test_sdr")
+    for src, models in intervals.items():
+        for model, cells in models.items():
+            for x, interval in cells.items():
+                if math.isfinite(interval.estimate):
+                    medians.setdefault(src, {}).setdefault(model, {})[x] = interval.estimate
+    return {
+        s: {m: dict(sorted(c.items())) for m, c in sorted(ms.items())} for s, ms in medians.items()
+    }
+
+
 def _seq_lens(series: Iterable[Series]) -> list[float]:
     return sorted({x for s in series for c in s.values() for x in c})
 
@@ -126,9 +151,10 @@ def results_markdown(
     records: Sequence[Mapping[str, Any]],
     title: str = "",
     scaling: Sequence[Mapping[str, Any]] | None = None,
+    n_resamples: int = RESAMPLES,
 ) -> str:
-    """The study tables: SDR per source, cost per model (and per ``scaling`` benchmark
-    rows), failed runs."""
+    """The study tables: SDR per source with intervals and paired differences, cost per
+    model (and per ``scaling`` benchmark rows), failed runs."""
     status = {s: sum(r.get("status") == s for r in records) for s in STATUSES}
     lines = [f"# Sequence-length study{': ' + title if title else ''}", ""]
     lines.append(
@@ -137,11 +163,19 @@ def results_markdown(
     )
     lines += [
         "",
-        "Median test SDR (dB) of the trained source: BSSEval v4 median over 1-s frames per "
-        "track, median over the test tracks, then median over the runs of a cell (n runs "
-        "in parentheses).",
+        "Test SDR (dB) of the trained source, BSSEval v4 median over 1-s frames per track: "
+        "the median over the tracks and seeds of a cell with its 95 % bootstrap interval "
+        f"({n_resamples} resamples of seeds and tracks, percentile) and (seeds×tracks); a "
+        "cell without per-track scores gives the median over its runs' medians (n runs).",
+        "",
+        "Paired difference: per model, SDR at a seq_len minus SDR at the model's shortest "
+        "seq_len on the same track and seed, median over those pairs with its 95 % "
+        "bootstrap interval; * where the interval excludes 0.",
     ]
-    sdr, counts = median_series(records, "test_sdr")
+    _, counts = median_series(records, "test_sdr")
+    intervals = cell_intervals(records, n_resamples)
+    paired = paired_intervals(records, n_resamples)
+    sdr = sdr_series(records, intervals)
     seq_lens = _seq_lens(sdr.values())
     for src in _sources(records):
         lines += ["", f"## {src}", ""]
@@ -149,10 +183,22 @@ def results_markdown(
         for model, cells in sdr.get(src, {}).items():
             row = [model]
             for x in seq_lens:
-                n = counts[src][model].get(x)
-                row.append(f"{cells[x]:.2f} ({n})" if n else "-")
+                interval = intervals.get(src, {}).get(model, {}).get(x)
+                n = counts.get(src, {}).get(model, {}).get(x)
+                if interval is not None and math.isfinite(interval.estimate):
+                    row.append(f"{interval.format()} ({interval.n_seeds}×{interval.n_tracks})")
+                else:
+                    row.append(f"{cells[x]:.2f} ({n})" if n else "-")
             rows.append(row)
         lines += _md_table(["model", *(f"{x:g} s" for x in seq_lens)], rows)
+        if paired.get(src):
+            lines += ["", f"Paired difference against the shortest seq_len ({src}):", ""]
+            longer = sorted({x for cells in paired[src].values() for x in cells})
+            rows = [
+                [model, *(_paired_cell(cells.get(x)) for x in longer)]
+                for model, cells in sorted(paired[src].items())
+            ]
+            lines += _md_table(["model", *(f"{x:g} s" for x in longer)], rows)
     memory = _by_model(records, "peak_memory_mb", 1 / 1024)
     step = _by_model(records, "step_seconds")
     cost_lens = _seq_lens([memory, step])
@@ -204,6 +250,13 @@ def results_markdown(
     lines += ["", "## Failed runs", ""]
     lines += [f"- `{r['job']}`: {r.get('error') or 'unknown error'}" for r in failed] or ["none"]
     return "\n".join(lines) + "\n"
+
+
+def _paired_cell(interval: Interval | None) -> str:
+    """``+0.40 [0.10, 0.70] *`` (``*``: the interval excludes 0), ``-`` when missing."""
+    if interval is None or not math.isfinite(interval.estimate):
+        return "-"
+    return interval.format(sign=True) + (" *" if interval.excludes(0.0) else "")
 
 
 def _num(value: float | None, spec: str) -> str:
@@ -265,8 +318,11 @@ def write_report(
     out_dir: str | Path,
     scaling: Sequence[Mapping[str, Any]] | None = None,
     title: str = "",
+    n_resamples: int = RESAMPLES,
 ) -> list[Path]:
-    """Write results.csv, results.md and the two figures into ``out_dir``; return paths."""
+    """Write results.csv, results.md and the two figures into ``out_dir``; return paths.
+
+    ``n_resamples``: bootstrap resamples of every interval (fixed generator seed)."""
     from longsep.viz import seq_len_figure
 
     out = Path(str(out_dir)).expanduser()
@@ -274,13 +330,19 @@ def write_report(
     written = []
     csv_text = results_csv(records)
     atomic_write(out / "results.csv", lambda p: p.write_text(csv_text))
-    md_text = results_markdown(records, title, scaling)
+    md_text = results_markdown(records, title, scaling, n_resamples)
     atomic_write(out / "results.md", lambda p: p.write_text(md_text))
     written += [out / "results.csv", out / "results.md"]
 
-    sdr, _ = median_series(records, "test_sdr")
-    panels = {src: ("median test SDR (dB)", sdr.get(src, {})) for src in _sources(records)}
-    fig = seq_len_figure(panels or {"no finished runs": ("median test SDR (dB)", {})})
+    intervals = cell_intervals(records, n_resamples)
+    sdr = sdr_series(records, intervals)
+    label = "median test SDR (dB), 95 % interval"
+    panels = {src: (label, sdr.get(src, {})) for src in _sources(records)}
+    bars = {
+        src: {m: {x: (i.low, i.high) for x, i in c.items()} for m, c in models.items()}
+        for src, models in intervals.items()
+    }
+    fig = seq_len_figure(panels or {"no finished runs": (label, {})}, intervals=bars)
     written.append(_save_figure(fig, out / "sdr_vs_seq_len.png"))
 
     cost = {}
