@@ -28,13 +28,13 @@ quickstart: install  ## generate the synthetic set, train a small UMX on CPU, se
 	$(BIN)/python separate.py model=$(QUICK_RUN)/model \
 	  input="'data/synth/test/*/mixture.wav'" limit=1 out_dir=separated
 
-study-cpu: install  ## the reduced sequence-length study on CPU (experiments/README.md), then its report
+study-cpu: install  ## the reduced sequence-length study on CPU (experiments/README.md), its report and context analyses
 	$(BIN)/python train.py +experiment=seq_len_study_cpu hydra.sweep.dir=$(STUDY_CPU)
 	$(BIN)/python benchmarks/seq_len_scaling.py --small --seq-lens 7 15 30 \
 	  --models umx umx_transformer:qkv1D umx_transformer:qkvg1D auto_transformer:mha \
 	  > $(STUDY_CPU_OUT)/seq_len_scaling.jsonl
 	$(BIN)/python -m longsep.study $(STUDY_CPU) --out $(STUDY_CPU_OUT) \
-	  --scaling $(STUDY_CPU_OUT)/seq_len_scaling.jsonl
+	  --scaling $(STUDY_CPU_OUT)/seq_len_scaling.jsonl --context
 
 test: dev  ## the test suite (fast tests; `$(BIN)/pytest -m slow` for the long ones)
 	$(BIN)/pytest

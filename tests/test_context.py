@@ -67,7 +67,7 @@ def test_both_analyses_on_a_trained_run(tmp_path, tiny_data_dir):
     train(compose_train(overrides, run, tiny_data_dir))
     (found,) = context.trained_runs(tmp_path)
     assert found.seq_len == 2.0 and found.model == "umx_transformer_small:qkvg1D"
-    rows = context.window_sweep(found, windows=(1.0, None), niter=0)
+    rows = context.window_sweep(found, windows=(1.0, None))
     assert [r["window"] for r in rows] == ["1s", "song"]
     assert all(np.isfinite(r["sdr"]) for r in rows)
     assert (run / "context" / "window-1s" / "test" / "summary.json").is_file()
@@ -85,3 +85,13 @@ def test_both_analyses_on_a_trained_run(tmp_path, tiny_data_dir):
     assert "| vocals | umx_transformer_small:qkvg1D | 2 s |" in text
     assert "| umx_transformer_small:qkvg1D | vocals | 2 s | 1 |" in text
     assert any(p.suffix == ".png" for p in written)
+
+    # the command: study report and context analyses in one go (evaluations are reused)
+    from longsep.cli.study import main
+
+    assert (
+        main([str(tmp_path), "--out", str(tmp_path / "cli"), "--context", "--windows", "1", "song"])
+        == 0
+    )
+    assert (tmp_path / "cli" / "results.md").is_file()
+    assert "| 1s | song |" in (tmp_path / "cli" / "context" / "context.md").read_text()

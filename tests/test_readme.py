@@ -78,7 +78,8 @@ RUN_HERE = [
     ("python train.py data=musdb data.root=$HOME/musdb18hq data.is_wav=true",
      TRAIN_SHRINK[len(SYNTH_SHRINK) :]),
     ("python train.py +experiment=seq_len_study data.root=$HOME/musdb18", [*WAV, *STUDY_SHRINK]),
-    ("python -m longsep.study runs/multirun/seq_len_study --out experiments/results/musdb", []),
+    ("python -m longsep.study runs/multirun/seq_len_study --out experiments/results/musdb "
+     "--context", ["--windows", "3.5", "7"]),
     pytest.param("python train.py +experiment=seq_len_study data.root=$HOME/musdb18hq "
                  "data.is_wav=true", STUDY_SHRINK, marks=SLOW),
     pytest.param("python train.py +experiment=seq_len_study data.root=$HOME/musdb18 "
@@ -211,7 +212,9 @@ def test_command_runs_as_typed(command, extra, workspace):
     elif command.startswith("python separate.py"):
         assert "separated" in proc.stdout + proc.stderr
     if "--out experiments/results/musdb" in command:
-        assert (workspace / "experiments" / "results" / "musdb" / "results.md").is_file()
+        report = workspace / "experiments" / "results" / "musdb"
+        assert (report / "results.md").is_file()
+        assert "umx_transformer:qkvg1D" in (report / "context" / "context.md").read_text()
 
 
 def _first_of_sweep(override: str) -> str:

@@ -1,4 +1,5 @@
-"""``python -m longsep.study <multirun dir>``: the study report of a sweep."""
+"""``python -m longsep.study <multirun dir> [--context]``: the study report of a sweep, and
+the analyses of whether its models use long context."""
 
 from __future__ import annotations
 
@@ -7,9 +8,27 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from longsep.errors import LongsepError
+from longsep.study.context import WINDOWS, analyse
 from longsep.study.intervals import RESAMPLES
 from longsep.study.records import load_study
 from longsep.study.report import read_scaling, write_report
+
+
+def _window_arg(window: float | None) -> str:
+    return "song" if window is None else f"{window:g}"
+
+
+def _parse_window(text: str) -> float | None:
+    """``--windows`` values: seconds > 0 or ``song`` (the whole song in one pass)."""
+    if text == "song":
+        return None
+    try:
+        value = float(text)
+    except ValueError:
+        value = float("nan")
+    if not value > 0:
+        raise LongsepError(f"--windows {text}: give seconds > 0 or 'song'")
+    return value
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -29,6 +48,20 @@ def main(argv: Sequence[str] | None = None) -> int:
         default=RESAMPLES,
         help=f"bootstrap resamples per interval (default {RESAMPLES}; a fixed seed)",
     )
+    parser.add_argument(
+        "--context",
+        action="store_true",
+        help="also run the context analyses of every finished run (test-time window sweep, "
+        "attention reach) into <out>/context",
+    )
+    parser.add_argument(
+        "--windows",
+        nargs="+",
+        default=[_window_arg(w) for w in WINDOWS],
+        help="test-time windows of the context sweep, seconds or 'song' (default: "
+        + " ".join(_window_arg(w) for w in WINDOWS)
+        + ")",
+    )
     args = parser.parse_args(argv)
     try:
         records = load_study(args.sweep_dir)
@@ -38,6 +71,9 @@ def main(argv: Sequence[str] | None = None) -> int:
             raise LongsepError(f"--resamples {args.resamples}: give 1 or more")
         title = Path(args.sweep_dir).name
         paths = write_report(records, out, scaling, title=title, n_resamples=args.resamples)
+        if args.context:
+            windows = [_parse_window(w) for w in args.windows]
+            paths += analyse(args.sweep_dir, Path(out) / "context", windows)
     except LongsepError as exc:
         parser.exit(2, f"error: {exc}\n")
     print(Path(paths[1]).read_text(), end="")

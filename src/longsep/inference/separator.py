@@ -30,7 +30,6 @@ from typing import Any
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 from torch import Tensor, nn
 
 from longsep import audio
@@ -44,7 +43,9 @@ from longsep.inference.streaming import (
     Source,
     TensorSource,
     all_finite,
+    channels_first,
     crossfade_windows,
+    fit_length,
     rechunk,
 )
 from longsep.inference.wiener import apply_wiener
@@ -227,9 +228,13 @@ class Separator(nn.Module):
 
     def _estimate(self, mags: list[Tensor]) -> list[Tensor]:
         """Target magnitudes ``(batch, targets, channels, bins, n)`` of equal-length windows."""
-        stacked = torch.cat(mags, dim=0)
-        out = torch.stack([model(stacked) for model in self.target_models.values()], dim=1)
-        return list(out.chunk(len(mags), dim=0))
+        count = len(mags)
+        stacked = torch.cat(mags, dim=0) if count > 1 else mags[0]
+        shape = (stacked.shape[0], len(self.target_models), *stacked.shape[1:])
+        out = stacked.new_empty(shape)
+        for index, model in enumerate(self.target_models.values()):
+            out[:, index] = model(stacked)  # model by model: no list of estimates to stack
+        return list(out.chunk(count, dim=0))
 
     def _magnitudes(self, mixture: MixtureFrames, frames: int) -> Iterator[tuple[int, Tensor]]:
         """Cross-faded target magnitudes ``(batch, targets, channels, bins, n)``, in order."""
@@ -239,13 +244,14 @@ class Separator(nn.Module):
             group = windows[first : first + self.batch_windows]
             estimates = self._estimate([mixture(start, end).abs() for start, end, _ in group])
             for k, ((start, _, weight), mag) in enumerate(zip(group, estimates, strict=True)):
-                mag = mag * weight.to(mag.device)
+                mag = mag.mul_(weight.to(mag.device))
                 if carry is not None:
                     mag[..., : carry.shape[-1]] += carry
                 index = first + k + 1
                 done = windows[index][0] - start if index < len(windows) else mag.shape[-1]
-                carry = mag[..., done:]
+                carry = mag[..., done:].clone()  # not a view: frees the window's estimates
                 yield start, mag[..., :done]
+            del estimates, mag  # before the next window's estimates exist, not after
 
     def _stream(self, source: Source) -> Iterator[tuple[int, Tensor]]:
         """Separated audio ``(batch, targets, channels, n)`` chunks with their first sample."""
@@ -338,7 +344,7 @@ class Separator(nn.Module):
         resampled to the model rate and back. Returns ``{target: (channels, samples)}``
         float32 tensors at ``sample_rate`` with the input's length and channel count.
         """
-        audio_ = _channels_first(waveform)
+        audio_ = channels_first(waveform)
         rate = int(sample_rate or self.sample_rate)
         length = audio_.shape[-1]
         if rate != self.sample_rate:
@@ -346,7 +352,7 @@ class Separator(nn.Module):
         estimates = self(audio_[None])[0]
         if rate != self.sample_rate:
             estimates = audio.resample(estimates, self.sample_rate, rate)
-            estimates = _fit_length(estimates, length)
+            estimates = fit_length(estimates, length)
         return dict(zip(self.targets, estimates.unbind(0), strict=True))
 
     def separate_to_file(
@@ -422,27 +428,3 @@ class Separator(nn.Module):
         """Wait for all background exports; raise one :class:`ExportError` naming every
         song whose files could not be written."""
         self._exports.join()
-
-
-def _channels_first(waveform: Tensor | np.ndarray) -> Tensor:
-    """``(channels, samples)`` float32 tensor from 1-D or 2-D audio in either orientation."""
-    audio_ = torch.as_tensor(np.asarray(waveform) if not torch.is_tensor(waveform) else waveform)
-    if audio_.dim() == 1:
-        audio_ = audio_[None]
-    if audio_.dim() != 2:
-        raise LongsepError(f"waveform of shape {tuple(audio_.shape)}: expected 1-D or 2-D audio")
-    if audio_.shape[0] > audio_.shape[1]:
-        audio_ = audio_.T
-    if audio_.shape[0] > 2:
-        raise LongsepError(
-            f"waveform of shape {tuple(audio_.shape)} has {audio_.shape[0]} channels: "
-            "longsep separates mono or stereo"
-        )
-    return audio_.float()
-
-
-def _fit_length(audio_: Tensor, length: int) -> Tensor:
-    """Crop or zero-pad the last axis to ``length`` samples."""
-    if audio_.shape[-1] >= length:
-        return audio_[..., :length]
-    return F.pad(audio_, (0, length - audio_.shape[-1]))

@@ -12,10 +12,12 @@ from __future__ import annotations
 from collections.abc import Callable, Iterator
 from typing import Protocol
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from longsep.errors import LongsepError
 from longsep.spectral import STFTConfig
 
 
@@ -188,6 +190,7 @@ def rechunk(chunks: Iterator[tuple[int, Tensor]], size: int | None) -> Iterator[
     for _, chunk in chunks:
         pending.append(chunk)
         have += chunk.shape[-1]
+        del chunk  # only `pending` keeps it: a consumed chunk is freed at the next cat
         while size and have >= size:
             block = torch.cat(pending, dim=-1)
             yield start, block[..., :size]
@@ -203,3 +206,27 @@ def all_finite(audio_: Tensor, block: int = 1 << 20) -> bool:
         bool(torch.isfinite(audio_[..., lo : lo + block]).all())
         for lo in range(0, audio_.shape[-1], block)
     )
+
+
+def channels_first(waveform: Tensor | np.ndarray) -> Tensor:
+    """``(channels, samples)`` float32 tensor from 1-D or 2-D audio in either orientation."""
+    audio_ = torch.as_tensor(np.asarray(waveform) if not torch.is_tensor(waveform) else waveform)
+    if audio_.dim() == 1:
+        audio_ = audio_[None]
+    if audio_.dim() != 2:
+        raise LongsepError(f"waveform of shape {tuple(audio_.shape)}: expected 1-D or 2-D audio")
+    if audio_.shape[0] > audio_.shape[1]:
+        audio_ = audio_.T
+    if audio_.shape[0] > 2:
+        raise LongsepError(
+            f"waveform of shape {tuple(audio_.shape)} has {audio_.shape[0]} channels: "
+            "longsep separates mono or stereo"
+        )
+    return audio_.float()
+
+
+def fit_length(audio_: Tensor, length: int) -> Tensor:
+    """Crop or zero-pad the last axis to ``length`` samples."""
+    if audio_.shape[-1] >= length:
+        return audio_[..., :length]
+    return F.pad(audio_, (0, length - audio_.shape[-1]))

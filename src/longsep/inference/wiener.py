@@ -22,6 +22,9 @@ from torch import Tensor
 
 from longsep.errors import LongsepError
 
+SCALE_FACTOR = 10.0  # norbert's: the EM runs on the mixture scaled to max |x| <= 10
+BIN_BLOCK = 256  # frequency bins filtered at a time by apply_wiener (memory, not results)
+
 
 def _eps(x: Tensor, eps: float | None) -> float:
     return float(torch.finfo(x.real.dtype).eps) if eps is None else float(eps)
@@ -124,15 +127,18 @@ def filter_window(
     iterations: int = 1,
     softmask: bool = False,
     residual: bool = False,
-    scale_factor: float = 10.0,
+    scale_factor: float = SCALE_FACTOR,
     eps: float | None = None,
+    max_abs: float | None = None,
 ) -> Tensor:
     """Wiener filter of one window: ``v (J, C, F, T)`` nonnegative, ``x (C, F, T)`` complex.
 
     ``iterations=0`` returns the initial estimates: a ratio mask of the mixture
     (``softmask=True``) or the target magnitudes with the mixture phase. With
     ``residual`` a source ``mixture - sum(targets)`` is appended before EM. Returns
-    complex ``(J + residual, C, F, T)``.
+    complex ``(J + residual, C, F, T)``. ``max_abs`` is the EM's scaling (norbert's:
+    ``max(1, max|x| / scale_factor)`` of ``x``); give the whole window's when ``v`` and ``x``
+    are a subset of its bins, every bin being filtered independently.
     """
     eps_ = _eps(x, eps)
     x_parts = _split(x)
@@ -140,7 +146,8 @@ def filter_window(
     if residual:
         y = torch.cat([y, (x_parts - y.sum(1))[:, None]], 1)
     if iterations > 0:
-        max_abs = max(1.0, float(torch.hypot(x_parts[0], x_parts[1]).max()) / scale_factor)
+        if max_abs is None:
+            max_abs = max(1.0, float(torch.hypot(x_parts[0], x_parts[1]).max()) / scale_factor)
         x_parts = x_parts / max_abs
         y = y / max_abs
         step = _em_step if x.shape[0] <= 2 else _em_step_general
@@ -167,7 +174,7 @@ def wiener(
     iterations: int = 1,
     softmask: bool = False,
     residual: bool = False,
-    scale_factor: float = 10.0,
+    scale_factor: float = SCALE_FACTOR,
     eps: float | None = None,
 ) -> Tensor:
     """:func:`filter_window` in norbert's layout (``norbert.wiener``'s arguments)."""
@@ -209,16 +216,20 @@ def apply_wiener(
         )
     if softmask and alpha != 1.0:
         target_mags = target_mags.pow(alpha)
-    frames = mix_stft.shape[-1]
+    batch, _, bins, frames = mix_stft.shape
     step = wiener_win_len or frames
-    out = []
-    for b in range(mix_stft.shape[0]):
-        pieces = []
+    out = mix_stft.new_empty(batch, nb_sources, mix_stft.shape[1], bins, frames)
+    for b in range(batch):
         for start in range(0, frames, step):
             window = slice(start, min(frames, start + step))
-            v = target_mags[b, ..., window].double()
-            x = mix_stft[b, ..., window].to(torch.complex128)
-            y = filter_window(v, x, niter, softmask=softmask, residual=residual, eps=eps)
-            pieces.append(y.to(mix_stft.dtype))
-        out.append(torch.cat(pieces, -1))
-    return torch.stack(out)
+            whole = mix_stft[b, ..., window].to(torch.complex128)
+            max_abs = max(1.0, float(torch.hypot(whole.real, whole.imag).max()) / SCALE_FACTOR)
+            for lo in range(0, bins, BIN_BLOCK):  # bins are independent: bounded memory
+                band = slice(lo, min(bins, lo + BIN_BLOCK))
+                v = target_mags[b, ..., band, window].double()
+                x = mix_stft[b, ..., band, window].to(torch.complex128)
+                y = filter_window(
+                    v, x, niter, softmask=softmask, residual=residual, eps=eps, max_abs=max_abs
+                )
+                out[b, ..., band, window] = y
+    return out
