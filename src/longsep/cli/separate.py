@@ -15,7 +15,7 @@ from typing import Any
 from omegaconf import DictConfig, OmegaConf
 
 from longsep import audio
-from longsep.cli.common import names
+from longsep.cli.common import names, seconds
 from longsep.errors import LongsepError
 from longsep.inference.export import ExportError, check_filename_format, remove_stale_temporaries
 from longsep.inference.separator import SEPARATOR_OPTIONS, Separator
@@ -98,12 +98,11 @@ def duration_seconds(value: Any) -> float | None:
     if value is None or value == -1:
         return None
     try:
-        number = float(value)
-    except (TypeError, ValueError):
-        number = float("nan")
-    if not number > 0:
-        raise LongsepError(f"duration={value}: give seconds > 0, or -1 / null for the whole file")
-    return number
+        return seconds(value, "duration")
+    except LongsepError:
+        raise LongsepError(
+            f"duration={value}: give seconds > 0, or -1 / null for the whole file"
+        ) from None
 
 
 def _seconds(path: Path, start: float, duration: float | None) -> float:
