@@ -21,15 +21,15 @@ from omegaconf import OmegaConf
 from longsep.errors import LongsepError
 from longsep.spectral import STFTConfig, bandwidth_to_max_bin
 
-CONF_DIR: Path = Path(__file__).resolve().parents[2] / "conf"
+CONF_DIR: Path = Path(__file__).resolve().parent / "conf"  # shipped inside the package
 
 
 def conf_dir() -> Path:
-    """The repository's ``conf/`` directory (the package is installed editable)."""
+    """The Hydra configs shipped with the package (``longsep/conf``)."""
     if not (CONF_DIR / "separator").is_dir():
         raise LongsepError(
-            f"Hydra configs not found at {CONF_DIR}: install longsep editable from its "
-            "repository (pip install -e .)"
+            f"Hydra configs not found at {CONF_DIR}: the installation is incomplete, "
+            "reinstall longsep"
         )
     return CONF_DIR
 
