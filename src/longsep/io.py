@@ -7,12 +7,16 @@ goes to a hidden temporary sibling that is renamed over the target only once wri
 from __future__ import annotations
 
 import json
+import logging
 import math
 import os
+import re
 import uuid
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
+
+log = logging.getLogger(__name__)
 
 
 def temp_sibling(path: Path, suffix: str = "") -> Path:
@@ -65,3 +69,33 @@ def read_json(path: str | Path) -> Any | None:
         return json.loads(Path(path).read_text())
     except (OSError, ValueError):
         return None
+
+
+_TEMPORARY = re.compile(r"^\..+\.tmp-(?P<pid>\d+)-[0-9a-f]+")  # temp_sibling's names
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def remove_stale_temporaries(out_dir: str | Path) -> int:
+    """Delete the hidden temporary files (:func:`temp_sibling`) that killed runs left under
+    ``out_dir``, those whose writing process is gone; return how many were removed."""
+    root = Path(out_dir)
+    if not root.is_dir():
+        return 0
+    removed = 0
+    for path in root.rglob(".*.tmp-*"):
+        match = _TEMPORARY.match(path.name)
+        if match and path.is_file() and not _alive(int(match["pid"])):
+            path.unlink(missing_ok=True)
+            removed += 1
+    if removed:
+        log.info("removed %d temporary file(s) of an interrupted run under %s", removed, root)
+    return removed

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import logging
 import os
-import threading
 from pathlib import Path
 
 import numpy as np
@@ -13,6 +12,7 @@ import torch
 
 from longsep.audio.decode import _reason
 from longsep.errors import LongsepError
+from longsep.io import temp_sibling
 
 log = logging.getLogger(__name__)
 
@@ -102,8 +102,7 @@ class AudioWriter:
             extra["compression_level"] = float(np.clip(1 - (bitrate - 32) / (320 - 32), 0.0, 1.0))
             if self.codec == "mp3":
                 extra["bitrate_mode"] = "CONSTANT"
-        unique = f"{os.getpid()}-{threading.get_ident()}"
-        self.tmp = self.path.with_name(f".{self.path.stem}.tmp-{unique}.{self.codec}")
+        self.tmp = temp_sibling(self.path, f".{self.codec}")
         try:
             self.path.parent.mkdir(parents=True, exist_ok=True)
             self.file = sf.SoundFile(

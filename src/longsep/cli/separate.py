@@ -17,8 +17,9 @@ from omegaconf import DictConfig, OmegaConf
 from longsep import audio
 from longsep.cli.common import names, seconds
 from longsep.errors import LongsepError
-from longsep.inference.export import ExportError, check_filename_format, remove_stale_temporaries
+from longsep.inference.export import ExportError, check_filename_format
 from longsep.inference.separator import SEPARATOR_OPTIONS, Separator
+from longsep.io import remove_stale_temporaries
 
 log = logging.getLogger(__name__)
 
@@ -160,13 +161,13 @@ def separate(cfg: DictConfig) -> None:
         _summary(1, 0, _seconds(inputs[0], cfg.start, duration), time.perf_counter() - started)
         return
     failures: dict[Path, None] = {}  # ordered set of failed inputs
-    seconds, started = 0.0, time.perf_counter()
+    audio_seconds, started = 0.0, time.perf_counter()
     with _progress(len(inputs)) as bar:
         task = bar.add_task("separating", total=len(inputs)) if bar else None
         for index, path in enumerate(inputs, 1):
             try:
                 _separate_one(separator, cfg, path, out_dir, duration, synchronous=False)
-                seconds += _seconds(path, cfg.start, duration)
+                audio_seconds += _seconds(path, cfg.start, duration)
                 if bar is None:
                     log.info("[%d/%d] %s", index, len(inputs), path)
             except LongsepError as exc:
@@ -179,7 +180,9 @@ def separate(cfg: DictConfig) -> None:
         except ExportError as exc:  # songs separated but not written
             failures.update(dict.fromkeys(exc.inputs))
             _report_failure(out_dir, exc, bool(cfg.get("verbose")))
-    _summary(len(inputs) - len(failures), len(failures), seconds, time.perf_counter() - started)
+    _summary(
+        len(inputs) - len(failures), len(failures), audio_seconds, time.perf_counter() - started
+    )
     if failures:
         raise LongsepError(f"{len(failures)} of {len(inputs)} inputs failed (see above)")
 

@@ -3,9 +3,7 @@
 from __future__ import annotations
 
 import logging
-import os
 import queue
-import re
 import string
 from collections import deque
 from collections.abc import Callable, Mapping
@@ -182,33 +180,3 @@ class ExportQueue:
         failures, self._failures = self._failures, {}
         if failures:
             raise ExportError(failures)
-
-
-_TEMPORARY = re.compile(r"^\..+\.tmp-(?P<pid>\d+)-\d+\.[A-Za-z0-9]+$")
-
-
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
-
-
-def remove_stale_temporaries(out_dir: PathLike) -> int:
-    """Delete the hidden temporary stems that killed runs left under ``out_dir`` (those
-    whose writing process is gone); return how many were removed."""
-    root = Path(out_dir)
-    if not root.is_dir():
-        return 0
-    removed = 0
-    for path in root.rglob(".*.tmp-*"):
-        match = _TEMPORARY.match(path.name)
-        if match and path.is_file() and not _alive(int(match["pid"])):
-            path.unlink(missing_ok=True)
-            removed += 1
-    if removed:
-        log.info("removed %d temporary file(s) of an interrupted run under %s", removed, root)
-    return removed
