@@ -42,6 +42,7 @@ from longsep.evaluation.results import (
     summarize,
 )
 from longsep.inference.separator import SEPARATOR_OPTIONS, Separator
+from longsep.inference.streaming import fit_length
 from longsep.store import ModelSource
 
 log = logging.getLogger(__name__)
@@ -172,19 +173,14 @@ class FolderEstimator:
             if rate != song.rate:
                 log.info("%s: %d Hz, resampled to the reference's %d Hz", path, rate, song.rate)
             signal = audio.load(path, sample_rate=song.rate, channels=song.mixture.shape[1])
-            signal = signal.numpy().T.astype(np.float32)
             length = song.mixture.shape[0]
-            if len(signal) != length:
+            if signal.shape[-1] != length:
+                change = "cut" if signal.shape[-1] > length else "zero-padded"
                 log.warning(
-                    "%s: %d samples, the reference %d: %s",
-                    path,
-                    len(signal),
-                    length,
-                    "cut" if len(signal) > length else "zero-padded",
+                    "%s: %d samples, the reference %d: %s", path, signal.shape[-1], length, change
                 )
-                signal = signal[:length]
-                signal = np.pad(signal, ((0, length - len(signal)), (0, 0)))
-            estimates[target] = signal
+                signal = fit_length(signal, length)
+            estimates[target] = signal.numpy().T.astype(np.float32)
         return estimates
 
 
