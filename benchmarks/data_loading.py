@@ -20,7 +20,7 @@ from pathlib import Path
 import numpy as np
 
 from longsep.data.cache import TrackCache
-from longsep.data.musdb import open_musdb
+from longsep.data.musdb import cache_musdb_track, open_musdb
 
 
 def draw(tracks, n: int, seconds: float, seed: int) -> list[tuple[int, str, float]]:
@@ -77,7 +77,7 @@ def main() -> None:
         cache = TrackCache(Path(tmp) / "cache", root, 44100, args.cache_dtype)
         start = time.perf_counter()
         for track in tracks:
-            cache.ensure(track)
+            cache_musdb_track(cache, track)
         fill = time.perf_counter() - start
         picks = draw(tracks, args.chunks, args.seconds, seed=0)
         ours = bench_cache(cache, tracks, picks, args.seconds, 44100)

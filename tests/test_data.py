@@ -7,7 +7,8 @@ import torch
 from musdb_layout import write_musdb
 
 from longsep.data.augment import Augment, random_channel_swap, random_gain
-from longsep.data.musdb import EpochSampler, MUSDBDataModule, open_musdb
+from longsep.data.chunks import EpochSampler
+from longsep.data.musdb import MUSDBDataModule, open_musdb
 from longsep.errors import LongsepError
 
 RATE = 44100

@@ -13,14 +13,16 @@ import torch
 from omegaconf import OmegaConf
 
 from longsep import config
+from longsep.data.chunks import target_name
 from longsep.errors import LongsepError
 from longsep.models.build import is_no_attention
 
 log = logging.getLogger("longsep")
 
 
-def run_name(separator: str, attention: str | None, src: str, seq_len: float) -> str:
-    """``umx_transformer-qkvg1D-vocals-30s``: the directory name of a training run.
+def run_name(separator: str, attention: str | None, src: Any, seq_len: float) -> str:
+    """``umx_transformer-qkvg1D-vocals-30s``: the directory name of a training run
+    (a target summed from stems, ``src=[drums,bass]``, reads ``drums+bass``).
 
     Hydra resolves it before the job starts, where an error would be a traceback: a bad
     ``seq_len`` is kept as typed here and refused in one line by the job (:func:`seconds`).
@@ -30,7 +32,7 @@ def run_name(separator: str, attention: str | None, src: str, seq_len: float) ->
         length = f"{float(seq_len):g}"
     except (TypeError, ValueError):
         length = str(seq_len)
-    return "-".join([*parts, src, f"{length}s"])
+    return "-".join([*parts, target_name(src), f"{length}s"])
 
 
 def seconds(value: Any, key: str) -> float:

@@ -19,6 +19,7 @@ from pytorch_lightning.utilities import rank_zero_only
 
 from longsep.cli.common import pick_accelerator, seconds
 from longsep.data import instantiate_data
+from longsep.data.chunks import target_name
 from longsep.errors import LongsepError
 from longsep.evaluation.evaluate import evaluate_tracks, load_tracks, model_estimator
 from longsep.inference.separator import SEPARATOR_OPTIONS
@@ -128,7 +129,7 @@ def export_best(cfg: DictConfig, trainer: pl.Trainer, module: SeparationModule) 
         load_state(module.separator, separator_state(read_checkpoint(best), best), best)
     metrics = {k: float(v) for k, v in trainer.callback_metrics.items() if k.startswith("val/")}
     entry = StoreEntry(
-        target=cfg.src,
+        target=target_name(cfg.src),
         separator=separator_config(cfg),
         stft=STFTConfig(**cfg.stft),
         seq_len=float(cfg.seq_len),
@@ -137,7 +138,9 @@ def export_best(cfg: DictConfig, trainer: pl.Trainer, module: SeparationModule) 
     )
     if cfg.get("init_from"):
         entry.info["init_from"] = str(cfg.init_from)
-    return save_store(cfg.store_dir, module.separator.cpu(), entry)
+    return save_store(
+        cfg.store_dir, module.separator.cpu(), entry, cfg.get("store_dtype", "float32")
+    )
 
 
 def _attention_choice(value: Any) -> str:
@@ -187,7 +190,7 @@ def _base_record(cfg: DictConfig, choices: dict[str, Any]) -> dict[str, Any]:
     return records.new_record(
         separator=separator,
         attention=records.effective_attention(separator, attention) if separator else None,
-        src=str(cfg.src),
+        src=target_name(cfg.src),
         seq_len=float(cfg.seq_len),
         seed=int(cfg.seed),
         max_steps=int(cfg.trainer.get("max_steps", -1)),
@@ -290,9 +293,10 @@ def initialise(cfg: DictConfig, separator: torch.nn.Module, stft: STFTConfig) ->
         raise LongsepError(f"init_from_stats={stats} is not one of {', '.join(INIT_STATS)}")
     if not init_from:
         return False
-    found = init_separator(separator, str(init_from), str(cfg.src), stft)
-    if found != str(cfg.src):
-        log.info("fine-tuning %s weights from %s for src=%s", found, init_from, cfg.src)
+    src = target_name(cfg.src)
+    found = init_separator(separator, str(init_from), src, stft)
+    if found != src:
+        log.info("fine-tuning %s weights from %s for src=%s", found, init_from, src)
     return stats == "keep"
 
 
@@ -309,13 +313,13 @@ def _train(cfg: DictConfig, output_dir: Path, record: dict[str, Any]) -> float |
     stft = STFTConfig(**cfg.stft)
     separator = instantiate_separator(cfg)
     if not initialise(cfg, separator, stft):
-        stats_file = datamodule.cache.dir / f"stats-train-{stft.n_fft}-{stft.hop_length}.npz"
-        mean, std = input_statistics(datamodule.train_set.tracks, stft, stats_file)
+        stats_file = datamodule.stats_dir / f"stats-train-{stft.n_fft}-{stft.hop_length}.npz"
+        mean, std = input_statistics(datamodule.train_mixtures(), stft, stats_file)
         set_input_statistics(separator, mean, std)
 
     module = SeparationModule(
         separator=separator,
-        target=cfg.src,
+        target=target_name(cfg.src),
         stft=stft,
         loss=cfg.module.loss,
         optimizer=instantiate(cfg.module.optimizer),
@@ -352,6 +356,7 @@ def _train(cfg: DictConfig, output_dir: Path, record: dict[str, Any]) -> float |
         * float(cfg.seq_len),
         train_seconds=train_seconds,
         step_seconds=timer.mean if timer else None,
+        steps_per_second=1.0 / timer.mean if timer and timer.mean else None,
         peak_memory_mb=peak_mb,
         peak_memory_source=peak_source,
         device=str(trainer.strategy.root_device),
@@ -369,7 +374,8 @@ def _train(cfg: DictConfig, output_dir: Path, record: dict[str, Any]) -> float |
             test=summary["median"],
         )
         record["test_sdr"] = records.source_sdr(record)
-        log.info("test medians of %s: %s", cfg.src, summary["median"].get(str(cfg.src)))
+        src = target_name(cfg.src)
+        log.info("test medians of %s: %s", src, summary["median"].get(src))
     record["status"] = "ok"
     records.write_result(output_dir, record)
     return score

@@ -1,4 +1,5 @@
-"""Data: MUSDB18-layout data sets, the synthetic set, the decoded-audio cache, augmentation."""
+"""Data: MUSDB18, folders of stems, Open-Unmix layouts, combined data sets, the synthetic
+set, the decoded-audio cache, augmentation."""
 
 from __future__ import annotations
 

@@ -1,7 +1,8 @@
 """Decoded-audio cache: every track's stems decoded once into a memory-mapped array.
 
 A MUSDB ``.stem.mp4`` costs an AAC decode per read; a random 60-s chunk from the
-cache costs a slice copy. Layout on disk, one pair per track::
+cache costs a slice copy. Any data set's tracks are cached the same way: a track is a
+name in a subset with one audio file (or stream) per source. Layout on disk, one pair per track::
 
     <cache_dir>/<dataset key>/<subset>/<track name>.npy   int16 or float16 or float32,
                                                           shape (sources, channels, samples)
@@ -18,14 +19,13 @@ import hashlib
 import json
 import logging
 import os
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
-import torch
-from torchaudio.functional import resample
 
-from longsep import TARGETS, audio
+from longsep import audio
 from longsep.errors import LongsepError
 from longsep.io import atomic_write, write_text
 
@@ -103,52 +103,45 @@ class TrackCache:
             return False
         return meta.get("version") == _FORMAT_VERSION and meta.get("files") == _fingerprint(files)
 
-    def ensure(self, track) -> None:
-        """Decode ``track`` (a ``musdb.MultiTrack``) into the cache unless already there."""
-        npy, meta_path = self._paths(track.subset, track.name)
-        files = [s.path for s in track.sources.values()]
-        if npy.exists() and self._meta_ok(meta_path, files):
+    def ensure(
+        self,
+        subset: str,
+        name: str,
+        files: Mapping[str, str | Path],
+        decode: Callable[[str], np.ndarray] | None = None,
+    ) -> None:
+        """Decode one track into the cache unless already there.
+
+        ``files`` maps each source, in the order to keep, to its audio file; ``decode``
+        gives a source as float32 ``(channels, samples)`` at the cache's rate (default:
+        its file through :func:`longsep.audio.load`). Sources of unequal length are cut
+        to the shortest.
+        """
+        npy, meta_path = self._paths(subset, name)
+        paths = [str(p) for p in files.values()]
+        if npy.exists() and self._meta_ok(meta_path, paths):
             return
-        log.info("caching %s/%s", track.subset, track.name)
-        # our source order (vocals, drums, bass, other), whatever musdb's setup lists
-        known = [n for n in TARGETS if n in track.sources]
-        names = (*known, *(n for n in track.sources if n not in known))
-        stems = [self._decode(track, n) for n in names]
+        log.info("caching %s/%s", subset, name)
+        read = decode or (lambda s: audio.load(files[s], sample_rate=self.sample_rate).numpy())
+        stems = [read(s) for s in files]
         samples = min(s.shape[-1] for s in stems)
-        audio = np.stack([s[:, :samples] for s in stems])
+        data = np.stack([s[:, :samples] for s in stems])
         scale = 1.0
         if self.dtype == "int16":
-            peak = float(np.abs(audio).max()) if audio.size else 0.0
+            peak = float(np.abs(data).max()) if data.size else 0.0
             scale = max(peak, 1e-8) / 32767.0
-            audio = np.round(audio / scale).astype(np.int16)
+            data = np.round(data / scale).astype(np.int16)
         else:
-            audio = audio.astype(self.dtype)
-        atomic_write(npy, lambda p: np.save(p, audio), suffix=".npy")
+            data = data.astype(self.dtype)
+        atomic_write(npy, lambda p: np.save(p, data), suffix=".npy")
         meta = {
             "version": _FORMAT_VERSION,
-            "sources": list(names),
+            "sources": list(files),
             "sample_rate": self.sample_rate,
             "scale": scale,
-            "files": _fingerprint(files),
+            "files": _fingerprint(paths),
         }
         write_text(meta_path, json.dumps(meta))
-
-    def _decode(self, track, source: str) -> np.ndarray:
-        """Float32 ``(channels, samples)`` of one source at the cache's rate.
-
-        Wav stems are read exactly through :mod:`longsep.audio` (musdb would round
-        them to 16 bit); ``.stem.mp4`` streams are decoded by musdb (stempeg/ffmpeg).
-        """
-        if track.is_wav:
-            return audio.load(track.sources[source].path, sample_rate=self.sample_rate).numpy()
-        try:
-            data = np.asarray(track.sources[source].audio, dtype=np.float32).T
-        except Exception as exc:  # stempeg/ffmpeg raise many types
-            raise LongsepError(f"cannot decode {source} of {track.path}: {exc}") from exc
-        if track.rate != self.sample_rate:
-            resampled = resample(torch.from_numpy(data), int(track.rate), self.sample_rate)
-            data = resampled.numpy()
-        return data
 
     def open(self, subset: str, name: str) -> CachedTrack:
         """Memory-map a cached track (call :meth:`ensure` first)."""

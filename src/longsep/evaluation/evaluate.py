@@ -78,10 +78,14 @@ class Song:
         )
 
     def reference(self, target: str, estimated: Sequence[str]) -> np.ndarray | None:
-        """True audio of ``target``: a source, ``accompaniment`` (all but vocals) or
-        ``residual`` (the mixture minus the other ``estimated`` sources); None if unknown."""
+        """True audio of ``target``: a source, a sum of sources (``drums+bass``),
+        ``accompaniment`` (all but vocals) or ``residual`` (the mixture minus the other
+        ``estimated`` sources); None if unknown."""
         if target in self.sources:
             return self.sources[target]
+        parts = target.split("+")
+        if len(parts) > 1 and all(p in self.sources for p in parts):
+            return np.sum([self.sources[p] for p in parts], 0, dtype=np.float64).astype(np.float32)
         if target == "accompaniment" and "vocals" in self.sources:
             rest = [a for n, a in self.sources.items() if n != "vocals"]
             return np.sum(rest, axis=0, dtype=np.float64).astype(np.float32)
@@ -333,9 +337,11 @@ def evaluate_songs(
 
 
 def load_tracks(data: Any, split: str, names: Sequence[str] | None = None) -> list:
-    """The musdb tracks of ``split`` of the ``data`` config (generating the synthetic set
-    if configured), limited to ``names`` when given."""
+    """The tracks (musdb's, or folders read alike) of ``split`` of the ``data`` config
+    (generating the synthetic set if configured), limited to ``names`` when given."""
     datamodule = instantiate_data(data)
+    if not hasattr(datamodule, "tracks"):
+        raise LongsepError(f"{type(datamodule).__name__}: evaluate each of its data sets alone")
     if datamodule.generate is not None:
         from longsep.data.synth import ensure_dataset
 

@@ -1,6 +1,6 @@
 """SeparationModule: the LightningModule that trains one separator for one target.
 
-Batches come from :class:`longsep.data.musdb.MUSDBDataModule` (``mixture`` and
+Batches come from a :mod:`longsep.data` data module (``mixture`` and
 ``target`` audio, ``(batch, channels, samples)``); the module takes the STFT,
 feeds the mixture magnitude ``(batch, channels, bins, frames)`` to the separator
 and compares the estimate with the target magnitude (Open-Unmix's MSE by
@@ -10,7 +10,7 @@ default; L1 or a time-domain SI-SDR loss through the mixture phase as options).
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Any
 
@@ -51,12 +51,13 @@ def set_input_statistics(separator: nn.Module, mean: np.ndarray, std: np.ndarray
 
 
 def input_statistics(
-    tracks: Sequence, stft: STFTConfig, cache_file: Path | None = None, chunk_seconds: float = 30.0
+    mixtures: Iterable[np.ndarray], stft: STFTConfig, cache_file: Path | None = None
 ) -> tuple[np.ndarray, np.ndarray]:
     """Per-bin mean and std of the mono magnitude of the training mixtures.
 
-    ``tracks`` are :class:`~longsep.data.cache.CachedTrack`; the mixture is the sum
-    of the unaugmented sources. Results are cached in ``cache_file`` (npz) when given.
+    ``mixtures`` are float32 ``(channels, samples)`` pieces of the unaugmented training
+    mixtures (``ChunkDataModule.train_mixtures``); they are read only when the results
+    are not yet cached in ``cache_file`` (npz).
     """
     if cache_file is not None and cache_file.exists():
         data = np.load(cache_file)
@@ -65,15 +66,11 @@ def input_statistics(
     total = np.zeros(stft.nb_bins)
     total_sq = np.zeros(stft.nb_bins)
     count = 0
-    step = round(chunk_seconds * stft.sample_rate)
-    for track in tracks:
-        for start in range(0, track.samples, step):
-            length = min(step, track.samples - start)
-            mix = sum(track.chunk(s, start, length) for s in track.sources)
-            mag = magnitude(transform(torch.from_numpy(mix))).mean(0).double()  # (bins, frames)
-            total += mag.sum(-1).numpy()
-            total_sq += mag.pow(2).sum(-1).numpy()
-            count += mag.shape[-1]
+    for mix in mixtures:
+        mag = magnitude(transform(torch.from_numpy(mix))).mean(0).double()  # (bins, frames)
+        total += mag.sum(-1).numpy()
+        total_sq += mag.pow(2).sum(-1).numpy()
+        count += mag.shape[-1]
     if count == 0:
         raise LongsepError("no training audio to compute input statistics from")
     mean = total / count
