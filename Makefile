@@ -6,7 +6,7 @@ QUICK_RUN := runs/quickstart
 STUDY_CPU := runs/multirun/seq_len_study_cpu
 STUDY_CPU_OUT := experiments/results/synth_cpu
 
-.PHONY: quickstart test install dev ffmpeg lint study-cpu
+.PHONY: quickstart test install dev ffmpeg render-deps lint study-cpu study-rendered default-model
 
 ffmpeg:  ## ffmpeg is needed by musdb (and to read m4a / stem.mp4); installed with apt as root
 	@command -v ffmpeg >/dev/null && command -v ffprobe >/dev/null || { \
@@ -14,16 +14,27 @@ ffmpeg:  ## ffmpeg is needed by musdb (and to read m4a / stem.mp4); installed wi
 	    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq ffmpeg; \
 	  else echo "please install ffmpeg (apt-get install ffmpeg / brew install ffmpeg)"; exit 1; fi; }
 
+RENDER_DEBS := fluidsynth fluid-soundfont-gm simutrans-data
+render-deps:  ## fluidsynth, a General-MIDI SoundFont and the MIDI songs of the rendered set (apt, as root)
+	@command -v fluidsynth >/dev/null && [ -f /usr/share/sounds/sf2/FluidR3_GM.sf2 ] \
+	  && [ -d /usr/share/games/simutrans/music ] || { \
+	  if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
+	    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq \
+	      --no-install-recommends $(RENDER_DEBS); \
+	  else echo "please install $(RENDER_DEBS) (Debian/Ubuntu: sudo apt-get install $(RENDER_DEBS))"; exit 1; fi; }
+
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
 
-install: ffmpeg $(BIN)/python  ## runtime dependencies + the package (editable)
+install: ffmpeg render-deps $(BIN)/python  ## runtime dependencies + the package (editable)
 	$(BIN)/pip install -q -r requirements.txt
 
-dev: ffmpeg $(BIN)/python  ## + test and lint dependencies (pytest, ruff, openunmix)
+dev: ffmpeg render-deps $(BIN)/python  ## + test and lint dependencies (pytest, ruff, openunmix)
 	$(BIN)/pip install -q -r requirements-dev.txt
 
-quickstart: install  ## generate the synthetic set, train a small UMX on CPU, separate a test song
+quickstart: install  ## separate a song with the default model, then train a small UMX on CPU and separate with it
+	$(BIN)/python -m longsep.data.synth --out data/synth --workers 2
+	$(BIN)/python separate.py input="'data/synth/test/*/mixture.wav'" limit=1 out_dir=separated/default
 	$(BIN)/python train.py +experiment=quickstart hydra.run.dir=$(QUICK_RUN)
 	$(BIN)/python separate.py model=$(QUICK_RUN)/model \
 	  input="'data/synth/test/*/mixture.wav'" limit=1 out_dir=separated
@@ -35,6 +46,21 @@ study-cpu: install  ## the reduced sequence-length study on CPU (experiments/REA
 	  > $(STUDY_CPU_OUT)/seq_len_scaling.jsonl
 	$(BIN)/python -m longsep.study $(STUDY_CPU) --out $(STUDY_CPU_OUT) \
 	  --scaling $(STUDY_CPU_OUT)/seq_len_scaling.jsonl --context
+
+STUDY_RENDERED := runs/multirun/seq_len_study_rendered
+CONTROL := runs/multirun/context_control_cpu
+RENDERED_OUT := experiments/results/rendered_cpu
+study-rendered: install  ## the study on rendered music with models that learn, and the long-context controls
+	$(BIN)/python -m longsep.data.render --out data/rendered --sample-rate 22050 --workers 2
+	$(BIN)/python train.py +experiment=seq_len_study_rendered
+	$(BIN)/python train.py +experiment=context_control_cpu
+	$(BIN)/python -m longsep.study $(STUDY_RENDERED) --out $(RENDERED_OUT)
+	$(BIN)/python -m longsep.study $(CONTROL)/synth_positive --out $(RENDERED_OUT)/control_positive
+	$(BIN)/python -m longsep.study $(CONTROL)/synth_negative --out $(RENDERED_OUT)/control_negative
+
+default-model: install  ## train the default model (models/umx_small_rendered) on the rendered set
+	$(BIN)/python -m longsep.data.render --out data/rendered --sample-rate 22050 --workers 2
+	$(BIN)/python train.py +experiment=default_model
 
 test: dev  ## the test suite (fast tests; `$(BIN)/pytest -m slow` for the long ones)
 	$(BIN)/pytest

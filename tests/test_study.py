@@ -92,6 +92,7 @@ def test_sweep_records_every_job(sweep):
     assert ok["train_audio_seconds"] == 1 * 48 * 2.0
     for key in ("train_seconds", "eval_seconds", "step_seconds", "peak_memory_mb"):
         assert ok[key] > 0, key
+    assert ok["steps_per_second"] == pytest.approx(1 / ok["step_seconds"])
     assert ok["best_val_loss"] is not None and ok["eval_tracks"] == 1
     assert set(ok["test"]) == {"vocals", "residual"}
     assert set(ok["test"]["vocals"]) == {"SDR", "SIR", "SAR", "ISR", "SI-SDR"}

@@ -11,6 +11,7 @@ import logging
 import math
 import os
 import re
+import shutil
 import uuid
 from collections.abc import Callable
 from pathlib import Path
@@ -40,6 +41,14 @@ def atomic_write(path: str | Path, write: Callable[[Path], Any], suffix: str = "
     finally:
         tmp.unlink(missing_ok=True)
     return path
+
+
+def replace_dir(staging: Path, final: Path) -> Path:
+    """Move the fully written folder ``staging`` to ``final``, replacing an older one."""
+    final.parent.mkdir(parents=True, exist_ok=True)
+    shutil.rmtree(final, ignore_errors=True)
+    os.replace(staging, final)
+    return final
 
 
 def write_text(path: str | Path, text: str) -> Path:

@@ -82,10 +82,36 @@ class StoreEntry:
             raise LongsepError(f"{source} is not a longsep model description: {exc}") from exc
 
 
-def save_store(store_dir: PathLike, separator: nn.Module, entry: StoreEntry) -> Path:
-    """Write ``<target>.safetensors`` + ``<target>.yaml`` into ``store_dir`` atomically."""
+STORE_DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}
+DEFAULT_MODEL = "umx_small_rendered"  # models/<name>: used by separate.py without model=
+
+
+def default_model() -> Path:
+    """The model store shipped in the repository's ``models/`` (a clone or editable install)."""
+    store = Path(__file__).resolve().parents[2] / "models" / DEFAULT_MODEL
+    if not is_model_dir(store):
+        raise LongsepError(
+            f"model=... is not given and the default model {store} is not in this installation "
+            "(it ships with a clone of the repository): pass model=<store dir | checkpoint | umxhq>"
+        )
+    return store
+
+
+def save_store(
+    store_dir: PathLike, separator: nn.Module, entry: StoreEntry, dtype: str = "float32"
+) -> Path:
+    """Write ``<target>.safetensors`` + ``<target>.yaml`` into ``store_dir`` atomically.
+
+    ``dtype`` (``float32`` / ``float16`` / ``bfloat16``) is the type floating-point weights
+    are stored in; they are loaded back into float32 networks.
+    """
+    if dtype not in STORE_DTYPES:
+        raise LongsepError(f"store_dtype={dtype} is not one of {', '.join(STORE_DTYPES)}")
     store = Path(store_dir)
-    state = {k: v.detach().cpu().contiguous() for k, v in separator.state_dict().items()}
+    state = {
+        k: (v.to(STORE_DTYPES[dtype]) if v.is_floating_point() else v).detach().cpu().contiguous()
+        for k, v in separator.state_dict().items()
+    }
     atomic_write(store / f"{entry.target}.safetensors", lambda p: save_file(state, str(p)))
     text = yaml.safe_dump(entry.to_dict(), sort_keys=False)
     atomic_write(store / f"{entry.target}.yaml", lambda p: p.write_text(text))

@@ -15,7 +15,20 @@ repetition that the sequence-length study probes. Stems, each ``(samples, 2)`` f
   note glides, delayed vibrato, consonant noise and phrase pauses.
 
 ``mixture`` is the float32 sum of the four stems; one gain per song keeps every peak at or
-below :data:`PEAK`. Layout written by :func:`generate_dataset`::
+below :data:`PEAK`.
+
+Long-context controls (``control=``, default ``none``: the songs above). ``positive``: a
+*distractor*, a second sung melody in ``other`` from the vocals' synthesizer with its own
+timbre, register, level and melodies drawn from the vocals' distributions, sings wherever
+the vocals do, so no instant tells which voice is the target. Only a ``solo`` section
+(>= :data:`SOLO_SECONDS`, vocals without the distractor) at the start or the end (drawn
+per song) does, and a ``break`` of >= :data:`GAP_SECONDS` without either voice separates
+it from every section where both sing: a model must look that far to pick the target.
+``negative``: the same songs with the ``solo`` samples cut out (a shorter song, otherwise
+sample-identical). Track names end in `` (positive)`` / `` (negative)``; the manifest
+records ``control``, ``distractor_voice`` and the negative's ``removed`` section.
+
+Layout written by :func:`generate_dataset`::
 
     DIR/train/<track>/{mixture,vocals,drums,bass,other}.wav   training and validation songs
     DIR/test/<track>/{mixture,vocals,drums,bass,other}.wav    test songs
@@ -36,14 +49,14 @@ from __future__ import annotations
 import argparse
 import json
 import logging
-import os
+import math
 import re
 import shutil
 import sys
 import time
 from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import ProcessPoolExecutor
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import asdict, dataclass, field, fields, replace
 from itertools import cycle
 from multiprocessing import get_context
 from pathlib import Path
@@ -56,7 +69,7 @@ from scipy.signal import butter, sosfilt
 
 from longsep import TARGETS
 from longsep.errors import LongsepError
-from longsep.io import atomic_write, read_json, write_text
+from longsep.io import atomic_write, read_json, replace_dir, write_text
 
 log = logging.getLogger(__name__)
 
@@ -77,6 +90,11 @@ SETUP_FILE = "setup.yaml"
 FILES = ("mixture", *TARGETS)
 
 KINDS = ("intro", "verse", "chorus", "bridge", "outro")
+CONTROLS = ("none", "positive", "negative")
+CONTROL_KINDS = ("solo", "break")  # the exposed section and the gap after (or before) it
+SOLO_SECONDS = 11.0  # the exposed section is at least this long: >= 8 s of singing
+GAP_SECONDS = 10.0  # instrumental break between the exposed and the both-singing sections
+CONTROL_MIN_SECONDS = 48.0  # room for solo, break and one both-singing section
 BODY = ("verse", "chorus", "verse", "chorus", "bridge", "chorus")
 KEY_NAMES = ("C", "Db", "D", "Eb", "E", "F", "Gb", "G", "Ab", "A", "Bb", "B")
 SCALES = {"major": (0, 2, 4, 5, 7, 9, 11), "minor": (0, 2, 3, 5, 7, 8, 10)}
@@ -105,10 +123,10 @@ BASS_RHYTHMS = (
 STRUM_RHYTHMS = ((0, 2, 4, 6), (0, 3, 6), (0, 3, 4, 6), (0, 4), (0, 2, 3, 5, 6))
 _TABLE_SIZE = 2048
 _CONTROL_HOP = 32
-_STEM_CODES = {stem: i + 1 for i, stem in enumerate(TARGETS)}
-_KIND_CODES = {kind: i + 1 for i, kind in enumerate(KINDS)}
+_STEM_CODES = {stem: i + 1 for i, stem in enumerate((*TARGETS, "distractor"))}
+_KIND_CODES = {kind: i + 1 for i, kind in enumerate((*KINDS, *CONTROL_KINDS))}
 _SPLIT_CODES = {"train": 1, "valid": 2, "test": 3}
-_PLAN_CODE, _DURATION_CODE = 0, 7
+_PLAN_CODE, _DURATION_CODE, _CONTROL_CODE = 0, 7, 8
 _TRACK_RE = re.compile(r"^synth_(train|valid|test)_\d{3,} - ")
 
 
@@ -151,6 +169,9 @@ class SongSpec:
     other_style: str
     voice: str
     swing: float
+    control: str = "none"
+    distractor_voice: str = ""  # register of the control's second singer
+    removed: Section | None = None  # negative control: the exposed section, cut out
 
     @property
     def duration(self) -> float:
@@ -162,8 +183,9 @@ class SongSpec:
 
     @property
     def name(self) -> str:
-        """A filesystem-safe title, e.g. ``Eb minor 112bpm``."""
-        return f"{self.key} {self.tempo}bpm"
+        """A filesystem-safe title, e.g. ``Eb minor 112bpm`` or ``Eb minor 112bpm (positive)``."""
+        suffix = "" if self.control == "none" else f" ({self.control})"
+        return f"{self.key} {self.tempo}bpm{suffix}"
 
     @property
     def bar_samples(self) -> float:
@@ -179,8 +201,8 @@ class SongSpec:
         return tuple((self.root + scale[(degree + 2 * i) % 7]) % 12 for i in range(3))
 
     def to_dict(self) -> dict[str, Any]:
-        """JSON-ready summary for the manifest."""
-        return {
+        """JSON-ready summary for the manifest (control songs add ``control``, ...)."""
+        out = {
             "seed": self.seed,
             "seconds": round(self.duration, 4),
             "samples": self.samples,
@@ -190,6 +212,11 @@ class SongSpec:
             "voice": self.voice,
             "sections": [[s.kind, s.start, s.length, list(s.stems)] for s in self.sections],
         }
+        if self.control != "none":
+            out |= {"control": self.control, "distractor_voice": self.distractor_voice}
+        if self.removed is not None:
+            out["removed"] = [self.removed.kind, self.removed.start, self.removed.length]
+        return out
 
 
 def song_duration(seed: int, min_seconds: float, max_seconds: float) -> float:
@@ -227,14 +254,37 @@ def _form(samples: int, bar: float, bars: dict[str, int], intro: bool) -> list[s
     return kinds
 
 
-def plan_song(seed: int, duration: float | None = None, sample_rate: int = SAMPLE_RATE) -> SongSpec:
-    """Compose the song of ``seed`` (``duration`` seconds; default drawn from the seed)."""
+def _tile(
+    kinds: Sequence[str],
+    samples: int,
+    bar: float,
+    bars: dict[str, int],
+    stems: dict[str, tuple[str, ...]],
+) -> tuple[Section, ...]:
+    """Sections of ``kinds`` one after the other, up to ``samples``."""
+    sections, start = [], 0
+    for kind in kinds:
+        if start >= samples:
+            break
+        length = round(bars[kind] * bar)  # the same for every occurrence: sections tile
+        sections.append(Section(kind, start, length, bars[kind], stems[kind]))
+        start += length
+    return tuple(sections)
+
+
+def plan_song(
+    seed: int, duration: float | None = None, sample_rate: int = SAMPLE_RATE, control: str = "none"
+) -> SongSpec:
+    """Compose the song of ``seed`` (``duration`` seconds; default drawn from the seed),
+    or its ``positive`` / ``negative`` long-context control (see the module docstring)."""
     if seed < 0:
         raise LongsepError(f"seed={seed} must be a non-negative integer")
     if duration is None:
         duration = song_duration(seed, DEFAULT_MIN_SECONDS, DEFAULT_MAX_SECONDS)
     if duration <= 0:
         raise LongsepError(f"duration={duration} must be a positive number of seconds")
+    if control != "none" and duration < CONTROL_MIN_SECONDS:
+        raise LongsepError(f"control={control} needs songs of >= {CONTROL_MIN_SECONDS:g} s")
     rng = _rng(seed, _PLAN_CODE)
     tempo = int(rng.integers(80, 141))
     root = int(rng.integers(12))
@@ -254,16 +304,61 @@ def plan_song(seed: int, duration: float | None = None, sample_rate: int = SAMPL
 
     samples = round(duration * sample_rate)
     bar = 240.0 / tempo * sample_rate
-    sections, start = [], 0
-    for kind in _form(samples, bar, bars, intro=duration >= 30.0):
-        if start >= samples:
-            break
-        length = round(bars[kind] * bar)  # the same for every occurrence: sections tile
-        sections.append(Section(kind, start, length, bars[kind], stems[kind]))
-        start += length
-    return SongSpec(
-        seed, sample_rate, samples, tempo, root, mode, progressions, bars, tuple(sections),
+    sections = _tile(_form(samples, bar, bars, intro=duration >= 30.0), samples, bar, bars, stems)
+    spec = SongSpec(
+        seed, sample_rate, samples, tempo, root, mode, progressions, bars, sections,
         other_style, voice, swing,
+    )  # fmt: skip
+    if control == "none":
+        return spec
+    positive = _control_song(spec, stems)
+    return positive if control == "positive" else _without_exposed(positive)
+
+
+def _without_exposed(positive: SongSpec) -> SongSpec:
+    """The negative control: ``positive`` with its exposed section cut out."""
+    cut = next(s for s in positive.sections if s.kind == "solo")
+    sections = tuple(
+        s if s.start < cut.start else replace(s, start=s.start - cut.length)
+        for s in positive.sections
+        if s is not cut
+    )
+    samples = positive.samples - cut.length
+    return replace(positive, samples=samples, sections=sections, control="negative", removed=cut)
+
+
+def _control_song(spec: SongSpec, stems: dict[str, tuple[str, ...]]) -> SongSpec:
+    """The positive control of a planned song: a distractor sings wherever the vocals do,
+    except in a ``solo`` section at the start or the end, a ``break`` away from the rest."""
+    rng = _rng(spec.seed, _CONTROL_CODE)
+    distractor_voice = ("low", "high")[int(rng.integers(2))]  # as plan_song draws ``voice``
+    exposed_first = bool(rng.random() < 0.5)
+    bar, seconds = spec.bar_samples, spec.bar_samples / spec.sample_rate
+    solo = 2 * math.ceil(SOLO_SECONDS / seconds / 2)  # whole two-bar phrases
+    bars = {**spec.bars, "solo": solo, "break": math.ceil(GAP_SECONDS / seconds)}
+    main = spec.progressions["verse"]
+    progressions = {**spec.progressions, "solo": main, "break": main}
+    stems = {**stems, "outro": tuple(s for s in stems["outro"] if s != "vocals")}
+    stems = {k: (*v, "distractor") if "vocals" in v else v for k, v in stems.items()}
+    stems |= {"solo": TARGETS, "break": TARGETS[1:]}  # TARGETS[1:]: drums, bass, other
+
+    def length(names: Sequence[str]) -> int:
+        return sum(round(bars[k] * bar) for k in names)
+
+    if exposed_first:
+        rest = spec.samples - length(["solo", "break"])
+        kinds = ["solo", "break", *_form(rest, bar, bars, intro=False)]
+    else:  # body sections, then break and solo, then outros with the final fade-out
+        kinds, room = [], spec.samples - 2 * spec.sample_rate
+        for kind in cycle(BODY):
+            if kinds and length([*kinds, kind, "break", "solo"]) > room:
+                break
+            kinds.append(kind)
+        kinds += ["break", "solo"]
+        kinds += ["outro"] * math.ceil((spec.samples - length(kinds)) / length(["outro"]))
+    return replace(
+        spec, bars=bars, progressions=progressions, control="positive",
+        sections=_tile(kinds, spec.samples, bar, bars, stems), distractor_voice=distractor_voice,
     )  # fmt: skip
 
 
@@ -641,11 +736,12 @@ class _Vocals(_Instrument):
     stem = "vocals"
     max_hz = 6000.0
 
-    def __init__(self, spec: SongSpec) -> None:
+    def __init__(self, spec: SongSpec, voice: str | None = None) -> None:
         super().__init__(spec)
         rng = self.rng()
-        self.low = 57 if spec.voice == "high" else 45
-        self.formant_scale = (1.15 if spec.voice == "high" else 1.0) * rng.uniform(0.95, 1.05)
+        voice = voice or spec.voice
+        self.low = 57 if voice == "high" else 45
+        self.formant_scale = (1.15 if voice == "high" else 1.0) * rng.uniform(0.95, 1.05)
         self.tilt = rng.uniform(0.6, 1.0)
         self.vibrato_rate, self.vibrato_depth = rng.uniform(5.0, 6.0), rng.uniform(0.2, 0.5)
         self.vibrato_delay = rng.uniform(0.15, 0.3)
@@ -765,6 +861,16 @@ class _Vocals(_Instrument):
         return noise * np.clip(t / 0.005, 0, 1) * np.exp(-t / 0.02)
 
 
+class _Distractor(_Vocals):
+    """The control songs' second singer (in ``other``): the vocals' synthesizer, with its
+    own timbre, register and melodies drawn the same way."""
+
+    stem = "distractor"
+
+    def __init__(self, spec: SongSpec) -> None:
+        super().__init__(spec, spec.distractor_voice)
+
+
 def _shift(note: _Note, eighths: int) -> _Note:
     return _Note(
         note.start + eighths, note.length, note.midi, note.vowel, note.consonant, note.velocity
@@ -813,23 +919,43 @@ def _active_rms(spec: SongSpec, stem: str, audio: np.ndarray) -> float:
     return float(np.sqrt(sum(np.sum(p**2) for p in parts) / count)) if count else 0.0
 
 
+def _levelled(spec: SongSpec, instrument: _Instrument, level_db: float) -> np.ndarray:
+    """An instrument's part at ``level_db`` (active RMS 0.1 = 0 dB), faded out at the end."""
+    audio = _arrange(spec, instrument)
+    rms = _active_rms(spec, instrument.stem, audio)
+    if rms > 0:
+        audio *= 0.1 * 10 ** (level_db / 20) / rms
+    return _fade_out(audio, min(round(2.0 * spec.sample_rate), spec.samples // 10))
+
+
 def render_song(spec: SongSpec) -> dict[str, np.ndarray]:
     """Render a planned song: ``{vocals, drums, bass, other, mixture}`` -> ``(samples, 2)``.
 
     Stems are float32, levelled per song (vocals on top), faded out over the last
     two seconds, and scaled by one common gain so that no stem nor the mixture peaks above
-    :data:`PEAK`; ``mixture`` is their float32 sum.
+    :data:`PEAK`; ``mixture`` is their float32 sum. A control song's ``other`` holds the
+    distractor, levelled as the vocals are; a negative control is its positive control
+    with the exposed section's samples cut out.
     """
+    if spec.removed is not None:
+        cut = spec.removed
+        positive = plan_song(
+            spec.seed, (spec.samples + cut.length) / spec.sample_rate, spec.sample_rate, "positive"
+        )
+        song = render_song(positive)
+        return {
+            k: np.concatenate([a[: cut.start], a[cut.start + cut.length :]])
+            for k, a in song.items()
+        }
     levels_db = _rng(spec.seed, _PLAN_CODE, 1).uniform(
         [-1.0, -2.0, -3.0, -5.0], [1.0, 1.0, 0.0, -1.0]
     )
     stems = {}
     for stem, level_db in zip(TARGETS, levels_db, strict=True):
-        audio = _arrange(spec, _INSTRUMENTS[stem](spec))
-        rms = _active_rms(spec, stem, audio)
-        if rms > 0:
-            audio *= 0.1 * 10 ** (level_db / 20) / rms
-        stems[stem] = _fade_out(audio, min(round(2.0 * spec.sample_rate), spec.samples // 10))
+        stems[stem] = _levelled(spec, _INSTRUMENTS[stem](spec), level_db)
+    if spec.control != "none":
+        level_db = _rng(spec.seed, _CONTROL_CODE, 1).uniform(-1.0, 1.0)  # the vocals' range
+        stems["other"] += _levelled(spec, _Distractor(spec), level_db)
     mixture = sum(stems.values())
     peak = max(np.max(np.abs(a)) for a in [mixture, *stems.values()])
     gain = PEAK / peak if peak > 0 else 1.0
@@ -847,14 +973,14 @@ def _float32_sum(stems: dict[str, np.ndarray]) -> np.ndarray:
 
 
 def generate_song(
-    seed: int, duration: float | None = None, sample_rate: int = SAMPLE_RATE
+    seed: int, duration: float | None = None, sample_rate: int = SAMPLE_RATE, control: str = "none"
 ) -> dict[str, np.ndarray]:
-    """The song of ``seed``: stems and mixture, each ``(samples, 2)`` float32.
+    """The song of ``seed`` (or its ``control``): stems and mixture, ``(samples, 2)`` float32.
 
     Same seed, duration and rate give bit-identical audio. ``duration=None`` draws it
     from the seed in ``[DEFAULT_MIN_SECONDS, DEFAULT_MAX_SECONDS]``.
     """
-    return render_song(plan_song(seed, duration, sample_rate))
+    return render_song(plan_song(seed, duration, sample_rate, control))
 
 
 # ---------------------------------------------------------------------------- data set
@@ -884,6 +1010,7 @@ class SynthParams:
     max_seconds: float = DEFAULT_MAX_SECONDS
     sample_rate: int = SAMPLE_RATE
     subtype: str = DEFAULT_SUBTYPE
+    control: str = "none"
 
     def __post_init__(self) -> None:
         for f in fields(self):
@@ -902,17 +1029,24 @@ class SynthParams:
             raise LongsepError(f"synth sample_rate={self.sample_rate} must be >= 8000")
         if self.subtype not in SUBTYPES:
             raise LongsepError(f"synth subtype={self.subtype!r} must be one of {list(SUBTYPES)}")
+        if self.control not in CONTROLS:
+            raise LongsepError(f"synth control={self.control!r} must be one of {list(CONTROLS)}")
+        if self.control != "none" and self.min_seconds < CONTROL_MIN_SECONDS:
+            raise LongsepError(
+                f"synth control={self.control} needs min_seconds >= {CONTROL_MIN_SECONDS:g}"
+            )
+
+    def record(self) -> dict[str, Any]:
+        """All parameters, for the manifest; ``control`` only when set (older sets stay valid)."""
+        out = asdict(self)
+        if self.control == "none":
+            del out["control"]
+        return out
 
     def content(self) -> dict[str, Any]:
         """The parameters a single track depends on (not the counts)."""
-        return {
-            "version": SYNTH_VERSION,
-            "seed": self.seed,
-            "min_seconds": self.min_seconds,
-            "max_seconds": self.max_seconds,
-            "sample_rate": self.sample_rate,
-            "subtype": self.subtype,
-        }
+        out = {k: v for k, v in self.record().items() if not k.startswith("n_")}
+        return {"version": SYNTH_VERSION, **out}
 
 
 def make_params(**params: Any) -> SynthParams:
@@ -963,7 +1097,7 @@ def plan_dataset(params: SynthParams) -> list[TrackJob]:
         for index in range(count):
             seed = track_seed(params.seed, split, index)
             seconds = song_duration(seed, params.min_seconds, params.max_seconds)
-            spec = plan_song(seed, seconds, params.sample_rate)
+            spec = plan_song(seed, seconds, params.sample_rate, params.control)
             jobs.append(TrackJob(split, index, seed, seconds, params.sample_rate, spec))
     return jobs
 
@@ -987,7 +1121,7 @@ def _encode(song: dict[str, np.ndarray], subtype: str) -> dict[str, np.ndarray]:
 
 def write_track(job: TrackJob, root: Path, subtype: str) -> Path:
     """Render one song and move it into place as a whole (staging folder, then rename)."""
-    song = generate_song(job.seed, job.seconds, job.sample_rate)
+    song = render_song(job.spec)
     staging = root / ".synth-staging" / job.name
     shutil.rmtree(staging, ignore_errors=True)
     staging.mkdir(parents=True)
@@ -996,11 +1130,7 @@ def write_track(job: TrackJob, root: Path, subtype: str) -> Path:
             staging / f"{name}.wav",
             lambda p, a=audio: sf.write(p, a, job.sample_rate, subtype=subtype, format="WAV"),
         )
-    final = job.folder(root)
-    final.parent.mkdir(parents=True, exist_ok=True)
-    shutil.rmtree(final, ignore_errors=True)
-    os.replace(staging, final)
-    return final
+    return replace_dir(staging, job.folder(root))
 
 
 def musdb_setup(validation_tracks: Sequence[str], sample_rate: int = SAMPLE_RATE) -> dict:
@@ -1057,7 +1187,7 @@ def _manifest(params: SynthParams, jobs: list[TrackJob]) -> dict[str, Any]:
     return {
         "format": "longsep-synth",
         "version": SYNTH_VERSION,
-        "params": asdict(params),
+        "params": params.record(),
         "seconds": round(sum(job.spec.duration for job in jobs), 3),
         "tracks": tracks,
     }
@@ -1073,6 +1203,7 @@ def generate_dataset(
     max_seconds: float = DEFAULT_MAX_SECONDS,
     sample_rate: int = SAMPLE_RATE,
     subtype: str = DEFAULT_SUBTYPE,
+    control: str = "none",
     workers: int = 1,
     overwrite: bool = False,
 ) -> Path:
@@ -1080,10 +1211,11 @@ def generate_dataset(
 
     Tracks already complete are kept (an interrupted run resumes); validation songs go to
     ``train/`` and are named in ``setup.yaml``; ``synth.json`` is written last.
-    ``workers > 1`` renders songs in that many processes.
+    ``workers > 1`` renders songs in that many processes; ``control`` makes the
+    long-context controls (see the module docstring).
     """
     params = SynthParams(
-        n_train, n_valid, n_test, seed, min_seconds, max_seconds, sample_rate, subtype
+        n_train, n_valid, n_test, seed, min_seconds, max_seconds, sample_rate, subtype, control
     )
     root = Path(out_dir).expanduser()
     root.mkdir(parents=True, exist_ok=True)
@@ -1111,7 +1243,7 @@ def is_complete(out_dir: str | Path, params: SynthParams) -> bool:
     manifest = read_json(root / MANIFEST)
     if not manifest or manifest.get("version") != SYNTH_VERSION:
         return False
-    if manifest.get("params") != asdict(params):
+    if manifest.get("params") != params.record():
         return False
     for split, tracks in manifest.get("tracks", {}).items():
         subset = "test" if split == "test" else "train"
@@ -1124,7 +1256,7 @@ def ensure_dataset(out_dir: str | Path | None, workers: int = 1, **params: Any) 
     """Return ``out_dir`` at once if it holds the set of ``params``, else generate it.
 
     ``params`` are those of :func:`generate_dataset` (``n_train``, ``n_valid``, ``n_test``,
-    ``seed``, ``min_seconds``, ``max_seconds``, ``sample_rate``, ``subtype``).
+    ``seed``, ``min_seconds``, ``max_seconds``, ``sample_rate``, ``subtype``, ``control``).
     """
     spec = make_params(**params)
     if out_dir is None:
@@ -1158,6 +1290,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--max-seconds", type=float, default=DEFAULT_MAX_SECONDS)
     parser.add_argument("--sample-rate", type=int, default=SAMPLE_RATE)
     parser.add_argument("--subtype", choices=SUBTYPES, default=DEFAULT_SUBTYPE)
+    parser.add_argument("--control", choices=CONTROLS, default="none", help="long-context control")
     parser.add_argument("--workers", type=int, default=1, help="processes rendering songs")
     parser.add_argument("--overwrite", action="store_true", help="render every song again")
     args = parser.parse_args(argv)
@@ -1166,7 +1299,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         root = generate_dataset(
             args.out, args.tracks, args.valid_tracks, args.test_tracks, args.seed,
-            args.min_seconds, args.max_seconds, args.sample_rate, args.subtype,
+            args.min_seconds, args.max_seconds, args.sample_rate, args.subtype, args.control,
             workers=args.workers, overwrite=args.overwrite,
         )  # fmt: skip
     except LongsepError as exc:

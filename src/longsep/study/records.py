@@ -51,6 +51,7 @@ FIELDS: tuple[str, ...] = (
     "train_audio_seconds",
     "train_seconds",
     "step_seconds",
+    "steps_per_second",
     "peak_memory_mb",
     "peak_memory_source",
     "device",

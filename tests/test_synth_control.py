@@ -1,0 +1,193 @@
+"""Long-context controls of the synthetic set: a distractor voice, an exposed solo, its cut."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import replace
+
+import numpy as np
+import pytest
+from conftest import compose_train
+from scipy import stats
+
+from longsep.data import synth
+from longsep.errors import LongsepError
+
+RATE = 44100
+SECONDS = 50.0
+FRAME = 2205  # 50-ms frames for activity
+TIMBRE = (
+    "low", "formant_scale", "tilt", "vibrato_rate", "vibrato_depth", "vibrato_delay", "glide",
+    "breath", "consonants", "position",
+)  # fmt: skip
+
+
+def first_seed(solo_first: bool) -> int:
+    """The first seed whose positive control has its solo at the start (or the end)."""
+    for seed in range(100):
+        spec = synth.plan_song(seed, SECONDS, control="positive")
+        if (spec.sections[0].kind == "solo") == solo_first:
+            return seed
+    raise AssertionError("no such seed")
+
+
+@pytest.fixture(scope="module", params=[True, False], ids=["solo-first", "solo-last"])
+def pair(request) -> tuple[synth.SongSpec, dict, synth.SongSpec, dict]:
+    """A positive control and its negative: plans and rendered songs."""
+    seed = first_seed(request.param)
+    positive = synth.plan_song(seed, SECONDS, control="positive")
+    negative = synth.plan_song(seed, SECONDS, control="negative")
+    return positive, synth.render_song(positive), negative, synth.render_song(negative)
+
+
+def active(audio: np.ndarray) -> np.ndarray:
+    """Per 50-ms frame: whether its RMS is above -60 dB of the loudest frame."""
+    mono = audio.mean(axis=1)[: len(audio) // FRAME * FRAME].reshape(-1, FRAME)
+    rms = np.sqrt(np.mean(mono.astype(np.float64) ** 2, axis=1))
+    return rms > 1e-3 * rms.max()
+
+
+def solo_of(spec: synth.SongSpec) -> synth.Section:
+    return next(s for s in spec.sections if s.kind == "solo")
+
+
+def test_positive_exposes_the_vocals_alone_far_from_the_duet(pair):
+    spec, song, _, _ = pair
+    # the same song without the distractor, so other - plain other (rescaled) is the distractor
+    plain = synth.render_song(replace(spec, control="none"))
+    scale = np.max(np.abs(song["vocals"])) / np.max(np.abs(plain["vocals"]))
+    np.testing.assert_allclose(song["vocals"], plain["vocals"] * scale, atol=1e-6)
+    distractor = song["other"] - plain["other"] * scale
+    vocals, second = active(song["vocals"]), active(distractor)
+
+    solo = solo_of(spec)
+    starts = np.arange(len(vocals)) * FRAME
+    in_solo = (starts >= solo.start) & (starts + FRAME <= solo.start + solo.length)
+    sung = np.flatnonzero(vocals & in_solo)
+    assert (sung[-1] - sung[0] + 1) * FRAME >= 8 * RATE  # >= 8 s of exposed singing
+    assert np.mean(vocals[sung[0] : sung[-1]]) > 0.6  # phrases, not a few notes
+    assert not np.any(second[in_solo])
+    duet = np.flatnonzero(vocals & second)
+    assert duet.size * FRAME > 10 * RATE
+    # every frame where the distractor sings is >= 10 s from every exposed frame
+    gap_frames = np.min(np.abs(np.flatnonzero(second)[:, None] - sung[None, :])) - 1
+    assert gap_frames * FRAME >= 10 * RATE
+
+    # the distractor is levelled as the vocals are (levels drawn in [-1, 1] dB each)
+    def level(audio: np.ndarray, on: np.ndarray) -> float:
+        frames = audio.mean(axis=1)[: len(on) * FRAME].reshape(-1, FRAME)[on]
+        return 10 * np.log10(np.mean(frames.astype(np.float64) ** 2))
+
+    assert abs(level(song["vocals"], vocals) - level(distractor, second)) < 4.0
+    assert set(solo.stems) == set(synth.TARGETS) and "distractor" not in solo.stems
+
+
+def test_distractor_timbre_and_melodies_are_drawn_like_the_vocals():
+    specs = [synth.plan_song(seed, 48.0, control="positive") for seed in range(400)]
+    singers = {"vocals": [synth._Vocals(s) for s in specs]}
+    singers["distractor"] = [synth._Distractor(s) for s in specs]
+    for name in TIMBRE:
+        a, b = (np.array([getattr(v, name) for v in singers[k]]) for k in singers)
+        assert stats.ks_2samp(a, b, method="asymp").pvalue > 0.01, name  # same distribution
+        if name != "low":
+            assert not np.any(a == b), name  # drawn independently per song
+        assert abs(np.corrcoef(a, b)[0, 1]) < 0.2, name
+    voices = np.array([(s.voice, s.distractor_voice) for s in specs])
+    assert 0.4 < np.mean(voices[:, 0] == voices[:, 1]) < 0.6
+    for kind in ("verse", "chorus"):
+        pitch, count = {}, {}
+        for key, voices_ in singers.items():
+            melodies = [v.melody(kind) for v in voices_[:200]]
+            pairs = list(zip(voices_, melodies, strict=False))
+            pitch[key] = [np.mean([n.midi - v.low for n in m]) for v, m in pairs]
+            count[key] = [len(m) / v.spec.bars[kind] for v, m in pairs]
+        assert stats.ks_2samp(pitch["vocals"], pitch["distractor"]).pvalue > 0.01
+        assert stats.ks_2samp(count["vocals"], count["distractor"]).pvalue > 0.01
+
+
+def test_negative_is_the_positive_without_its_solo(pair):
+    positive, song, negative, cut = pair
+    solo = solo_of(positive)
+    assert negative.removed == solo and negative.samples == positive.samples - solo.length
+    for name in synth.FILES:
+        expected = np.concatenate(
+            [song[name][: solo.start], song[name][solo.start + solo.length :]]
+        )
+        np.testing.assert_array_equal(cut[name], expected)
+    kept = [s for s in positive.sections if s is not solo]
+    assert [(s.kind, s.length, s.stems) for s in negative.sections] == [
+        (s.kind, s.length, s.stems) for s in kept
+    ]
+    assert all("distractor" in s.stems for s in negative.sections if "vocals" in s.stems)
+    assert positive.name.endswith(" (positive)") and negative.name.endswith(" (negative)")
+    assert negative.distractor_voice == positive.distractor_voice
+    for cls in (synth._Vocals, synth._Distractor):
+        a, b = cls(positive), cls(negative)
+        assert [getattr(a, t) for t in TIMBRE] == [getattr(b, t) for t in TIMBRE]
+    assert negative.to_dict()["removed"] == [solo.kind, solo.start, solo.length]
+
+
+@pytest.mark.parametrize(
+    "seed, seconds, digest",
+    [
+        (3, 6.0, "aaa90d413a5b7a642b661d773156ed92038b1ce06a4b0bbe40ff8f7b25f3d694"),
+        (4, 32.0, "912e878fe443dbf959f56e22075795f8d00ca185a320657ef20daef2dddbe628"),
+    ],
+)
+def test_default_songs_are_unchanged(seed, seconds, digest):
+    # digests computed with the code before the controls were added: sha256 over
+    # generate_song(seed, seconds)[name].tobytes() for name in synth.FILES, in that order
+    song = synth.generate_song(seed, seconds)
+    sha = hashlib.sha256()
+    for name in synth.FILES:
+        sha.update(song[name].tobytes())
+    assert sha.hexdigest() == digest
+    params = synth.make_params()
+    assert "control" not in params.record()  # sets made before the controls stay valid
+    assert params.content() == {
+        "version": 1, "seed": 0, "min_seconds": 60.0, "max_seconds": 72.0,
+        "sample_rate": 44100, "subtype": "PCM_16",
+    }  # fmt: skip
+    assert "control" not in synth.plan_song(seed, seconds).to_dict()
+
+
+def test_cli_writes_a_control_set(tmp_path, capsys):
+    args = ["--tracks", "0", "--valid-tracks", "0", "--test-tracks", "1", "--seed", "1"]
+    args += ["--min-seconds", "48", "--max-seconds", "48", "--out", str(tmp_path)]
+    assert synth.main([*args, "--control", "negative"]) == 0
+    assert capsys.readouterr().out.startswith("wrote 0 train + 0 valid + 1 test songs")
+    manifest = json.loads((tmp_path / synth.MANIFEST).read_text())
+    assert manifest["params"]["control"] == "negative"
+    (track,) = manifest["tracks"]["test"]
+    assert track["name"].endswith(" (negative)") and track["control"] == "negative"
+    assert track["removed"][0] == "solo" and track["samples"] < 48 * RATE
+    assert (tmp_path / "test" / track["name"] / "mixture.wav").is_file()
+    params = dict(n_train=0, n_valid=0, n_test=1, seed=1, min_seconds=48.0, max_seconds=48.0)
+    assert synth.is_complete(tmp_path, synth.make_params(**params, control="negative"))
+    assert not synth.is_complete(tmp_path, synth.make_params(**params, control="positive"))
+    assert not synth.is_complete(tmp_path, synth.make_params(**params))
+
+
+@pytest.mark.parametrize(
+    "params, message",
+    [
+        ({"control": "maybe"}, "control"),
+        ({"control": "positive", "min_seconds": 10, "max_seconds": 12}, "min_seconds >= 48"),
+    ],
+)
+def test_bad_control_parameters_are_one_line_errors(params, message):
+    with pytest.raises(LongsepError, match=message) as info:
+        synth.make_params(**params)
+    assert "\n" not in str(info.value)
+    with pytest.raises(LongsepError, match="control=negative"):
+        synth.plan_song(0, 30.0, control="negative")
+
+
+@pytest.mark.parametrize("control", ["positive", "negative"])
+def test_data_config_composes(tmp_path, control):
+    cfg = compose_train([f"data=synth_{control}"], tmp_path / "run", tmp_path)
+    assert cfg.data.root == str(tmp_path / "data" / f"synth_{control}")
+    assert cfg.data.generate.control == control and cfg.data.random_mix is False
+    assert synth.make_params(**cfg.data.generate).control == control
+    assert cfg.data._target_ == "longsep.data.musdb.MUSDBDataModule"
