@@ -533,3 +533,16 @@ def test_hydra_refuses_null_as_attention_choice_so_sweeps_use_default(tmp_path):
     )
     assert cfg.get("attention") is None and cfg.hydra.runtime.choices.attention == "default"
     assert cfg.run_name == "umx_transformer-vocals-6s"
+
+
+def test_report_compares_with_the_oracle(fake_sweep, tmp_path):
+    """--oracle: the oracle's median per source and the best cell's share of it (umx:none at
+    15 s, median(3.0, 5.5) = 4.25 dB, against an oracle of 8.5 dB: 50 %)."""
+    loaded = records.load_study(fake_sweep)
+    oracle = {"name": "oracle-irm2", "median": {"vocals": {"SDR": 8.5}}}
+    text = report.results_markdown(loaded, oracle=oracle)
+    assert (
+        "Oracle `oracle-irm2` on the same split: 8.50 dB. Best cell: umx:none at 15 s, "
+        "4.25 dB = 50 % of it." in text
+    )
+    assert "Oracle `oracle-irm2`: no drums score." in text

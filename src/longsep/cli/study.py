@@ -8,6 +8,8 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from longsep.errors import LongsepError
+from longsep.evaluation.compare import load_method
+from longsep.evaluation.results import aggregate
 from longsep.study.context import WINDOWS, analyse
 from longsep.study.intervals import RESAMPLES
 from longsep.study.records import load_study
@@ -31,6 +33,12 @@ def _parse_window(text: str) -> float | None:
     return value
 
 
+def read_oracle(path: str) -> dict:
+    """``{"name", "median": {target: {metric: median over tracks}}}`` of an evaluation dir."""
+    name, rows = load_method(path)
+    return {"name": name, "median": aggregate(rows)}
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """``python -m longsep.study <multirun dir>``: write the report, print its tables."""
     parser = argparse.ArgumentParser(
@@ -47,6 +55,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         type=int,
         default=RESAMPLES,
         help=f"bootstrap resamples per interval (default {RESAMPLES}; a fixed seed)",
+    )
+    parser.add_argument(
+        "--oracle",
+        help="an oracle's evaluation dir (evaluate.py oracle=irm2 out_dir=...) on the same "
+        "split: its median SDR per source and the best cell's share of it",
     )
     parser.add_argument(
         "--context",
@@ -70,7 +83,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         if args.resamples < 1:
             raise LongsepError(f"--resamples {args.resamples}: give 1 or more")
         title = Path(args.sweep_dir).name
-        paths = write_report(records, out, scaling, title=title, n_resamples=args.resamples)
+        oracle = read_oracle(args.oracle) if args.oracle else None
+        paths = write_report(records, out, scaling, title, args.resamples, oracle)
         if args.context:
             windows = [_parse_window(w) for w in args.windows]
             paths += analyse(args.sweep_dir, Path(out) / "context", windows)

@@ -152,9 +152,11 @@ def results_markdown(
     title: str = "",
     scaling: Sequence[Mapping[str, Any]] | None = None,
     n_resamples: int = RESAMPLES,
+    oracle: Mapping[str, Any] | None = None,
 ) -> str:
     """The study tables: SDR per source with intervals and paired differences, cost per
-    model (and per ``scaling`` benchmark rows), failed runs."""
+    model (and per ``scaling`` benchmark rows), failed runs. ``oracle`` (an evaluation's
+    ``summary.json``) adds each source's oracle median and the best cell's share of it."""
     status = {s: sum(r.get("status") == s for r in records) for s in STATUSES}
     lines = [f"# Sequence-length study{': ' + title if title else ''}", ""]
     lines.append(
@@ -191,6 +193,8 @@ def results_markdown(
                     row.append(f"{cells[x]:.2f} ({n})" if n else "-")
             rows.append(row)
         lines += _md_table(["model", *(f"{x:g} s" for x in seq_lens)], rows)
+        if oracle is not None:
+            lines += ["", _oracle_line(src, sdr.get(src, {}), oracle)]
         if paired.get(src):
             lines += ["", f"Paired difference against the shortest seq_len ({src}):", ""]
             longer = sorted({x for cells in paired[src].values() for x in cells})
@@ -250,6 +254,21 @@ def results_markdown(
     lines += ["", "## Failed runs", ""]
     lines += [f"- `{r['job']}`: {r.get('error') or 'unknown error'}" for r in failed] or ["none"]
     return "\n".join(lines) + "\n"
+
+
+def _oracle_line(src: str, cells: Mapping[str, Mapping[float, float]], oracle: Mapping) -> str:
+    """The oracle's median SDR for ``src`` and the best cell's median as a share of it."""
+    median = (oracle.get("median") or {}).get(src, {}).get("SDR")
+    name = oracle.get("name", "oracle")
+    if median is None or not math.isfinite(median):
+        return f"Oracle `{name}`: no {src} score."
+    best = [(value, m, x) for m, c in cells.items() for x, value in c.items()]
+    best = [b for b in best if math.isfinite(b[0])]
+    line = f"Oracle `{name}` on the same split: {median:.2f} dB."
+    if best:
+        sdr, model, x = max(best)
+        line += f" Best cell: {model} at {x:g} s, {sdr:.2f} dB = {100 * sdr / median:.0f} % of it."
+    return line
 
 
 def _paired_cell(interval: Interval | None) -> str:
@@ -319,10 +338,12 @@ def write_report(
     scaling: Sequence[Mapping[str, Any]] | None = None,
     title: str = "",
     n_resamples: int = RESAMPLES,
+    oracle: Mapping[str, Any] | None = None,
 ) -> list[Path]:
     """Write results.csv, results.md and the two figures into ``out_dir``; return paths.
 
-    ``n_resamples``: bootstrap resamples of every interval (fixed generator seed)."""
+    ``n_resamples``: bootstrap resamples of every interval (fixed generator seed);
+    ``oracle``: an oracle evaluation's summary to compare with (:func:`results_markdown`)."""
     from longsep.viz import seq_len_figure
 
     out = Path(str(out_dir)).expanduser()
@@ -330,7 +351,7 @@ def write_report(
     written = []
     csv_text = results_csv(records)
     atomic_write(out / "results.csv", lambda p: p.write_text(csv_text))
-    md_text = results_markdown(records, title, scaling, n_resamples)
+    md_text = results_markdown(records, title, scaling, n_resamples, oracle)
     atomic_write(out / "results.md", lambda p: p.write_text(md_text))
     written += [out / "results.csv", out / "results.md"]
 
