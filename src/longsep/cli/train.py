@@ -255,8 +255,11 @@ def train(cfg: DictConfig) -> float | None:
 
 
 def evaluate_run(cfg: DictConfig, model: Path) -> dict[str, Any]:
-    """Evaluate an exported model store as ``evaluate.py ckpt=<model>`` would, with the
-    run's data set and the options of ``cfg.evaluate_after``; return the summary."""
+    """Evaluate the target this run trained, from its exported model store, as
+    ``evaluate.py ckpt=<model> targets=<src>`` would (with a residual), with the run's data
+    set and the options of ``cfg.evaluate_after``, into the run's ``eval/<data>/<split>``
+    (a store shared by several runs holds other targets and evaluations); return the
+    summary."""
     options = OmegaConf.to_container(cfg.evaluate_after, resolve=True)
     unknown = sorted(set(options) - EVALUATE_AFTER_KEYS)
     if unknown:
@@ -271,10 +274,12 @@ def evaluate_run(cfg: DictConfig, model: Path) -> dict[str, Any]:
     data_name = _choices().get("data") or "data"
     tracks = load_tracks(cfg.data, split, options.get("tracks"))
     separator_options = {k: options[k] for k in SEPARATOR_OPTIONS if k in options}
+    targets = options.get("targets") or [target_name(cfg.src)]
+    out_dir = options.get("out_dir") or Path(cfg.paths.output_dir) / "eval" / data_name / split
     return evaluate_tracks(
         tracks,
-        model_estimator(source, options.get("targets"), separator_options),
-        options.get("out_dir") or source.eval_root / data_name / split,
+        model_estimator(source, targets, separator_options),
+        out_dir,
         name=source.label,
         meta={"root": cfg.data.get("root"), "split": split, "data": data_name},
         backend=str(options.get("backend", "fast")),
