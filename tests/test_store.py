@@ -171,3 +171,42 @@ def test_init_separator_strict_shapes_and_pth_files(tmp_path):
         init_separator(wider, tmp_path, "vocals")
     with pytest.raises(LongsepError, match="does not exist"):
         init_separator(same, tmp_path / "missing", "vocals")
+
+
+def test_half_precision_store_loads_as_float32(tmp_path):
+    """store_dtype=float16 halves the files; the network comes back in float32 with the
+    weights rounded to half precision, and an unknown dtype is a one-line error."""
+    from safetensors.torch import load_file
+
+    from longsep.spectral import STFTConfig
+    from longsep.store import StoreEntry, load_store, save_store
+
+    stft = STFTConfig()
+    node = {"_target_": "longsep.models.umx.UMX", "nb_bins": stft.nb_bins, "nb_channels": 2,
+            "hidden_size": 16, "nb_layers": 1, "max_bin": 100}  # fmt: skip
+    model = UMX(**{k: v for k, v in node.items() if k != "_target_"})
+    entry = StoreEntry("vocals", node, stft, seq_len=6.0)
+    save_store(tmp_path / "full", model, entry)
+    save_store(tmp_path / "half", model, entry, dtype="float16")
+    full, half = (tmp_path / d / "vocals.safetensors" for d in ("full", "half"))
+    assert {t.dtype for t in load_file(half).values() if t.is_floating_point()} == {torch.float16}
+    assert half.stat().st_size < 0.6 * full.stat().st_size
+    loaded, _ = load_store(tmp_path / "half", "vocals")
+    for name, value in loaded.state_dict().items():
+        original = model.state_dict()[name]
+        if original.is_floating_point():
+            assert value.dtype == torch.float32
+            original = original.half().float()
+        torch.testing.assert_close(value, original)
+    with pytest.raises(LongsepError, match="store_dtype=float8 is not one of float32, float16"):
+        save_store(tmp_path / "bad", model, entry, dtype="float8")
+
+
+def test_default_model_is_shipped_or_named_in_one_line(monkeypatch):
+    from longsep import store
+
+    assert store.is_model_dir(store.default_model())
+    assert store.store_targets(store.default_model()) == ["vocals", "drums", "bass", "other"]
+    monkeypatch.setattr(store, "DEFAULT_MODEL", "no_such_model")
+    with pytest.raises(LongsepError, match="model=... is not given and the default model .*"):
+        store.default_model()

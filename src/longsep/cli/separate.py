@@ -20,6 +20,7 @@ from longsep.errors import LongsepError
 from longsep.inference.export import ExportError, check_filename_format
 from longsep.inference.separator import SEPARATOR_OPTIONS, Separator
 from longsep.io import remove_stale_temporaries
+from longsep.store import default_model
 
 log = logging.getLogger(__name__)
 
@@ -84,7 +85,10 @@ def separator_from_config(cfg: DictConfig) -> Separator:
     stems = cfg.get("stems")
     if stems not in (None, 2):
         raise LongsepError(f"stems={stems}: use 2 (vocals + accompaniment) or null (every target)")
-    model = _required(cfg, "model", "a model store dir, a checkpoint or an Open-Unmix dir")
+    model = cfg.get("model")
+    if model in (None, ""):
+        model = default_model()
+        log.info("no model= given: separating with the default model %s", model)
     paths = list(model) if OmegaConf.is_list(model) else str(model)
     targets = names(cfg.get("targets"))
     options = {k: cfg.get(k) for k in SEPARATOR_OPTIONS}
