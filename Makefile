@@ -52,9 +52,11 @@ CONTROL := runs/multirun/context_control_cpu
 RENDERED_OUT := experiments/results/rendered_cpu
 study-rendered: install  ## the study on rendered music with models that learn, and the long-context controls
 	$(BIN)/python -m longsep.data.render --out data/rendered --sample-rate 22050 --workers 2
+	$(BIN)/python evaluate.py data=rendered oracle=irm2 stft.sample_rate=16000 oracle_n_fft=1024 \
+	  oracle_hop=256 backend=fast out_dir=$(RENDERED_OUT)/oracle_irm2
 	$(BIN)/python train.py +experiment=seq_len_study_rendered
 	$(BIN)/python train.py +experiment=context_control_cpu
-	$(BIN)/python -m longsep.study $(STUDY_RENDERED) --out $(RENDERED_OUT)
+	$(BIN)/python -m longsep.study $(STUDY_RENDERED) --out $(RENDERED_OUT) --oracle $(RENDERED_OUT)/oracle_irm2
 	$(BIN)/python -m longsep.study $(CONTROL)/synth_positive --out $(RENDERED_OUT)/control_positive
 	$(BIN)/python -m longsep.study $(CONTROL)/synth_negative --out $(RENDERED_OUT)/control_negative
 

@@ -21,11 +21,13 @@ import numpy as np
 import pytest
 import torch
 from conftest import ROOT, TINY_SYNTH
+from folder_layout import write_folder
 from hydra import compose, initialize_config_dir
 from hydra.core.global_hydra import GlobalHydra
 from hydra.core.hydra_config import HydraConfig
 from musdb_layout import write_musdb
 from omegaconf import OmegaConf, open_dict
+from safetensors.torch import load_file
 from test_separator import save_openunmix
 
 from longsep import audio
@@ -61,6 +63,14 @@ STUDY_SHRINK = [  # the study's sweep narrowed to 2 points, one step each
     "trainer.val_check_interval=1",
     "evaluate_after.workers=1",
 ]
+OWN_SHRINK = TRAIN_SHRINK[len(SYNTH_SHRINK) :]  # data=folder and Open-Unmix layouts
+COMBINED_SHRINK = [*TRAIN_SHRINK[len(SYNTH_SHRINK) : -2], "callbacks.media=null",
+                   "data.datasets.musdb.is_wav=true"]  # fmt: skip
+RENDER_SHRINK = ["--limit", "3", "--valid-tracks", "1", "--test-tracks", "1"]  # 3 songs
+CONTROL_SHRINK = [  # both control sets with 3 songs of 48 s (the shortest a control song is)
+    *STUDY_SHRINK, *TINY_SYNTH[:3],
+    "data.generate.min_seconds=48", "data.generate.max_seconds=49",
+]  # fmt: skip
 # MUSDB18 is stem.mp4, which cannot be downloaded here: the tests' ~/musdb18 holds the same
 # layout as wav stems, so commands naming it get data.is_wav=true appended
 WAV = ["data.is_wav=true"]
@@ -85,6 +95,21 @@ RUN_HERE = [
     pytest.param("python train.py +experiment=seq_len_study data.root=$HOME/musdb18 "
                  "hydra/launcher=joblib hydra.launcher.n_jobs=2", [*WAV, *STUDY_SHRINK],
                  marks=SLOW),
+    ("python -m longsep.data.render --out data/rendered --sample-rate 22050 --workers 2",
+     RENDER_SHRINK),
+    ("python evaluate.py data=rendered oracle=irm2 stft.sample_rate=16000 oracle_n_fft=1024 "
+     "oracle_hop=256 backend=fast out_dir=experiments/results/rendered_cpu/oracle_irm2", []),
+    ("python train.py +experiment=seq_len_study_rendered", STUDY_SHRINK),
+    ("python -m longsep.study runs/multirun/seq_len_study_rendered --out "
+     "experiments/results/rendered_cpu --oracle experiments/results/rendered_cpu/oracle_irm2",
+     []),
+    ("python train.py +experiment=context_control_cpu", CONTROL_SHRINK),
+    ("python -m longsep.study runs/multirun/context_control_cpu/synth_positive --out "
+     "experiments/results/rendered_cpu/control_positive", []),
+    ("python -m longsep.study runs/multirun/context_control_cpu/synth_negative --out "
+     "experiments/results/rendered_cpu/control_negative", []),
+    ("python train.py +experiment=default_model", STUDY_SHRINK[3:]),
+    ("python separate.py input=song.mp3", []),
     ("python separate.py model=runs/quickstart/model input=song.mp3 out_dir=separated", []),
     ("python separate.py model=path/to/store input=\"'songs/*.flac'\" codec=mp3 bitrate=320 "
      "niter=1", []),
@@ -94,6 +119,13 @@ RUN_HERE = [
                  "workers=4", WAV, marks=SLOW),
     ("python evaluate.py oracle=irm1", EVAL_SHRINK),
     ("python evaluate.py compare=[dirA,dirB]", []),
+    ("python train.py data=folder data.root=$HOME/mystems src=accompaniment", OWN_SHRINK),
+    ("python train.py data=folder data.root=$HOME/mystems 'src=[guitar,keys]'", OWN_SHRINK),
+    ("python evaluate.py ckpt=path/to/store data=folder data.root=$HOME/mystems", []),
+    ("python train.py data=trackfolder_var data.root=$HOME/mystems src=vocals "
+     "data.random_mix=true", OWN_SHRINK),
+    ("python train.py data=combined data.datasets.musdb.root=$HOME/musdb18 "
+     "data.datasets.folder.root=$HOME/mystems data.weights.folder=2", COMBINED_SHRINK),
 ]  # fmt: skip
 # commands that need GPUs or a cluster: composed and resolved as typed (`--cfg job`), which
 # is where the sweep commands used to crash, but not run
@@ -116,6 +148,8 @@ NOT_HERE: dict[str, str] = {
     "make quickstart": "creates a venv and trains for 2 minutes: CI's fresh-clone job",
     "make test": "this test suite itself",
     "make study-cpu": "the 20-minute CPU study; tests/test_resume.py runs its sweep narrowed",
+    "make study-rendered": "hours on 2 cores; its commands are run here one by one, narrowed",
+    "make default-model": "25 minutes; `python train.py +experiment=default_model` runs here",
     "python train.py ... ckpt_path=last": "a pattern; tests/test_resume.py kills and resumes",
     "python benchmarks/seq_len_scaling.py --device cuda > seq_len_scaling.jsonl": "needs a GPU",
     "python -m longsep.study runs/multirun/seq_len_study --out experiments/results/musdb "
@@ -148,7 +182,8 @@ def test_every_documented_command_is_covered():
 @pytest.fixture(scope="module")
 def workspace(tmp_path_factory) -> Path:
     """A fresh working directory with what the commands name: a home with MUSDB18-HQ-layout
-    folders, a model store at runs/quickstart, songs, an Open-Unmix model directory."""
+    folders and a folder of stems, a model store at runs/quickstart, songs, an Open-Unmix
+    model directory."""
     cwd = tmp_path_factory.mktemp("user")
     home = cwd / "home"
     import musdb
@@ -159,6 +194,8 @@ def workspace(tmp_path_factory) -> Path:
     tracks = ({"a - x": 9.0, "b - y": 9.0}, {valid: 9.0}, {"d - z": 9.0})
     for name in ("musdb18", "musdb18hq"):
         write_musdb(home / name, *tracks)
+    splits = {"train": {"one": 7.0, "two": 7.0}, "valid": {"three": 7.0}, "test": {"four": 7.0}}
+    write_folder(home / "mystems", splits, ("guitar", "keys", "vocals"))
     stft = STFTConfig()
     node = {"_target_": "longsep.models.umx.UMX", "nb_bins": stft.nb_bins, "nb_channels": 2,
             "hidden_size": 16, "nb_layers": 1, "max_bin": 1487}  # fmt: skip
@@ -203,7 +240,7 @@ def test_command_runs_as_typed(command, extra, workspace):
             setup = f"python evaluate.py oracle={oracle} out_dir={name} backend=fast"
             _run(setup, EVAL_SHRINK, workspace)
     proc = _run(command, extra, workspace)
-    if command.startswith("python train.py -m") or "seq_len_study" in command:
+    if command.startswith("python train.py -m") or "+experiment=" in command:
         results = sorted(workspace.glob("runs/multirun/**/result.json"))
         statuses = [json.loads(p.read_text())["status"] for p in results]
         assert statuses and "failed" not in statuses, statuses
@@ -211,6 +248,20 @@ def test_command_runs_as_typed(command, extra, workspace):
         assert sorted(workspace.glob("runs/*/*/model/*.safetensors"))
     elif command.startswith("python separate.py"):
         assert "separated" in proc.stdout + proc.stderr
+    if "+experiment=default_model" in command:  # exported in half precision
+        store = workspace / "models" / "umx_small_rendered"
+        weights = load_file(store / "vocals.safetensors")
+        assert {w.dtype for w in weights.values() if w.is_floating_point()} == {torch.float16}
+        # the run evaluates its own target, with a residual, into its own run dir
+        (result,) = workspace.glob("runs/multirun/default_model/*/result.json")
+        assert set(json.loads(result.read_text())["test"]) == {"vocals", "residual"}
+        assert (result.parent / "eval" / "rendered" / "test" / "scores.csv").is_file()
+        assert not (store / "eval").exists()
+    if "--oracle" in command:
+        text = (workspace / "experiments/results/rendered_cpu/results.md").read_text()
+        assert "Oracle `oracle-irm2` on the same split" in text
+    if "longsep.data.render" in command:
+        assert (workspace / "data" / "rendered" / "render.json").is_file()
     if "--out experiments/results/musdb" in command:
         report = workspace / "experiments" / "results" / "musdb"
         assert (report / "results.md").is_file()
