@@ -13,6 +13,15 @@ the window), then filters the mixture with ``v_j R_j (sum_k v_k R_k + reg)^-1``.
 For one and two channels the covariances are Hermitian and are kept as their distinct
 entries (real diagonal, one complex off-diagonal term), with the 2 x 2 inverse in closed
 form; this is several times faster than general complex matrix products.
+
+Precision: the EM runs in the dtype it is given. :func:`apply_wiener` gives it float32 for
+one or two channels, with a guard: the relative error of the float32 2 x 2 solve grows with
+the condition number of the mixture covariance ``C = sum_j v_j R_j + reg I``, which is
+bounded per bin and frame by ``(sum_j v_j lmax_j + reg) / (sum_j v_j lmin_j + reg)`` from
+the eigenvalues of each source's ``R_j``. Bins where that bound exceeds
+:data:`MAX_CONDITION` anywhere in the window (near-mono, e.g. a centre-panned source
+alone) are filtered again in float64, so the result stays within ~1e-4 of the float64
+filter everywhere (>= 60 dB SNR, tested on centre-panned and mono mixes).
 """
 
 from __future__ import annotations
@@ -24,6 +33,7 @@ from longsep.errors import LongsepError
 
 SCALE_FACTOR = 10.0  # norbert's: the EM runs on the mixture scaled to max |x| <= 10
 BIN_BLOCK = 256  # frequency bins filtered at a time by apply_wiener (memory, not results)
+MAX_CONDITION = 1e3  # float32 EM bins whose covariance bound exceeds this rerun in float64
 
 
 def _eps(x: Tensor, eps: float | None) -> float:
@@ -71,10 +81,31 @@ def _mix(weights: Tensor, v: Tensor) -> Tensor:
     return torch.einsum("jft,jf->ft", v, weights)
 
 
+def _eigen_bounds(r00: Tensor, r11: Tensor, r01r: Tensor, r01i: Tensor) -> tuple[Tensor, Tensor]:
+    """Largest and smallest eigenvalues of the Hermitian ``[[r00, r01], [conj(r01), r11]]``
+    (each ``(J, F)``), computed in float64 (the smallest as ``det / largest``: no
+    cancellation), returned in the inputs' dtype."""
+    a, d, br, bi = (r.double() for r in (r00, r11, r01r, r01i))
+    off = br * br + bi * bi
+    largest = 0.5 * (a + d + torch.sqrt((a - d) ** 2 + 4.0 * off))
+    smallest = (a * d - off).clamp_min(0.0) / largest.clamp_min(torch.finfo(a.dtype).tiny)
+    return largest.to(r00.dtype), smallest.to(r00.dtype)
+
+
+def _ill_conditioned(
+    v: Tensor, r00: Tensor, r11: Tensor, r01r: Tensor, r01i: Tensor, reg: float
+) -> Tensor:
+    """``(F,)`` bool: bins where the condition-number bound of ``C`` exceeds MAX_CONDITION."""
+    largest, smallest = _eigen_bounds(r00, r11, r01r, r01i)
+    bound = (_mix(largest, v) + reg) / (_mix(smallest, v) + reg)
+    return (bound > MAX_CONDITION).any(-1)
+
+
 def _em_step(y: Tensor, x: Tensor, eps: float) -> Tensor:
     """One EM iteration, real-split: ``y (2, J, C, F, T)``, ``x (2, C, F, T)``, C in {1, 2}.
 
-    Index 0 / 1 of the first axis is the real / imaginary part.
+    Index 0 / 1 of the first axis is the real / imaginary part. In float32, the bins whose
+    mixture covariance may be ill-conditioned are recomputed in float64 (module docstring).
     """
     power = torch.addcmul(y[0] * y[0], y[1], y[1])  # |y|^2, (J, C, F, T)
     v = power.mean(1)  # (J, F, T)
@@ -89,6 +120,11 @@ def _em_step(y: Tensor, x: Tensor, eps: float) -> Tensor:
     r11 = power[:, 1].sum(-1) * weight
     r01r = (_dot(y0r, y1r) + _dot(y0i, y1i)) * weight  # R_01 = sum_t y0 conj(y1) / w
     r01i = (_dot(y0i, y1r) - _dot(y0r, y1i)) * weight
+    redo = None
+    if y.dtype == torch.float32:
+        redo = _ill_conditioned(v, r00, r11, r01r, r01i, reg).nonzero().squeeze(1)
+        if len(redo) == x.shape[-2]:
+            return _em_step(y.double(), x.double(), eps).float()
     c00, c11 = _mix(r00, v) + reg, _mix(r11, v) + reg  # mixture covariance, (F, T)
     c01r, c01i = _mix(r01r, v), _mix(r01i, v)
     inv_det = (c00 * c11 - c01r * c01r - c01i * c01i).reciprocal()
@@ -105,7 +141,13 @@ def _em_step(y: Tensor, x: Tensor, eps: float) -> Tensor:
     torch.mul(r00, f0i, out=out[1, :, 0]).addcmul_(r01r, f1i).addcmul_(r01i, f1r)
     torch.mul(r11, f1r, out=out[0, :, 1]).addcmul_(r01r, f0r).addcmul_(r01i, f0i)
     torch.mul(r11, f1i, out=out[1, :, 1]).addcmul_(r01r, f0i).addcmul_(r01i, f0r, value=-1)
-    return out.mul_(v[None, :, None])
+    out.mul_(v[None, :, None])
+    if redo is not None and len(redo):
+        precise = _em_step(
+            y.index_select(-2, redo).double(), x.index_select(-2, redo).double(), eps
+        )
+        out.index_copy_(-2, redo, precise.float())
+    return out
 
 
 def _em_step_general(y: Tensor, x: Tensor, eps: float) -> Tensor:
@@ -205,8 +247,9 @@ def apply_wiener(
     ``target_mags``: real ``(batch, targets, channels, bins, frames)`` (channels may
     be 1); ``mix_stft``: complex ``(batch, channels, bins, frames)``. Returns complex
     ``(batch, targets + residual, channels, bins, frames)``. With ``softmask`` the
-    magnitudes are raised to ``alpha`` first (Open-Unmix). The filter runs in float64:
-    the 2 x 2 determinant cancels badly in float32 for near-mono (centre-panned) mixes.
+    magnitudes are raised to ``alpha`` first (Open-Unmix). One or two channels are filtered
+    in float32 with the float64 fallback of ill-conditioned bins (module docstring), more
+    channels in float64.
     """
     nb_sources = target_mags.shape[1] + int(residual)
     if niter > 0 and nb_sources < 2:
@@ -216,18 +259,21 @@ def apply_wiener(
         )
     if softmask and alpha != 1.0:
         target_mags = target_mags.pow(alpha)
-    batch, _, bins, frames = mix_stft.shape
+    batch, channels, bins, frames = mix_stft.shape
+    real, cplx = (
+        (torch.float32, torch.complex64) if channels <= 2 else (torch.float64, torch.complex128)
+    )
     step = wiener_win_len or frames
-    out = mix_stft.new_empty(batch, nb_sources, mix_stft.shape[1], bins, frames)
+    out = mix_stft.new_empty(batch, nb_sources, channels, bins, frames)
     for b in range(batch):
         for start in range(0, frames, step):
             window = slice(start, min(frames, start + step))
-            whole = mix_stft[b, ..., window].to(torch.complex128)
-            max_abs = max(1.0, float(torch.hypot(whole.real, whole.imag).max()) / SCALE_FACTOR)
+            whole = mix_stft[b, ..., window]
+            max_abs = max(1.0, float(whole.abs().max()) / SCALE_FACTOR)
             for lo in range(0, bins, BIN_BLOCK):  # bins are independent: bounded memory
                 band = slice(lo, min(bins, lo + BIN_BLOCK))
-                v = target_mags[b, ..., band, window].double()
-                x = mix_stft[b, ..., band, window].to(torch.complex128)
+                v = target_mags[b, ..., band, window].to(real)
+                x = mix_stft[b, ..., band, window].to(cplx)
                 y = filter_window(
                     v, x, niter, softmask=softmask, residual=residual, eps=eps, max_abs=max_abs
                 )
