@@ -86,7 +86,7 @@ class SongExport:
         self.outputs, self.sample_rate, self.channels = dict(outputs), sample_rate, channels
         self.codec, self.length = codec, length
         self.bitrate = audio.parse_bitrate(bitrate)
-        self.queue: queue.Queue = queue.Queue(maxsize=4)
+        self.queue: queue.Queue = queue.Queue(maxsize=2)
 
     def put(self, item: Tensor | str | None) -> None:
         """Queue a chunk, :attr:`END` or ``None`` (blocks while the worker is behind)."""

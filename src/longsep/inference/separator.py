@@ -47,6 +47,7 @@ from longsep.inference.streaming import (
     crossfade_windows,
     fit_length,
     rechunk,
+    unmap_large_blocks,
 )
 from longsep.inference.wiener import apply_wiener
 from longsep.spectral import STFTConfig
@@ -379,6 +380,7 @@ class Separator(nn.Module):
         """
         check_filename_format(filename_format)
         audio.check_codec(codec, bitrate)
+        unmap_large_blocks()  # freed window tensors leave the resident set
         path = Path(input_path)
         with audio.SeekableAudio(path, self.sample_rate, start, duration) as file:
             try:
