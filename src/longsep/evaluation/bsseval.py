@@ -25,13 +25,16 @@ from __future__ import annotations
 
 import logging
 import math
+from collections.abc import Callable
 
 import numpy as np
 import scipy.fft
+import scipy.linalg
 import torch
 from torch import Tensor
 
 from longsep.errors import LongsepError
+from longsep.heap import reuse_freed_blocks
 
 log = logging.getLogger(__name__)
 
@@ -39,7 +42,7 @@ BSS_METRICS: tuple[str, ...] = ("SDR", "ISR", "SIR", "SAR")  # museval's order
 FILTERS_LEN = 512
 _EPS64 = float(np.finfo(np.float64).eps)
 _CORR_FFT = 1 << 14
-_CHUNK_BYTES = 1 << 27
+_CHUNK_BYTES = 1 << 25
 
 ArrayLike = np.ndarray | Tensor
 
@@ -116,27 +119,91 @@ def _corr_fft(max_lag: int) -> tuple[int, int]:
     return nfft, nfft - 2 * max_lag
 
 
-def _lagged_correlations(signals: Tensor, nx: int, max_lag: int) -> Tensor:
-    """``out[p, q, max_lag + k] = sum_n s[p, n] * s[q, n + k]``, ``p < nx``, ``|k| <= max_lag``.
+class _Workspace:
+    """Flat buffers reused by every chunk of a loop, so their pages are faulted in once.
 
-    ``signals``: ``(C, max_lag + nblocks*step + max_lag)``, the signals ``s`` after
-    ``max_lag`` zeros and followed by zeros (see :func:`_padded_signals`); returns
-    ``(nx, C, 2*max_lag+1)``. Blocks of ``s[:nx]`` are correlated with blocks of all
-    signals extended by ``max_lag`` on each side; the cross-spectra are summed over blocks
-    by a batched matmul over frequencies, so memory does not grow with the length.
+    Tens of MB freshly allocated per chunk are mmapped and zero-filled by the kernel each
+    time: on CPU that page-fault time was as large as the arithmetic.
     """
+
+    def __init__(self, device: torch.device) -> None:
+        self.device = device
+        self._flat: dict[str, Tensor] = {}
+
+    def get(self, name: str, shape: tuple[int, ...], dtype: torch.dtype) -> Tensor:
+        """A contiguous ``shape`` view of buffer ``name`` (grown when too small)."""
+        size = math.prod(shape)
+        flat = self._flat.get(name)
+        if flat is None or flat.numel() < size or flat.dtype != dtype:
+            flat = torch.empty(size, dtype=dtype, device=self.device)
+            self._flat[name] = flat
+        return flat[:size].view(shape)
+
+    def rfft(self, name: str, signals: Tensor, nfft: int, order: tuple[int, int, int]) -> Tensor:
+        """Zero-padded ``rfft`` of ``(a, b, n)`` signals, permuted by ``order``, contiguous."""
+        a, b, n = signals.shape
+        padded = self.get(f"{name}.real", (a, b, nfft), torch.float64)
+        padded[..., :n].copy_(signals)
+        padded[..., n:].zero_()
+        spec = torch.fft.rfft(padded)
+        shape = tuple(spec.shape[i] for i in order)
+        return self.get(name, shape, torch.complex128).copy_(spec.permute(order))
+
+
+def _chunk(bytes_per_item: int, device: torch.device) -> int:
+    """Items per chunk: small on CPU, where reused buffers stay in cache; large on GPUs."""
+    budget = _CHUNK_BYTES if device.type == "cpu" else 32 * _CHUNK_BYTES
+    return max(1, budget // bytes_per_item)
+
+
+class _Channels:
+    """Reference then estimate channels, ``2*K`` rows in source-major order, read by range.
+
+    Sample ranges may reach before the start or past the end, where the signals are zero:
+    the correlations and windows read only what they need, and no padded copy of the
+    whole track is made.
+    """
+
+    def __init__(self, refs: np.ndarray, ests: np.ndarray, device: torch.device) -> None:
+        self.sources = (refs, ests)
+        self.nsrc, self.length, self.nchan = refs.shape
+        self.device = device
+
+    def __len__(self) -> int:
+        return 2 * self.nsrc * self.nchan
+
+    def read(self, start: int, stop: int) -> Tensor:
+        """``(2*K, stop - start)`` float64 samples ``[start, stop)``."""
+        out = torch.zeros(len(self), stop - start, dtype=torch.float64, device=self.device)
+        lo, hi = max(start, 0), min(stop, self.length)
+        if lo < hi:
+            rows = out.view(2, self.nsrc, self.nchan, -1)[..., lo - start : hi - start]
+            for i, x in enumerate(self.sources):
+                rows[i].copy_(torch.from_numpy(x[:, lo:hi]).permute(0, 2, 1))
+        return out
+
+
+def _lagged_correlations(channels: _Channels, max_lag: int) -> Tensor:
+    """``out[p, q, max_lag + k] = sum_n s[p, n] * s[q, n + k]``, ``p < K``, ``|k| <= max_lag``.
+
+    ``s`` are the ``2*K`` channels (references first); returns ``(K, 2*K, 2*max_lag+1)``.
+    Blocks of the references are correlated with blocks of all channels extended by
+    ``max_lag`` on each side; the cross-spectra are summed over blocks by a batched matmul
+    over frequencies, so memory does not grow with the length.
+    """
+    nx, nc = len(channels) // 2, len(channels)
     nfft, step = _corr_fft(max_lag)
-    nblocks = (signals.shape[-1] - 2 * max_lag) // step
-    xb = signals[:nx, max_lag : max_lag + nblocks * step].unfold(-1, step, step)
-    yb = signals.unfold(-1, nfft, step)
-    chunk = max(1, _CHUNK_BYTES // ((nx + len(signals)) * nfft * 16))
-    spec = torch.zeros(
-        nfft // 2 + 1, nx, len(signals), dtype=torch.complex128, device=signals.device
-    )
+    nblocks = -(-channels.length // step)
+    chunk = _chunk((nx + nc) * nfft * 8, channels.device)
+    spec = torch.zeros(nfft // 2 + 1, nx, nc, dtype=torch.complex128, device=channels.device)
+    work = _Workspace(channels.device)
     for b in range(0, nblocks, chunk):
-        xf = _freq_major(torch.fft.rfft(xb[:, b : b + chunk], n=nfft), (2, 0, 1))
-        yf = _freq_major(torch.fft.rfft(yb[:, b : b + chunk], n=nfft), (2, 1, 0))
-        spec += xf.conj() @ yf
+        m = min(chunk, nblocks - b)
+        span = channels.read(b * step - max_lag, (b + m - 1) * step - max_lag + nfft)
+        xb = span[:nx, max_lag : max_lag + m * step].unfold(-1, step, step)
+        xf = work.rfft("x", xb, nfft, (2, 0, 1)).conj_physical_()
+        yf = work.rfft("y", span.unfold(-1, nfft, step), nfft, (2, 1, 0))
+        spec.baddbmm_(xf, yf)
     return torch.fft.irfft(spec, n=nfft, dim=0)[: 2 * max_lag + 1].permute(1, 2, 0)
 
 
@@ -156,15 +223,44 @@ def _gram(corr: Tensor, taps: int) -> Tensor:
     return gram
 
 
-def _solve_psd(matrix: Tensor, rhs: Tensor) -> Tensor:
-    """Solve ``matrix @ x = rhs`` (batched) for symmetric positive (semi)definite matrices.
+def _cholesky_solve_in_place(matrices: np.ndarray, rhs: np.ndarray) -> np.ndarray:
+    """Solve ``(B, n, n)`` symmetric systems by LAPACK Cholesky, factorising in place.
 
-    Cholesky first; LU (museval's solver) when rounding makes a matrix indefinite, as for
-    dual-mono sources; least squares when one is singular (museval's own fallback).
+    The transposed view of a C-ordered matrix is Fortran-ordered, so LAPACK overwrites
+    it instead of copying 100+ MB; its upper triangle is the matrix's lower one, the
+    triangle ``torch.linalg.cholesky`` reads. Raises ``LinAlgError`` if one is not
+    positive definite.
     """
-    factor, info = torch.linalg.cholesky_ex(matrix)
-    if not bool((info != 0).any()):
-        return torch.cholesky_solve(rhs, factor)
+    out = np.empty_like(rhs)
+    for i, (matrix, b) in enumerate(zip(matrices, rhs, strict=True)):
+        factor = scipy.linalg.cho_factor(
+            matrix.T, lower=False, overwrite_a=True, check_finite=False
+        )
+        out[i] = scipy.linalg.cho_solve(factor, b, check_finite=False)
+    return out
+
+
+def _solve_psd(build: Callable[[], Tensor], rhs: Tensor) -> Tensor:
+    """Solve ``build() @ x = rhs`` (batched) for symmetric positive (semi)definite matrices.
+
+    Cholesky first (in place on CPU, so ``build`` makes the matrices); LU (museval's
+    solver) when rounding makes a matrix indefinite, as for dual-mono sources; least
+    squares when one is singular (museval's own fallback).
+    """
+    matrix = build()
+    if matrix.device.type == "cpu":
+        shape = matrix.shape
+        try:
+            flat = _cholesky_solve_in_place(
+                matrix.reshape(-1, *shape[-2:]).numpy(), rhs.reshape(-1, *rhs.shape[-2:]).numpy()
+            )
+            return torch.from_numpy(flat).view(rhs.shape)
+        except np.linalg.LinAlgError:
+            matrix = build()
+    else:
+        factor, info = torch.linalg.cholesky_ex(matrix)
+        if not bool((info != 0).any()):
+            return torch.cholesky_solve(rhs, factor)
     log.debug("Gram matrix is not positive definite to rounding: solving with LU")
     solution, info = torch.linalg.solve_ex(matrix, rhs)
     if bool((info != 0).any()):
@@ -173,27 +269,27 @@ def _solve_psd(matrix: Tensor, rhs: Tensor) -> Tensor:
     return solution
 
 
-def _distortion_filters(signals: Tensor, nsrc: int, taps: int) -> Tensor:
+def _distortion_filters(channels: _Channels, taps: int) -> Tensor:
     """Least-squares FIR filters from the references to each estimate, fitted on the track.
 
-    ``signals``: ``(2*K, ...)`` references then estimates, ``K = nsrc*nchan`` channels in
-    source-major order, laid out for :func:`_lagged_correlations`. Returns ``(K, 2*K,
+    ``channels``: references then estimates, ``K = nsrc*nchan`` channels each, in
+    source-major order. Returns ``(K, 2*K,
     taps)`` (input reference channel, output channel, tap). Output ``(j, c)`` in ``[:K]``
     projects estimate ``j`` channel ``c`` on all references; the same output in ``[K:]``
     projects it on the channels of reference ``j`` only.
     """
-    k = len(signals) // 2
-    nchan = k // nsrc
-    corr = _lagged_correlations(signals, k, taps - 1)
-    gram = _gram(corr[:, :k], taps)
+    k, nsrc, nchan, device = len(channels) // 2, channels.nsrc, channels.nchan, channels.device
+    corr = _lagged_correlations(channels, taps - 1)
     cross = corr[:, k:, taps - 1 :].permute(0, 2, 1).reshape(k * taps, k)
-    filters = signals.new_zeros(k, 2 * k, taps)
-    filters[:, :k] = _solve_psd(gram, cross).view(k, taps, k).permute(0, 2, 1)
-    block = nchan * taps
-    src = torch.arange(nsrc, device=signals.device)
+    filters = corr.new_zeros(k, 2 * k, taps)
+    full = _solve_psd(lambda: _gram(corr[:, :k], taps), cross)
+    filters[:, :k] = full.view(k, taps, k).permute(0, 2, 1)
+    # each estimate projected on its own reference's channels only
+    chans = torch.arange(k, device=device).view(nsrc, nchan)
+    src = torch.arange(nsrc, device=device)
     own = _solve_psd(
-        gram.view(nsrc, block, nsrc, block)[src, :, src],
-        cross.view(nsrc, block, nsrc, nchan)[src, :, src],
+        lambda: torch.stack([_gram(corr[c][:, c], taps) for c in chans]),
+        cross.view(nsrc, nchan * taps, nsrc, nchan)[src, :, src],
     )
     own = own.view(nsrc, nchan, taps, nchan).permute(0, 1, 3, 2)
     filters.view(nsrc, nchan, 2, nsrc, nchan, taps)[src, :, 1, src] = own
@@ -214,25 +310,30 @@ def _safe_db(num: Tensor, den: Tensor) -> Tensor:
     return torch.where(den == 0, torch.full_like(num, math.inf), 10 * torch.log10(num / den))
 
 
-def _window_scores(ref_w: Tensor, est_w: Tensor, filters: Tensor, nfft: int, nsrc: int) -> Tensor:
+def _window_scores(
+    windows: Tensor, filters: Tensor, nfft: int, nsrc: int, work: _Workspace
+) -> Tensor:
     """SDR, ISR, SIR, SAR ``(4, nw, nsrc)`` of a batch of windows.
 
-    ``ref_w``, ``est_w``: ``(K, nw, L)`` windows; ``filters``: ``(f, K, 2*K)`` spectra of
-    the track-level filters at ``nfft >= L + taps - 1``. Each window's references are
-    truncated to the window and projected, and all energies are taken over the
-    ``L + taps - 1`` samples museval uses (Parseval's sum in the frequency domain).
+    ``windows``: ``(2*K, nw, L)``, the reference then the estimate channels;
+    ``filters``: ``(f, K, 2*K)`` spectra of the track-level filters at ``nfft >= L + taps
+    - 1``. Each window's references are truncated to the window and projected, and all
+    energies are taken over the ``L + taps - 1`` samples museval uses (Parseval's sum in
+    the frequency domain).
     """
-    k, nw, _ = ref_w.shape
-    true = _freq_major(torch.fft.rfft(ref_w, n=nfft), (2, 1, 0))
-    est = _freq_major(torch.fft.rfft(est_w, n=nfft), (2, 1, 0))
+    k = len(windows) // 2
+    nw = windows.shape[1]
+    ref_w, est_w = windows[:k], windows[k:]
+    spec = work.rfft("windows", windows, nfft, (2, 1, 0))
+    true, est = spec[..., :k], spec[..., k:]
     # P / P_own: estimate projected on all references / on its own reference only
-    mixed = true @ filters
-    diffs = true.new_empty(true.shape[0], nw, 3, k)
+    mixed = torch.matmul(true, filters, out=work.get("mixed", (len(spec), nw, 2 * k), spec.dtype))
+    diffs = work.get("diffs", (len(spec), nw, 3, k), spec.dtype)
     proj, proj_own = mixed.view(-1, nw, 2, k).unbind(2)
     torch.sub(proj, proj_own, out=diffs[:, :, 0])
     torch.sub(proj_own, true, out=diffs[:, :, 1])
     torch.sub(est, proj, out=diffs[:, :, 2])
-    weights = _parseval_weights(nfft, ref_w.device)
+    weights = _parseval_weights(nfft, windows.device)
 
     def energies(spec: Tensor) -> tuple[Tensor, ...]:  # squares ``spec`` in place
         power = torch.view_as_real(spec).view(len(weights), -1).pow_(2)
@@ -250,7 +351,7 @@ def _window_scores(ref_w: Tensor, est_w: Tensor, filters: Tensor, nfft: int, nsr
             _safe_db(e_proj, e_artif),
         ]
     )
-    silent = torch.zeros(nw, dtype=torch.bool, device=ref_w.device)
+    silent = torch.zeros(nw, dtype=torch.bool, device=windows.device)
     for x in (ref_w, est_w):
         silent |= (x.reshape(nsrc, -1, nw, x.shape[-1]).sum(1) == 0).all(-1).any(0)
     return scores.masked_fill(silent[None, :, None], math.nan)
@@ -262,24 +363,6 @@ def _default_device(device: str | torch.device | None) -> torch.device:
     return torch.device(device)
 
 
-def _padded_signals(refs: np.ndarray, ests: np.ndarray, device: torch.device) -> Tensor:
-    """``(2*K, L)`` float64: reference then estimate channels, laid out for correlation.
-
-    Each channel gets ``taps - 1`` zeros in front and enough behind to fill whole blocks
-    of :func:`_lagged_correlations`.
-    """
-    nsrc, length, nchan = refs.shape
-    lead = FILTERS_LEN - 1
-    step = _corr_fft(lead)[1]
-    total = -(-length // step) * step + 2 * lead
-    signals = torch.empty(2, nsrc, nchan, total, dtype=torch.float64, device=device)
-    signals[..., :lead] = 0
-    signals[..., lead + length :] = 0
-    for i, x in enumerate((refs, ests)):
-        signals[i, ..., lead : lead + length] = torch.from_numpy(x).permute(0, 2, 1)
-    return signals.view(2 * nsrc * nchan, total)
-
-
 @torch.no_grad()
 def _bss_eval_fast(
     refs: np.ndarray, ests: np.ndarray, window: float, hop: float, device: torch.device
@@ -288,17 +371,16 @@ def _bss_eval_fast(
     nsrc, length, nchan = refs.shape
     k = nsrc * nchan
     nwin, win_len, hop = _framing(window, hop, length)
-    signals = _padded_signals(refs, ests, device)
-    filters = _distortion_filters(signals, nsrc, FILTERS_LEN)
+    channels = _Channels(refs, ests, device)
+    filters = _distortion_filters(channels, FILTERS_LEN)
     nfft = scipy.fft.next_fast_len(win_len + FILTERS_LEN - 1, real=True)
     filters = _freq_major(torch.fft.rfft(filters, n=nfft), (2, 0, 1))
-    audio = signals[:, FILTERS_LEN - 1 : FILTERS_LEN - 1 + length]
-    chunk = max(1, 4 * _CHUNK_BYTES // (12 * k * nfft * 8))
+    chunk = _chunk(12 * k * nfft * 8, device)
+    work = _Workspace(device)
     parts = []
     for t in range(0, nwin, chunk):
-        span = audio[:, t * hop : (min(t + chunk, nwin) - 1) * hop + win_len]
-        windows = span.unfold(-1, win_len, hop)
-        parts.append(_window_scores(windows[:k], windows[k:], filters, nfft, nsrc))
+        span = channels.read(t * hop, (min(t + chunk, nwin) - 1) * hop + win_len)
+        parts.append(_window_scores(span.unfold(-1, win_len, hop), filters, nfft, nsrc, work))
     return torch.cat(parts, dim=1).permute(0, 2, 1).cpu().numpy()
 
 
@@ -340,7 +422,8 @@ def bss_eval(
     if backend == "museval":
         scores = _bss_eval_museval(refs, ests, window, hop)
     elif backend == "fast":
-        scores = _bss_eval_fast(refs, ests, window, hop, _default_device(device))
+        with reuse_freed_blocks():  # per-window tensors reuse pages instead of faulting
+            scores = _bss_eval_fast(refs, ests, window, hop, _default_device(device))
     else:
         raise LongsepError(f"backend={backend!r}: use 'fast' or 'museval'")
     return dict(zip(BSS_METRICS, scores, strict=True))

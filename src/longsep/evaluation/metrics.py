@@ -24,10 +24,6 @@ from longsep.evaluation.bsseval import BSS_METRICS, bss_eval
 
 log = logging.getLogger(__name__)
 
-FILTERS_LEN = 512
-_EPS64 = float(np.finfo(np.float64).eps)
-_CORR_FFT = 1 << 14
-_CHUNK_BYTES = 1 << 27
 
 ArrayLike = np.ndarray | Tensor
 

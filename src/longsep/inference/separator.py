@@ -34,6 +34,7 @@ from torch import Tensor, nn
 
 from longsep import audio
 from longsep.errors import LongsepError
+from longsep.heap import unmap_large_blocks
 from longsep.inference.device import resolve_device
 from longsep.inference.export import ExportQueue, SongExport, check_filename_format, output_path
 from longsep.inference.streaming import (
@@ -47,7 +48,6 @@ from longsep.inference.streaming import (
     crossfade_windows,
     fit_length,
     rechunk,
-    unmap_large_blocks,
 )
 from longsep.inference.wiener import apply_wiener
 from longsep.spectral import STFTConfig

@@ -9,8 +9,6 @@ audio slice aligned to the global grid, so they equal those of the full-length S
 
 from __future__ import annotations
 
-import ctypes
-import functools
 from collections.abc import Callable, Iterator
 from typing import Protocol
 
@@ -232,18 +230,3 @@ def fit_length(audio_: Tensor, length: int) -> Tensor:
     if audio_.shape[-1] >= length:
         return audio_[..., :length]
     return F.pad(audio_, (0, length - audio_.shape[-1]))
-
-
-@functools.cache
-def unmap_large_blocks(threshold: int = 1 << 20) -> bool:
-    """Have glibc serve allocations of ``threshold`` bytes or more with ``mmap``.
-
-    Such blocks go back to the OS when freed. By default glibc raises its mmap threshold
-    (up to 32 MiB) each time a large block is freed, after which window-sized tensors come
-    from the heap, whose high-water mark stays resident: a long streaming separation then
-    holds more than its working set. Set once per process. Returns False where the C
-    library has no ``mallopt`` (not glibc), and nothing changes.
-    """
-    mallopt = getattr(ctypes.CDLL(None), "mallopt", None)  # the C library already loaded
-    m_mmap_threshold = -3  # glibc's malloc.h
-    return bool(mallopt and mallopt(m_mmap_threshold, int(threshold)) == 1)
