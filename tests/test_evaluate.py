@@ -453,3 +453,32 @@ def test_estimates_at_another_rate_and_length_and_missing_files(synth_root, trac
     with pytest.raises(LongsepError, match="oracle and estimates given: use one of"):
         evaluate(compose_eval(synth_root, in_tmp, f"estimates={root}", "oracle=ibm"))
     assert not (in_tmp / "x").exists() and not (in_tmp / "y").exists()
+
+
+def test_song_reads_16_bit_wav_as_musdb_does_and_other_files_through_musdb(tracks, tmp_path):
+    """16-bit wav stems are read with soundfile (no ffmpeg process per file), giving exactly
+    musdb's (stempeg's s16le) values; a float wav goes through musdb, as before."""
+    import shutil
+
+    import soundfile as sf
+
+    track = tracks[0]
+    song = Song.from_track(track)
+    np.testing.assert_array_equal(song.mixture, np.asarray(track.audio, dtype=np.float32))
+    for name, source in track.sources.items():
+        np.testing.assert_array_equal(song.sources[name], np.asarray(source.audio, np.float32))
+    root = tmp_path / "float"
+    shutil.copytree(Path(track.path).parents[1], root / "test")
+    (root / "train").mkdir()
+    folder = root / "test" / track.name
+    for wav in folder.glob("*.wav"):
+        data, rate = sf.read(wav, dtype="float32")
+        sf.write(wav, data * 0.999, rate, subtype="FLOAT")  # off the 16-bit grid
+    shutil.copy(Path(track.path).parents[2] / "setup.yaml", root)
+    float_track = next(
+        t for t in open_musdb(root, "test", is_wav=True, setup_file="setup.yaml")
+        if t.name == track.name
+    )  # fmt: skip
+    mixture = Song.from_track(float_track).mixture
+    np.testing.assert_array_equal(mixture, np.asarray(float_track.audio, dtype=np.float32))
+    assert not np.array_equal(mixture, song.mixture * np.float32(0.999))

@@ -51,21 +51,26 @@ ArrayLike = np.ndarray | Tensor
 
 
 def _as_sources(x: ArrayLike, name: str) -> np.ndarray:
-    """``(nsrc, samples, channels)`` float64, promoting 1-D / 2-D input like museval."""
+    """``(nsrc, samples, channels)``, promoting 1-D / 2-D input like museval.
+
+    Float32 stays float32 (both backends compute in float64; the fast one converts block by
+    block, so a whole-track float64 copy is never made); other dtypes become float64.
+    """
     if isinstance(x, Tensor):
         x = x.detach().cpu().numpy()
     x = np.asarray(x)
     if x.ndim > 3:
         raise LongsepError(f"{name}: expected (nsrc, samples, channels), got shape {x.shape}")
-    return np.atleast_3d(x).astype(np.float64, copy=False)
+    x = np.atleast_3d(x)
+    return x if x.dtype in (np.float32, np.float64) else x.astype(np.float64)
 
 
 def _silent_sources(x: np.ndarray) -> np.ndarray:
     """Boolean ``(nsrc,)``: sources whose channel sum is zero at every sample (museval).
 
-    Channels are added in order, as ``np.sum`` does over a short axis, only faster.
+    Channels are added in order and in float64, as museval's ``np.sum`` does, only faster.
     """
-    total = x[..., 0]
+    total = x[..., 0].astype(np.float64)
     for c in range(1, x.shape[2]):
         total = total + x[..., c]
     return ~np.any(total != 0, axis=1)
@@ -389,8 +394,8 @@ def _bss_eval_museval(refs: np.ndarray, ests: np.ndarray, window: float, hop: fl
     from museval.metrics import bss_eval as museval_bss_eval
 
     sdr, isr, sir, sar, _ = museval_bss_eval(
-        refs,
-        ests,
+        refs.astype(np.float64, copy=False),
+        ests.astype(np.float64, copy=False),
         window=window,
         hop=hop,
         compute_permutation=False,

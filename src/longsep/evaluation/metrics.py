@@ -84,10 +84,15 @@ def _bss_groups(targets: list[str]) -> list[tuple[list[str], list[str]]]:
 
 
 def _as_track_audio(x: ArrayLike, name: str) -> np.ndarray:
-    """``(samples, channels)`` float64 from numpy or torch."""
+    """``(samples, channels)`` float32 or float64 (other dtypes) from numpy or torch.
+
+    Float32 audio is not widened here: BSSEval computes in float64 from it by itself.
+    """
     if isinstance(x, Tensor):
         x = x.detach().cpu().numpy()
-    x = np.asarray(x, dtype=np.float64)
+    x = np.asarray(x)
+    if x.dtype not in (np.float32, np.float64):
+        x = x.astype(np.float64)
     if x.ndim == 1:
         x = x[:, None]
     if x.ndim != 2:
@@ -138,8 +143,8 @@ def evaluate_track(
         for i, t in enumerate(group):
             if t in reported:
                 targets[t] = {m: scores[m][i] for m in BSS_METRICS}
-    for t in names:
-        value = si_sdr(torch.from_numpy(ests[t].T.ravel()), torch.from_numpy(refs[t].T.ravel()))
+    for t in names:  # all channels as one signal; sums do not depend on the sample order
+        value = si_sdr(*(torch.from_numpy(x[t].reshape(-1)).double() for x in (ests, refs)))
         targets.setdefault(t, {})["SI-SDR"] = float(value)
     return {"rate": rate, "window": window, "hop": hop, "targets": targets}
 

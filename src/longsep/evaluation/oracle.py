@@ -20,13 +20,14 @@ spectrograms ``(nsrc, channels, bins, frames)``.
 from __future__ import annotations
 
 import logging
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 
 import numpy as np
 import torch
 from torch import Tensor
 
 from longsep.errors import LongsepError
+from longsep.heap import reuse_freed_blocks
 from longsep.spectral import STFTConfig, make_transforms
 
 log = logging.getLogger(__name__)
@@ -34,6 +35,22 @@ log = logging.getLogger(__name__)
 ORACLES: tuple[str, ...] = ("irm1", "irm2", "ibm", "mwf")
 EPS = float(np.finfo(np.float64).eps)
 _BIN_CHUNK = 64
+_MASK_BINS = 128
+
+
+def _masked(sources: Tensor, mixture: Tensor, mask: Callable[[Tensor, Tensor], Tensor]) -> Tensor:
+    """``mixture * mask(sources, mixture)`` computed on blocks of bins.
+
+    Whole-song temporaries of a few hundred MB each cost more in page faults than in
+    arithmetic; blocks of bins keep them small and reused.
+    """
+    out = torch.empty_like(sources)
+    with reuse_freed_blocks():
+        for lo in range(0, sources.shape[-2], _MASK_BINS):
+            block = slice(lo, lo + _MASK_BINS)
+            mix = mixture[:, block]
+            torch.mul(mix, mask(sources[:, :, block], mix), out=out[:, :, block])
+    return out
 
 
 def ratio_mask(sources: Tensor, mixture: Tensor, power: float, eps: float = EPS) -> Tensor:
@@ -42,8 +59,12 @@ def ratio_mask(sources: Tensor, mixture: Tensor, power: float, eps: float = EPS)
     ``sources``: complex ``(nsrc, channels, bins, frames)``; ``mixture``: complex
     ``(channels, bins, frames)``. Returns complex ``(nsrc, channels, bins, frames)``.
     """
-    weights = sources.abs().pow(power)
-    return mixture * (weights / (eps + weights.sum(0)))
+
+    def mask(src: Tensor, _: Tensor) -> Tensor:
+        weights = src.abs().pow_(power)
+        return weights.div_(weights.sum(0).add_(eps))
+
+    return _masked(sources, mixture, mask)
 
 
 def binary_mask(
@@ -54,8 +75,11 @@ def binary_mask(
     Shapes as :func:`ratio_mask`. With ``theta = 0.5`` and ``alpha = 1`` a bin goes to the
     source that holds at least half of the mixture magnitude there (possibly none).
     """
-    ratio = sources.abs().pow(alpha) / (eps + mixture.abs().pow(alpha))
-    return mixture * (ratio >= theta)
+
+    def mask(src: Tensor, mix: Tensor) -> Tensor:
+        return src.abs().pow_(alpha).div_(mix.abs().pow_(alpha).add_(eps)) >= theta
+
+    return _masked(sources, mixture, mask)
 
 
 def _inverse(matrix: Tensor) -> Tensor:
@@ -169,9 +193,8 @@ def oracle_separate(
     src_spec = forward(torch.stack([sources[n].float() for n in names]))
     estimates = oracle_filter(method, src_spec, mix_spec)
     del src_spec
-    keep = [names.index(t) for t in targets]
-    audio = inverse(estimates[keep], length=length)
-    return dict(zip(targets, audio.unbind(0), strict=True))
+    # one target at a time: the inverse STFT's whole-song frame buffers stay smaller
+    return {t: inverse(estimates[names.index(t)], length=length) for t in targets}
 
 
 class OracleEstimator:
