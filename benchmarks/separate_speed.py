@@ -209,7 +209,7 @@ def main() -> None:
             "seconds": args.seconds,
             "wall": round(ours["wall_s"] / theirs["wall_s"], 3),
             "peak_rss": round(ours["peak_rss_mb"] / theirs["peak_rss_mb"], 3),
-            "target": "wall <= 0.8, peak_rss <= 1.0",
+            "target": "wall <= 0.5, peak_rss <= 1.0",
         }
         print(json.dumps(ratios), flush=True)
 
