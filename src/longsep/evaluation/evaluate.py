@@ -27,11 +27,11 @@ from pathlib import Path
 from typing import Any, Protocol
 
 import numpy as np
-import soundfile as sf
 import torch
 
 from longsep import TARGETS, audio
 from longsep.data import instantiate_data
+from longsep.data.musdb import read_track_audio
 from longsep.errors import LongsepError
 from longsep.evaluation.metrics import evaluate_track
 from longsep.evaluation.results import (
@@ -74,8 +74,8 @@ class Song:
             name=track.name,
             subset=track.subset,
             rate=int(track.rate),
-            mixture=_track_audio(track),
-            sources={n: _track_audio(track.sources[n]) for n in names},
+            mixture=read_track_audio(track),
+            sources={n: read_track_audio(track.sources[n]) for n in names},
         )
 
     def reference(self, target: str, estimated: Sequence[str]) -> np.ndarray | None:
@@ -95,22 +95,6 @@ class Song:
             total = np.sum(used, axis=0, dtype=np.float64) if used else 0.0
             return (self.mixture.astype(np.float64) - total).astype(np.float32)
         return None
-
-
-def _track_audio(track: Any) -> np.ndarray:
-    """``(samples, channels)`` float32 of a track or source (musdb's or a folder's).
-
-    A 16-bit wav file of MUSDB18-HQ layout is read with soundfile: the values musdb's
-    ffmpeg ``s16le`` decoding gives, without an ffmpeg process per file (that was most
-    of an oracle evaluation's I/O). Anything else is read by the track itself.
-    """
-    path = getattr(track, "path", None)
-    owner = getattr(track, "multitrack", track)  # a musdb source belongs to its track
-    if getattr(owner, "is_wav", False) and str(path).endswith(".wav"):
-        with sf.SoundFile(str(path)) as f:
-            if f.subtype == "PCM_16":
-                return f.read(dtype="float32", always_2d=True)
-    return np.asarray(track.audio, dtype=np.float32)
 
 
 class Estimator(Protocol):
