@@ -278,8 +278,8 @@ def _distortion_filters(channels: _Channels, taps: int) -> Tensor:
     """Least-squares FIR filters from the references to each estimate, fitted on the track.
 
     ``channels``: references then estimates, ``K = nsrc*nchan`` channels each, in
-    source-major order. Returns ``(K, 2*K,
-    taps)`` (input reference channel, output channel, tap). Output ``(j, c)`` in ``[:K]``
+    source-major order. Returns ``(K, 2*K, taps)`` (input reference channel, output
+    channel, tap). Output ``(j, c)`` in ``[:K]``
     projects estimate ``j`` channel ``c`` on all references; the same output in ``[K:]``
     projects it on the channels of reference ``j`` only.
     """
