@@ -24,6 +24,7 @@ from longsep.evaluation.metrics import (
     save_museval_json,
     si_sdr,
     to_museval_json,
+    track_si_sdr,
 )
 from longsep.evaluation.results import ResultStore, nan_median
 
@@ -131,6 +132,25 @@ def test_si_sdr_zero_mean_ignores_dc_offset():
     assert si_sdr(est + 0.5, ref, zero_mean=False) < si_sdr(est, ref) - 1
 
 
+@pytest.mark.parametrize("kind", ["noisy", "perfect", "scaled", "unrelated", "offset"])
+def test_blockwise_track_si_sdr_equals_si_sdr_in_float64(kind):
+    """Over several blocks, float32 input, against si_sdr on the whole float64 signal."""
+    rng = np.random.default_rng(20)
+    ref = (rng.standard_normal((700_000, 2)) + 0.2).astype(np.float32)
+    est = {
+        "noisy": ref + 0.03 * rng.standard_normal(ref.shape),
+        "perfect": ref,
+        "scaled": 0.5 * ref,
+        "unrelated": rng.standard_normal(ref.shape),
+        "offset": ref + 0.7,
+    }[kind].astype(np.float32)
+    for zero_mean in (True, False):
+        whole = si_sdr(
+            *(torch.from_numpy(x.reshape(-1)).double() for x in (est, ref)), zero_mean=zero_mean
+        )
+        assert track_si_sdr(est, ref, zero_mean=zero_mean) == pytest.approx(float(whole), abs=1e-9)
+
+
 def test_neg_si_sdr_loss_trains():
     ref = zero_mean_signal((2, 4000), seed=8)
     est = (ref + orthogonal_noise(ref, 0.0, seed=9)).requires_grad_(True)
@@ -226,10 +246,34 @@ def test_torch_float32_input_matches_numpy():
         np.testing.assert_array_equal(from_torch[m], from_numpy[m])
 
 
+def test_lists_of_sources_equal_stacked_arrays():
+    refs = music(3, 2.0, seed=16).astype(np.float32)
+    ests = separated(refs, seed=16).astype(np.float32)
+    for backend in ("fast", "museval"):
+        stacked = bss_eval(refs, ests, backend=backend, device="cpu")
+        listed = bss_eval(list(refs), [torch.from_numpy(e) for e in ests], backend=backend)
+        for m in METRICS:
+            np.testing.assert_array_equal(listed[m], stacked[m])
+
+
+def test_silence_check_reads_past_the_first_block():
+    """A source silent for 3 blocks of the silence scan, then not, is not silent."""
+    refs = music(2, 5.0, seed=17)
+    refs[0, : 3 * 65536] = 0
+    refs[1] = 0
+    refs[1, -1, 0] = 1e-3
+    fast, ref = both(refs, separated(refs, seed=17))
+    assert_frames_agree(fast, ref)
+    refs[1, -1, 0] = 0
+    with pytest.raises(LongsepError, match=r"references: source\(s\) \[1\]"):
+        bss_eval(refs, separated(refs, seed=17))
+
+
 @pytest.mark.parametrize(
     ("refs", "ests", "kwargs", "match"),
     [
         (np.ones((2, 100, 2)), np.ones((2, 90, 2)), {}, "differ"),
+        ([np.ones((100, 2)), np.ones((90, 2))], np.ones((2, 100, 2)), {}, "different shapes"),
         (np.zeros((2, 100, 2)), np.ones((2, 100, 2)), {}, "references: source"),
         (np.ones((2, 100, 2)), np.zeros((2, 100, 2)), {}, "estimates: source"),
         (np.ones((2, 100, 2)), np.ones((2, 100, 2)), {"backend": "bsseval"}, "backend"),

@@ -50,47 +50,77 @@ ArrayLike = np.ndarray | Tensor
 # ---------------------------------------------------------------------------- inputs
 
 
-def _as_sources(x: ArrayLike, name: str) -> np.ndarray:
-    """``(nsrc, samples, channels)``, promoting 1-D / 2-D input like museval.
+Sources = list[np.ndarray]
+_SILENCE_BLOCK = 1 << 16
 
-    Float32 stays float32 (both backends compute in float64; the fast one converts block by
-    block, so a whole-track float64 copy is never made); other dtypes become float64.
-    """
+
+def _as_array(x: ArrayLike) -> np.ndarray:
+    """Numpy view of ``x``; float32 stays float32 (both backends compute in float64, the
+    fast one block by block, so no whole-track float64 copy is made), other dtypes become
+    float64."""
     if isinstance(x, Tensor):
         x = x.detach().cpu().numpy()
     x = np.asarray(x)
-    if x.ndim > 3:
-        raise LongsepError(f"{name}: expected (nsrc, samples, channels), got shape {x.shape}")
-    x = np.atleast_3d(x)
     return x if x.dtype in (np.float32, np.float64) else x.astype(np.float64)
 
 
-def _silent_sources(x: np.ndarray) -> np.ndarray:
-    """Boolean ``(nsrc,)``: sources whose channel sum is zero at every sample (museval).
+def _as_sources(x: ArrayLike | list | tuple, name: str) -> Sources:
+    """One ``(samples, channels)`` array per source.
 
-    Channels are added in order and in float64, as museval's ``np.sum`` does, only faster.
+    ``x`` is ``(nsrc, samples, channels)`` (1-D and 2-D input promoted like museval) or a
+    list of per-source ``(samples, channels)`` (or ``(samples,)``) arrays, which are used
+    as they are: the sources of a track are never stacked into one copy.
     """
-    total = x[..., 0].astype(np.float64)
-    for c in range(1, x.shape[2]):
-        total = total + x[..., c]
-    return ~np.any(total != 0, axis=1)
+    if isinstance(x, list | tuple):
+        sources = [_as_array(s) for s in x]
+        if any(s.ndim > 2 for s in sources):
+            raise LongsepError(f"{name}: expected (samples, channels) arrays per source")
+        sources = [s[:, None] if s.ndim == 1 else s for s in sources]
+        if len({s.shape for s in sources}) > 1:
+            shapes = ", ".join(str(s.shape) for s in sources)
+            raise LongsepError(f"{name}: sources of different shapes ({shapes})")
+        return sources
+    x = _as_array(x)
+    if x.ndim > 3:
+        raise LongsepError(f"{name}: expected (nsrc, samples, channels), got shape {x.shape}")
+    return list(np.atleast_3d(x))
 
 
-def _validated(references: ArrayLike, estimates: ArrayLike) -> tuple[np.ndarray, np.ndarray]:
+def _shape(sources: Sources) -> tuple[int, ...]:
+    return (len(sources), *sources[0].shape) if sources else (0,)
+
+
+def _is_silent(source: np.ndarray) -> bool:
+    """Whether the channel sum of ``(samples, channels)`` is zero at every sample (museval).
+
+    Channels are added in order and in float64, as museval's ``np.sum`` does, block by
+    block, stopping at the first block that is not silent.
+    """
+    for lo in range(0, len(source), _SILENCE_BLOCK):
+        block = source[lo : lo + _SILENCE_BLOCK]
+        total = block[:, 0].astype(np.float64)
+        for c in range(1, block.shape[1]):
+            total += block[:, c]
+        if np.any(total != 0):
+            return False
+    return True
+
+
+def _validated(references: ArrayLike, estimates: ArrayLike) -> tuple[Sources, Sources]:
     refs = _as_sources(references, "references")
     ests = _as_sources(estimates, "estimates")
-    if refs.shape != ests.shape:
+    if _shape(refs) != _shape(ests):
         raise LongsepError(
-            f"references {refs.shape} and estimates {ests.shape} differ: "
+            f"references {_shape(refs)} and estimates {_shape(ests)} differ: "
             "pass (nsrc, samples, channels) arrays of the same shape"
         )
-    if refs.size == 0:
+    if not refs or refs[0].size == 0:
         raise LongsepError("references are empty: pass (nsrc, samples, channels) audio")
-    for name, x in (("references", refs), ("estimates", ests)):
-        silent = np.flatnonzero(_silent_sources(x))
-        if silent.size:
+    for name, sources in (("references", refs), ("estimates", ests)):
+        silent = [i for i, x in enumerate(sources) if _is_silent(x)]
+        if silent:
             raise LongsepError(
-                f"{name}: source(s) {silent.tolist()} are all zeros; "
+                f"{name}: source(s) {silent} are all zeros; "
                 "BSSEval needs every source to be non-silent"
             )
     return refs, ests
@@ -169,9 +199,9 @@ class _Channels:
     whole track is made.
     """
 
-    def __init__(self, refs: np.ndarray, ests: np.ndarray, device: torch.device) -> None:
+    def __init__(self, refs: Sources, ests: Sources, device: torch.device) -> None:
         self.sources = (refs, ests)
-        self.nsrc, self.length, self.nchan = refs.shape
+        self.nsrc, self.length, self.nchan = _shape(refs)
         self.device = device
 
     def __len__(self) -> int:
@@ -183,8 +213,9 @@ class _Channels:
         lo, hi = max(start, 0), min(stop, self.length)
         if lo < hi:
             rows = out.view(2, self.nsrc, self.nchan, -1)[..., lo - start : hi - start]
-            for i, x in enumerate(self.sources):
-                rows[i].copy_(torch.from_numpy(x[:, lo:hi]).permute(0, 2, 1))
+            for i, group in enumerate(self.sources):
+                for j, x in enumerate(group):
+                    rows[i, j].copy_(torch.from_numpy(x[lo:hi]).T)
         return out
 
 
@@ -370,10 +401,10 @@ def _default_device(device: str | torch.device | None) -> torch.device:
 
 @torch.no_grad()
 def _bss_eval_fast(
-    refs: np.ndarray, ests: np.ndarray, window: float, hop: float, device: torch.device
+    refs: Sources, ests: Sources, window: float, hop: float, device: torch.device
 ) -> np.ndarray:
     """Framewise ``(4, nsrc, nwin)`` scores from our torch implementation."""
-    nsrc, length, nchan = refs.shape
+    nsrc, length, nchan = _shape(refs)
     k = nsrc * nchan
     nwin, win_len, hop = _framing(window, hop, length)
     channels = _Channels(refs, ests, device)
@@ -389,13 +420,13 @@ def _bss_eval_fast(
     return torch.cat(parts, dim=1).permute(0, 2, 1).cpu().numpy()
 
 
-def _bss_eval_museval(refs: np.ndarray, ests: np.ndarray, window: float, hop: float) -> np.ndarray:
+def _bss_eval_museval(refs: Sources, ests: Sources, window: float, hop: float) -> np.ndarray:
     """Framewise ``(4, nsrc, nwin)`` scores from museval (BSSEval v4 settings)."""
     from museval.metrics import bss_eval as museval_bss_eval
 
     sdr, isr, sir, sar, _ = museval_bss_eval(
-        refs.astype(np.float64, copy=False),
-        ests.astype(np.float64, copy=False),
+        np.stack(refs, dtype=np.float64),
+        np.stack(ests, dtype=np.float64),
         window=window,
         hop=hop,
         compute_permutation=False,
@@ -417,11 +448,12 @@ def bss_eval(
     """BSSEval v4 framewise scores, as museval computes them for MUSDB18.
 
     ``references`` / ``estimates``: ``(nsrc, samples, channels)`` numpy or torch (1-D and
-    2-D input is promoted like museval). ``window`` / ``hop`` in samples (``window`` may be
-    ``math.inf`` for one window over the whole track). Returns ``{"SDR", "ISR", "SIR",
-    "SAR"}`` each ``(nsrc, nwin)`` in dB: ``nan`` in windows where any reference or
-    estimate is silent, ``inf`` where the error energy is exactly zero. ``device`` is
-    used by the ``fast`` backend only (default: CUDA when available).
+    2-D input is promoted like museval), or lists of ``(samples, channels)`` arrays, one
+    per source (not stacked: no copy of the track). ``window`` / ``hop`` in samples
+    (``window`` may be ``math.inf`` for one window over the whole track). Returns
+    ``{"SDR", "ISR", "SIR", "SAR"}`` each ``(nsrc, nwin)`` in dB: ``nan`` in windows where
+    any reference or estimate is silent, ``inf`` where the error energy is exactly zero.
+    ``device`` is used by the ``fast`` backend only (default: CUDA when available).
     """
     refs, ests = _validated(references, estimates)
     if backend == "museval":
