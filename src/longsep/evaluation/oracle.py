@@ -39,29 +39,36 @@ _MASK_BINS = 128
 
 
 def _masked(sources: Tensor, mixture: Tensor, mask: Callable[[Tensor, Tensor], Tensor]) -> Tensor:
-    """``mixture * mask(sources, mixture)`` computed on blocks of bins.
+    """``sources`` overwritten by ``mixture * mask(sources, mixture)``, on blocks of bins.
 
     Whole-song temporaries of a few hundred MB each cost more in page faults than in
-    arithmetic; blocks of bins keep them small and reused.
+    arithmetic; blocks of bins keep them small and reused, and the estimates take the
+    place of the source spectrograms.
     """
-    out = torch.empty_like(sources)
     with reuse_freed_blocks():
         for lo in range(0, sources.shape[-2], _MASK_BINS):
             block = slice(lo, lo + _MASK_BINS)
             mix = mixture[:, block]
-            torch.mul(mix, mask(sources[:, :, block], mix), out=out[:, :, block])
-    return out
+            torch.mul(mix, mask(sources[:, :, block], mix), out=sources[:, :, block])
+    return sources
+
+
+def _power(spec: Tensor, power: float) -> Tensor:
+    """``|spec| ** power``; for ``power == 2`` as ``spec * conj(spec)``, without a root."""
+    if power == 2.0:
+        return torch.mul(spec, spec.conj()).real
+    return spec.abs().pow_(power)
 
 
 def ratio_mask(sources: Tensor, mixture: Tensor, power: float, eps: float = EPS) -> Tensor:
     """Ideal ratio mask filtering: ``mixture * |S_j|^power / (eps + sum_k |S_k|^power)``.
 
-    ``sources``: complex ``(nsrc, channels, bins, frames)``; ``mixture``: complex
-    ``(channels, bins, frames)``. Returns complex ``(nsrc, channels, bins, frames)``.
+    ``sources``: complex ``(nsrc, channels, bins, frames)``, overwritten by the result;
+    ``mixture``: complex ``(channels, bins, frames)``.
     """
 
     def mask(src: Tensor, _: Tensor) -> Tensor:
-        weights = src.abs().pow_(power)
+        weights = _power(src, power)
         return weights.div_(weights.sum(0).add_(eps))
 
     return _masked(sources, mixture, mask)
@@ -72,12 +79,13 @@ def binary_mask(
 ) -> Tensor:
     """Ideal binary mask filtering: keep bins where ``|S_j|^a / (eps + |X|^a) >= theta``.
 
-    Shapes as :func:`ratio_mask`. With ``theta = 0.5`` and ``alpha = 1`` a bin goes to the
-    source that holds at least half of the mixture magnitude there (possibly none).
+    Shapes as :func:`ratio_mask` (``sources`` is overwritten). With ``theta = 0.5`` and
+    ``alpha = 1`` a bin goes to the source that holds at least half of the mixture
+    magnitude there (possibly none).
     """
 
     def mask(src: Tensor, mix: Tensor) -> Tensor:
-        return src.abs().pow_(alpha).div_(mix.abs().pow_(alpha).add_(eps)) >= theta
+        return _power(src, alpha).div_(_power(mix, alpha).add_(eps)) >= theta
 
     return _masked(sources, mixture, mask)
 
@@ -134,12 +142,11 @@ def _spatial_model(source: Tensor, eps: float) -> tuple[Tensor, Tensor]:
 def multichannel_wiener(sources: Tensor, mixture: Tensor, eps: float = EPS) -> Tensor:
     """Oracle multichannel Wiener filter (time-invariant spatial covariances).
 
-    Shapes as :func:`ratio_mask`. Works in complex128 over chunks of frequency bins, so
-    memory beyond the inputs stays small.
+    Shapes as :func:`ratio_mask` (``sources`` is overwritten). Works in complex128 over
+    chunks of frequency bins, so memory beyond the inputs stays small.
     """
     nsrc, channels, bins, frames = sources.shape
     eye = torch.eye(channels, dtype=torch.complex128, device=sources.device)
-    out = torch.empty_like(sources)
     for lo in range(0, bins, _BIN_CHUNK):
         hi = min(bins, lo + _BIN_CHUNK)
         block = sources[:, :, lo:hi].to(torch.complex128)
@@ -149,12 +156,13 @@ def multichannel_wiener(sources: Tensor, mixture: Tensor, eps: float = EPS) -> T
         z = _apply(_inverse(mix_cov), x)
         for j, (cov, psd) in enumerate(models):
             y = psd[..., None] * _apply(cov[:, None], z)
-            out[j, :, lo:hi] = y.permute(2, 0, 1).to(out.dtype)
-    return out
+            sources[j, :, lo:hi] = y.permute(2, 0, 1).to(sources.dtype)
+    return sources
 
 
 def oracle_filter(method: str, sources: Tensor, mixture: Tensor) -> Tensor:
-    """Apply oracle ``method`` (one of :data:`ORACLES`) to complex spectrograms."""
+    """Apply oracle ``method`` (one of :data:`ORACLES`) to complex spectrograms; the
+    estimates overwrite ``sources`` (shapes as :func:`ratio_mask`)."""
     if method == "irm1":
         return ratio_mask(sources, mixture, power=1.0)
     if method == "irm2":
@@ -192,7 +200,6 @@ def oracle_separate(
     mix_spec = forward(mixture.float())
     src_spec = forward(torch.stack([sources[n].float() for n in names]))
     estimates = oracle_filter(method, src_spec, mix_spec)
-    del src_spec
     # one target at a time: the inverse STFT's whole-song frame buffers stay smaller
     return {t: inverse(estimates[names.index(t)], length=length) for t in targets}
 
