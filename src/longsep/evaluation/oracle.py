@@ -13,14 +13,15 @@ reach. Definitions follow sigsep's ``sigsep-mus-oracle`` (SiSEC 2018):
   ``Y_j = v_j R_j (sum_k v_k R_k)^-1 X``.
 
 All methods use the same STFT (:class:`longsep.spectral.STFTConfig`, default n_fft 4096,
-hop 1024, as our models; sigsep used n_fft 2048). Layouts: audio ``(channels, samples)``;
-spectrograms ``(nsrc, channels, bins, frames)``.
+hop 1024, as our models; sigsep used n_fft 2048). Songs are processed a block of frames
+at a time. Layouts: audio ``(channels, samples)``; spectra ``(nsrc, channels, frames,
+bins)``.
 """
 
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 
 import numpy as np
 import torch
@@ -28,29 +29,13 @@ from torch import Tensor
 
 from longsep.errors import LongsepError
 from longsep.heap import reuse_freed_blocks
-from longsep.spectral import STFTConfig, make_transforms
+from longsep.spectral import BlockSTFT, OverlapAdd, STFTConfig
 
 log = logging.getLogger(__name__)
 
 ORACLES: tuple[str, ...] = ("irm1", "irm2", "ibm", "mwf")
 EPS = float(np.finfo(np.float64).eps)
-_BIN_CHUNK = 64
-_MASK_BINS = 128
-
-
-def _masked(sources: Tensor, mixture: Tensor, mask: Callable[[Tensor, Tensor], Tensor]) -> Tensor:
-    """``sources`` overwritten by ``mixture * mask(sources, mixture)``, on blocks of bins.
-
-    Whole-song temporaries of a few hundred MB each cost more in page faults than in
-    arithmetic; blocks of bins keep them small and reused, and the estimates take the
-    place of the source spectrograms.
-    """
-    with reuse_freed_blocks():
-        for lo in range(0, sources.shape[-2], _MASK_BINS):
-            block = slice(lo, lo + _MASK_BINS)
-            mix = mixture[:, block]
-            torch.mul(mix, mask(sources[:, :, block], mix), out=sources[:, :, block])
-    return sources
+_BLOCK_FRAMES = 128
 
 
 def _power(spec: Tensor, power: float) -> Tensor:
@@ -63,15 +48,12 @@ def _power(spec: Tensor, power: float) -> Tensor:
 def ratio_mask(sources: Tensor, mixture: Tensor, power: float, eps: float = EPS) -> Tensor:
     """Ideal ratio mask filtering: ``mixture * |S_j|^power / (eps + sum_k |S_k|^power)``.
 
-    ``sources``: complex ``(nsrc, channels, bins, frames)``, overwritten by the result;
-    ``mixture``: complex ``(channels, bins, frames)``.
+    ``sources``: complex ``(nsrc, channels, ...)``, overwritten by the result;
+    ``mixture``: complex ``(channels, ...)`` (any trailing time-frequency layout).
     """
-
-    def mask(src: Tensor, _: Tensor) -> Tensor:
-        weights = _power(src, power)
-        return weights.div_(weights.sum(0).add_(eps))
-
-    return _masked(sources, mixture, mask)
+    weights = _power(sources, power)
+    weights.div_(weights.sum(0).add_(eps))
+    return torch.mul(mixture, weights, out=sources)
 
 
 def binary_mask(
@@ -83,11 +65,8 @@ def binary_mask(
     ``alpha = 1`` a bin goes to the source that holds at least half of the mixture
     magnitude there (possibly none).
     """
-
-    def mask(src: Tensor, mix: Tensor) -> Tensor:
-        return _power(src, alpha).div_(_power(mix, alpha).add_(eps)) >= theta
-
-    return _masked(sources, mixture, mask)
+    keep = _power(sources, alpha).div_(_power(mixture, alpha).add_(eps)) >= theta
+    return torch.mul(mixture, keep, out=sources)
 
 
 def _inverse(matrix: Tensor) -> Tensor:
@@ -117,68 +96,68 @@ def _apply(matrix: Tensor, vector: Tensor) -> Tensor:
     return torch.stack(rows, dim=-1)
 
 
-def _spatial_model(source: Tensor, eps: float) -> tuple[Tensor, Tensor]:
-    """Spatial covariance ``(bins, ch, ch)`` and PSD ``(bins, frames)`` of one true source.
+class SpatialModels:
+    """Oracle multichannel Wiener filter of the local Gaussian model.
 
-    ``source``: complex128 ``(channels, bins, frames)``. The covariance is the time average
-    of ``s s^H / (eps + mean_c |s_c|^2)``, scaled to trace ``channels`` (identity where the
-    source is silent) plus ``eps * I``; the PSD is then ``s^H R^-1 s / channels``.
+    Each true source ``j`` has a time-invariant spatial covariance ``R_j(f)``: the time
+    average of ``s s^H / (eps + mean_c |s_c|^2)``, scaled to trace ``channels`` (identity
+    where the source is silent) plus ``eps * I``, accumulated over blocks of frames
+    (:meth:`add`). Its PSD is ``v_j = s^H R_j^-1 s / channels``, and :meth:`filter` gives
+    ``Y_j = v_j R_j (sum_k v_k R_k + eps I)^-1 X``. Spectra are ``(nsrc, channels, frames,
+    bins)`` blocks; computations are in complex128.
     """
-    channels, _, frames = source.shape
-    eye = torch.eye(channels, dtype=source.dtype, device=source.device)
-    naive = source.abs().pow(2).mean(0)
-    weighted = source / (eps + naive)
-    cov = torch.einsum("ift,jft->fij", weighted, source.conj()) / frames
-    trace = torch.diagonal(cov, dim1=-2, dim2=-1).sum(-1).real
-    silent = (trace <= 0)[:, None, None]
-    cov = torch.where(silent, eye, cov * (channels / trace.clamp_min(eps))[:, None, None])
-    cov = cov + eps * eye
-    frames_first = source.permute(1, 2, 0)
-    whitened = _apply(_inverse(cov)[:, None], frames_first)
-    psd = (frames_first.conj() * whitened).sum(-1).real / channels
-    return cov, psd.clamp_min(0.0)
+
+    def __init__(self, eps: float = EPS) -> None:
+        self.eps = eps
+        self.sums: Tensor | None = None
+        self.frames = 0
+
+    def add(self, sources: Tensor) -> None:
+        """Accumulate the spatial statistics of a block of source spectra."""
+        s = sources.to(torch.complex128)
+        weighted = s / (self.eps + _power(s, 2.0).mean(1, keepdim=True))
+        block = torch.einsum("nitf,njtf->nfij", weighted, s.conj())
+        self.sums = block if self.sums is None else self.sums.add_(block)
+        self.frames += s.shape[2]
+
+    def finish(self) -> None:
+        """Turn the sums into covariances ``R_j(f)`` (and their inverses)."""
+        channels = self.sums.shape[-1]
+        eye = torch.eye(channels, dtype=torch.complex128)
+        cov = self.sums / max(self.frames, 1)
+        trace = torch.diagonal(cov, dim1=-2, dim2=-1).sum(-1).real
+        silent = (trace <= 0)[..., None, None]
+        scale = (channels / trace.clamp_min(self.eps))[..., None, None]
+        self.cov = torch.where(silent, eye, cov * scale) + self.eps * eye
+        self.inv = _inverse(self.cov)
+
+    def filter(self, sources: Tensor, mixture: Tensor) -> Tensor:
+        """Estimates of a block, written over ``sources`` (``mixture``: ``(channels, frames,
+        bins)``)."""
+        channels = mixture.shape[0]
+        eye = torch.eye(channels, dtype=torch.complex128)
+        vectors = sources.to(torch.complex128).permute(0, 3, 2, 1)  # (nsrc, bins, frames, C)
+        cov = self.cov[:, :, None]
+        psd = (vectors.conj() * _apply(self.inv[:, :, None], vectors)).sum(-1).real
+        psd = psd.div_(channels).clamp_min_(0.0)[..., None, None]
+        mix_cov = (psd * cov).sum(0) + self.eps * eye
+        z = _apply(_inverse(mix_cov), mixture.to(torch.complex128).permute(2, 1, 0))
+        estimates = psd[..., 0] * _apply(cov, z)
+        sources.copy_(estimates.permute(0, 3, 2, 1))
+        return sources
 
 
-def multichannel_wiener(sources: Tensor, mixture: Tensor, eps: float = EPS) -> Tensor:
-    """Oracle multichannel Wiener filter (time-invariant spatial covariances).
-
-    Shapes as :func:`ratio_mask` (``sources`` is overwritten). Works in complex128 over
-    chunks of frequency bins, so memory beyond the inputs stays small.
-    """
-    nsrc, channels, bins, frames = sources.shape
-    eye = torch.eye(channels, dtype=torch.complex128, device=sources.device)
-    for lo in range(0, bins, _BIN_CHUNK):
-        hi = min(bins, lo + _BIN_CHUNK)
-        block = sources[:, :, lo:hi].to(torch.complex128)
-        models = [_spatial_model(block[j], eps) for j in range(nsrc)]
-        mix_cov = sum(psd[..., None, None] * cov[:, None] for cov, psd in models) + eps * eye
-        x = mixture[:, lo:hi].to(torch.complex128).permute(1, 2, 0)
-        z = _apply(_inverse(mix_cov), x)
-        for j, (cov, psd) in enumerate(models):
-            y = psd[..., None] * _apply(cov[:, None], z)
-            sources[j, :, lo:hi] = y.permute(2, 0, 1).to(sources.dtype)
-    return sources
-
-
-def oracle_filter(method: str, sources: Tensor, mixture: Tensor) -> Tensor:
-    """Apply oracle ``method`` (one of :data:`ORACLES`) to complex spectrograms; the
-    estimates overwrite ``sources`` (shapes as :func:`ratio_mask`)."""
-    if method == "irm1":
-        return ratio_mask(sources, mixture, power=1.0)
-    if method == "irm2":
-        return ratio_mask(sources, mixture, power=2.0)
-    if method == "ibm":
-        return binary_mask(sources, mixture)
-    if method == "mwf":
-        return multichannel_wiener(sources, mixture)
-    raise LongsepError(f"oracle={method!r}: use one of {', '.join(ORACLES)}")
+def _as_numpy(audio: Tensor | np.ndarray) -> np.ndarray:
+    if isinstance(audio, Tensor):
+        audio = audio.detach().cpu().numpy()
+    return np.asarray(audio, dtype=np.float32)
 
 
 @torch.no_grad()
 def oracle_separate(
     method: str,
-    mixture: Tensor,
-    sources: Mapping[str, Tensor],
+    mixture: Tensor | np.ndarray,
+    sources: Mapping[str, Tensor | np.ndarray],
     stft: STFTConfig | None = None,
     targets: Sequence[str] | None = None,
 ) -> dict[str, Tensor]:
@@ -186,7 +165,10 @@ def oracle_separate(
 
     ``sources`` maps every source name to its true ``(channels, samples)`` audio; all of
     them enter the masks' denominators and the mixture model, and ``targets`` (default:
-    all sources) are returned, in float32 with the mixture's length.
+    all sources) are returned, in float32 with the mixture's length. The song is
+    transformed, filtered and resynthesised a block of frames at a time
+    (:class:`longsep.spectral.BlockSTFT`), so no spectrogram of the whole song is held;
+    ``mwf`` reads the sources twice, first for its spatial covariances.
     """
     if method not in ORACLES:
         raise LongsepError(f"oracle={method!r}: use one of {', '.join(ORACLES)}")
@@ -195,13 +177,32 @@ def oracle_separate(
     missing = [t for t in targets if t not in sources]
     if missing:
         raise LongsepError(f"targets {missing} are not sources of the track ({names})")
-    forward, inverse = make_transforms(stft or STFTConfig())
-    length = mixture.shape[-1]
-    mix_spec = forward(mixture.float())
-    src_spec = forward(torch.stack([sources[n].float() for n in names]))
-    estimates = oracle_filter(method, src_spec, mix_spec)
-    # one target at a time: the inverse STFT's whole-song frame buffers stay smaller
-    return {t: inverse(estimates[names.index(t)], length=length) for t in targets}
+    mix = _as_numpy(mixture)
+    true = [_as_numpy(sources[n]) for n in names]
+    blocks = BlockSTFT(stft or STFTConfig(), mix.shape[-1], _BLOCK_FRAMES)
+
+    def spectra(t0: int, t1: int) -> Tensor:
+        return torch.from_numpy(np.stack([blocks.analyse(s, t0, t1) for s in true]))
+
+    models = SpatialModels() if method == "mwf" else None
+    if models is not None:
+        for t0, t1 in blocks.ranges():
+            models.add(spectra(t0, t1))
+        models.finish()
+    picked = [names.index(t) for t in targets]
+    out = OverlapAdd(blocks, (len(targets), *mix.shape[:-1]))
+    with reuse_freed_blocks():
+        for t0, t1 in blocks.ranges():
+            src, mix_spec = spectra(t0, t1), torch.from_numpy(blocks.analyse(mix, t0, t1))
+            if models is not None:
+                estimates = models.filter(src, mix_spec)
+            elif method == "ibm":
+                estimates = binary_mask(src, mix_spec)
+            else:
+                estimates = ratio_mask(src, mix_spec, power=1.0 if method == "irm1" else 2.0)
+            out.add(estimates[picked].numpy(), t0, t1)
+    audio = out.result()
+    return {t: torch.from_numpy(audio[i]) for i, t in enumerate(targets)}
 
 
 class OracleEstimator:
@@ -221,9 +222,9 @@ class OracleEstimator:
     ) -> None:
         if method not in ORACLES:
             raise LongsepError(f"oracle={method!r}: use one of {', '.join(ORACLES)}")
-        if n_fft < 2 or not 0 < hop_length <= n_fft:
+        if n_fft < 2 or not 0 < hop_length < n_fft:
             raise LongsepError(
-                f"oracle_n_fft={n_fft}, oracle_hop={hop_length}: need 0 < hop <= n_fft"
+                f"oracle_n_fft={n_fft}, oracle_hop={hop_length}: need 0 < hop < n_fft"
             )
         self.method = method
         self.stft = STFTConfig(n_fft=int(n_fft), hop_length=int(hop_length))
