@@ -16,7 +16,6 @@ from dataclasses import asdict, dataclass
 import numpy as np
 import scipy.fft
 import torch
-from numpy.lib.stride_tricks import sliding_window_view
 from torch import Tensor, nn
 
 from longsep.errors import LongsepError
@@ -143,7 +142,7 @@ class BlockSTFT:
         self.reflect = config.center and self.length > n_fft // 2  # as STFT.forward
         self.frames = max(0, (self.length + 2 * self.pad - n_fft) // hop + 1)
         self.block_frames = int(block_frames)
-        self.window = torch.hann_window(n_fft).numpy()
+        self.window = torch.hann_window(n_fft)
 
     def ranges(self) -> Iterator[tuple[int, int]]:
         """``(t0, t1)`` frame ranges covering all frames in order."""
@@ -168,8 +167,9 @@ class BlockSTFT:
         n_fft, hop = self.config.n_fft, self.config.hop_length
         lo = t0 * hop - self.pad
         segment = self._segment(audio, lo, lo + (t1 - t0 - 1) * hop + n_fft)
-        frames = sliding_window_view(segment, n_fft, axis=-1)[..., ::hop, :] * self.window
-        return scipy.fft.rfft(frames, axis=-1, workers=torch.get_num_threads())
+        segment = torch.from_numpy(np.ascontiguousarray(segment))  # torch: multithreaded
+        frames = (segment.unfold(-1, n_fft, hop) * self.window).numpy()
+        return scipy.fft.rfft(frames, axis=-1, workers=torch.get_num_threads(), overwrite_x=True)
 
 
 class OverlapAdd:
@@ -182,7 +182,7 @@ class OverlapAdd:
         rows = max(stft.frames - 1 + self.parts, -(-(stft.pad + stft.length) // hop))
         self.sum = np.zeros((*shape, rows, hop), dtype=np.float32)
         square = np.zeros(self.parts * hop, dtype=np.float32)
-        square[:n_fft] = stft.window * stft.window
+        square[:n_fft] = stft.window.square().numpy()
         self.envelope = np.zeros((rows, hop), dtype=np.float32)
         for r, piece in enumerate(square.reshape(self.parts, hop)):
             self.envelope[r : r + stft.frames] += piece
@@ -192,15 +192,17 @@ class OverlapAdd:
         ``[t0, t1)``."""
         n_fft, hop = self.stft.config.n_fft, self.stft.config.hop_length
         frames = scipy.fft.irfft(spectra, n=n_fft, axis=-1, workers=torch.get_num_threads())
+        frames = torch.from_numpy(frames)
         if self.parts * hop == n_fft:
             frames *= self.stft.window
         else:
-            padded = np.zeros((*frames.shape[:-1], self.parts * hop), dtype=np.float32)
-            np.multiply(frames, self.stft.window, out=padded[..., :n_fft])
+            padded = frames.new_zeros(*frames.shape[:-1], self.parts * hop)
+            torch.mul(frames, self.stft.window, out=padded[..., :n_fft])
             frames = padded
-        pieces = frames.reshape(*frames.shape[:-1], self.parts, hop)
+        pieces = frames.view(*frames.shape[:-1], self.parts, hop)
+        total = torch.from_numpy(self.sum)
         for r in range(self.parts):
-            self.sum[..., t0 + r : t1 + r, :] += pieces[..., r, :]
+            total[..., t0 + r : t1 + r, :] += pieces[..., r, :]
 
     def result(self) -> np.ndarray:
         """The audio ``(*shape, length)``: the sum over the window envelope, trimmed."""
