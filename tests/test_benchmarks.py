@@ -8,6 +8,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 ROOT = Path(__file__).resolve().parents[1]
 ATTENTIONS = ("mha", "qkv1D", "qkv2D", "qkvg1D")
 STUDY_MODELS = {"umx"} | {
@@ -81,3 +83,22 @@ def test_wiener_speed_agrees_with_norbert():
     assert row["ours_s"] > 0 and row["norbert_s"] > 0
     assert row["ratio"] == "ours/norbert" and row["wall"] > 0
     assert row["max_rel_disagreement"] <= 1e-4
+
+
+def test_evaluate_speed_runs_both_commands_and_compares_their_frames(tmp_path):
+    data = [
+        f"data.root={tmp_path / 'synth'}",
+        "data.generate.n_train=1",
+        "data.generate.n_valid=0",
+        "data.generate.n_test=1",
+        "data.generate.min_seconds=4",
+        "data.generate.max_seconds=5",
+    ]
+    done, rows = run_script("benchmarks/evaluate_speed.py", "--", *data)
+    assert done.returncode == 0, done.stderr[-2000:]
+    (row,) = rows
+    assert row["tracks"] == 1 and 4 <= row["audio_s"] <= 5
+    assert row["fast_s"] > 0 and row["museval_s"] > 0
+    assert row["ratio"] == pytest.approx(row["museval_s"] / row["fast_s"], rel=0.01)
+    assert row["frames"] == 4 * 4 * 4  # 4 targets x 4 metrics x 4 one-second frames
+    assert row["nan_mismatches"] == 0 and row["max_frame_diff_db"] <= 0.01
