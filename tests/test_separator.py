@@ -6,6 +6,7 @@ import json
 import shutil
 import subprocess
 import tempfile
+import weakref
 
 import numpy as np
 import pytest
@@ -15,7 +16,7 @@ import torch
 from longsep import LongsepError, audio
 from longsep.inference.export import track_name
 from longsep.inference.separator import Separator
-from longsep.inference.streaming import OverlapAdd, crossfade_windows
+from longsep.inference.streaming import OverlapAdd, crossfade_windows, rechunk
 from longsep.inference.wiener import apply_wiener
 from longsep.models.umx import UMX
 from longsep.spectral import ISTFT, STFT, STFTConfig
@@ -533,3 +534,39 @@ def test_seekable_audio_refuses_nan_before_separating(tmp_path):
     with pytest.raises(LongsepError, match="nan.wav: audio contains NaN"):
         sep.separate_to_file(song, tmp_path / "out")
     assert not (tmp_path / "out").exists()
+
+
+@pytest.mark.parametrize("size", [300, 7, None])
+def test_rechunk_yields_views_and_frees_each_chunk_once_consumed(size):
+    """Blocks inside one chunk share its memory; once a chunk's blocks are consumed, only
+    a copy of its leftover frames remains, so the chunk (a model window) is freed."""
+    lengths = [969, 969, 100, 50, 1292, 5]
+    alive: list[weakref.ref] = []
+
+    def chunks():
+        start = 0
+        for n in lengths:
+            chunk = torch.arange(start, start + n, dtype=torch.float64).expand(2, n).clone()
+            alive.append(weakref.ref(chunk))
+            yield start, chunk
+            del chunk
+            start += n
+
+    bounds = np.cumsum([0, *lengths])
+    got, starts = [], []
+    for start, block in rechunk(chunks(), size):
+        assert size is None or block.shape[-1] <= size
+        if size:  # chunks read before the last one are freed
+            assert [w() is None for w in alive[:-1]] == [True] * (len(alive) - 1)
+            last = alive[-1]()
+            first_of_last = bounds[len(alive) - 1]
+            if last is not None and start >= first_of_last:  # inside the last chunk: a view
+                assert block.untyped_storage().data_ptr() == last.untyped_storage().data_ptr()
+            del last
+        starts.append(start)
+        got.append(block.clone())
+        del block  # as the separator does: consumed blocks are dropped before the next
+    whole = torch.cat(got, dim=-1)
+    torch.testing.assert_close(whole, torch.arange(sum(lengths), dtype=torch.float64).expand(2, -1))
+    expected = list(range(0, sum(lengths), size)) if size else [0]
+    assert starts == expected

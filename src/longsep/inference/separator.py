@@ -273,6 +273,7 @@ class Separator(nn.Module):
                 wiener_win_len=mags.shape[-1],
             )
             first, chunk = istft.push(spec, start)
+            del mags, spec  # views of the window's estimates: free them before the next
             lo, hi = max(first, 0), min(first + chunk.shape[-1], samples)
             if hi > lo:
                 yield lo, chunk[..., lo - first : hi - first]

@@ -183,18 +183,41 @@ class OverlapAdd:
         return start * cfg.hop_length - cfg.n_fft // 2, finished
 
 
+def _take(pending: list[Tensor], size: int) -> Tensor:
+    """The first ``size`` frames of the ``pending`` chunks, removed from them: a view when
+    one chunk holds them all."""
+    parts = []
+    while size:
+        head = pending[0]
+        take = min(size, head.shape[-1])
+        parts.append(head[..., :take])
+        if take < head.shape[-1]:
+            pending[0] = head[..., take:]
+        else:
+            pending.pop(0)
+        size -= take
+    return parts[0] if len(parts) == 1 else torch.cat(parts, dim=-1)
+
+
 def rechunk(chunks: Iterator[tuple[int, Tensor]], size: int | None) -> Iterator[tuple[int, Tensor]]:
-    """Regroup consecutive ``(start, (..., frames))`` chunks into blocks of ``size`` frames."""
+    """Regroup consecutive ``(start, (..., frames))`` chunks into blocks of ``size`` frames.
+
+    A block inside one chunk is a view of it (no copy); the frames of a chunk left for the
+    next block are copied before the next chunk is read, so that a chunk is freed as soon
+    as its blocks are consumed (one model window's estimates at a time).
+    """
     pending: list[Tensor] = []
     have, start = 0, 0
     for _, chunk in chunks:
         pending.append(chunk)
         have += chunk.shape[-1]
-        del chunk  # only `pending` keeps it: a consumed chunk is freed at the next cat
-        while size and have >= size:
-            block = torch.cat(pending, dim=-1)
-            yield start, block[..., :size]
-            pending, have, start = [block[..., size:]], have - size, start + size
+        del chunk  # only `pending` keeps it
+        if not size or have < size:
+            continue
+        while have >= size:
+            yield start, _take(pending, size)
+            have, start = have - size, start + size
+        pending = [part.clone() for part in pending]
     if have:
         yield start, torch.cat(pending, dim=-1)
 
