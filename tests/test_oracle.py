@@ -142,6 +142,11 @@ def test_targets_subset_and_bad_arguments():
         OracleEstimator("irm1", n_fft=1024, hop_length=2048)
     with pytest.raises(LongsepError, match="hop < n_fft"):
         OracleEstimator("irm1", n_fft=1024, hop_length=1024)
+    with pytest.raises(LongsepError, match="hop < n_fft"):
+        oracle_separate("irm1", mixture, sources, STFTConfig(n_fft=1024, hop_length=1024))
+    short = {name: audio[:, :500] for name, audio in sources.items()}
+    with pytest.raises(LongsepError, match="500 samples"):
+        oracle_separate("irm1", mixture[:, :500], short, SMALL)
 
 
 @pytest.fixture(scope="module")

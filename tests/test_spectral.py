@@ -1,19 +1,9 @@
 """STFT / ISTFT: exact round trip for any length, shapes, and Open-Unmix's transform."""
 
-import numpy as np
 import pytest
 import torch
 
-from longsep.errors import LongsepError
-from longsep.spectral import (
-    ISTFT,
-    STFT,
-    BlockSTFT,
-    OverlapAdd,
-    STFTConfig,
-    bandwidth_to_max_bin,
-    make_transforms,
-)
+from longsep.spectral import ISTFT, STFT, STFTConfig, bandwidth_to_max_bin, make_transforms
 
 
 @pytest.mark.parametrize("length", [1, 100, 2048, 2049, 4096, 44100, 44100 * 3 + 17])
@@ -63,38 +53,3 @@ def test_istft_accepts_module_layout():
     istft = ISTFT()
     spec = torch.zeros(1, 2, 2049, 5, dtype=torch.complex64)
     assert istft(spec, length=4096).shape == (1, 2, 4096)
-
-
-@pytest.mark.parametrize(
-    ("config", "length", "block"),
-    [
-        (STFTConfig(), 100_000, 16),  # reflect padding, several blocks
-        (STFTConfig(n_fft=1024, hop_length=300), 20_001, 7),  # hop not dividing n_fft
-        (STFTConfig(), 1500, 4),  # too short to reflect: zero padding
-        (STFTConfig(n_fft=512, hop_length=128), 5000, 1000),  # one block
-    ],
-)
-def test_block_stft_and_overlap_add_equal_the_whole_signal_transforms(config, length, block):
-    rng = np.random.default_rng(length)
-    audio = rng.standard_normal((3, 2, length)).astype(np.float32)
-    stft, istft = make_transforms(config)
-    whole = stft(torch.from_numpy(audio))
-    blocks = BlockSTFT(config, length, block)
-    out = OverlapAdd(blocks, (3, 2))
-    spectra = []
-    for t0, t1 in blocks.ranges():
-        spectra.append(blocks.analyse(audio, t0, t1))
-        out.add(spectra[-1] * 0.5, t0, t1)
-    spectra = torch.from_numpy(np.concatenate(spectra, axis=-2)).transpose(-1, -2)
-    torch.testing.assert_close(spectra, whole, atol=2e-5 * float(whole.abs().max()), rtol=0)
-    expected = istft(0.5 * whole, length=length).numpy()
-    np.testing.assert_allclose(out.result(), expected, atol=1e-5, rtol=0)
-
-
-def test_overlap_add_refuses_uncovered_samples():
-    blocks = BlockSTFT(STFTConfig(n_fft=1024, hop_length=1024), 10_000)
-    out = OverlapAdd(blocks, (1,))
-    for t0, t1 in blocks.ranges():
-        out.add(blocks.analyse(np.ones((1, 10_000), np.float32), t0, t1), t0, t1)
-    with pytest.raises(LongsepError, match="hop < n_fft"):
-        out.result()

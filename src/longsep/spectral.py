@@ -10,15 +10,10 @@ reflect padding (zero padding for signals too short to reflect).
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from dataclasses import asdict, dataclass
 
-import numpy as np
-import scipy.fft
 import torch
 from torch import Tensor, nn
-
-from longsep.errors import LongsepError
 
 SAMPLE_RATE = 44100
 
@@ -122,98 +117,3 @@ def make_transforms(config: STFTConfig | None = None) -> tuple[STFT, ISTFT]:
         STFT(config.n_fft, config.hop_length, config.center),
         ISTFT(config.n_fft, config.hop_length, config.center),
     )
-
-
-class BlockSTFT:
-    """:class:`STFT` and :class:`ISTFT` of a long signal, a block of frames at a time.
-
-    For bounded-memory analysis and resynthesis of whole songs on CPU: the frames of
-    ``[t0, t1)`` (:meth:`ranges`) are :meth:`analyse`-d from numpy ``(..., samples)``
-    audio to ``(..., frames, bins)`` complex64, and :class:`OverlapAdd` turns such
-    blocks back into audio. Frames, padding and normalisation are those of
-    :class:`STFT` / :class:`ISTFT` (equal to float32 rounding); FFTs run on
-    ``torch.get_num_threads()`` threads (``scipy.fft``, faster here than torch's CPU FFT).
-    """
-
-    def __init__(self, config: STFTConfig, length: int, block_frames: int = 256) -> None:
-        self.config, self.length = config, int(length)
-        n_fft, hop = config.n_fft, config.hop_length
-        self.pad = n_fft // 2 if config.center else 0
-        self.reflect = config.center and self.length > n_fft // 2  # as STFT.forward
-        self.frames = max(0, (self.length + 2 * self.pad - n_fft) // hop + 1)
-        self.block_frames = int(block_frames)
-        self.window = torch.hann_window(n_fft)
-
-    def ranges(self) -> Iterator[tuple[int, int]]:
-        """``(t0, t1)`` frame ranges covering all frames in order."""
-        for t0 in range(0, self.frames, self.block_frames):
-            yield t0, min(self.frames, t0 + self.block_frames)
-
-    def _segment(self, audio: np.ndarray, lo: int, hi: int) -> np.ndarray:
-        """``audio[..., lo:hi]`` of the padded signal (``lo`` in unpadded samples)."""
-        if lo >= 0 and hi <= self.length:
-            return audio[..., lo:hi]
-        index = np.arange(lo, hi)
-        if self.reflect:
-            index = np.abs(index)
-            return audio[..., np.where(index >= self.length, 2 * self.length - 2 - index, index)]
-        out = np.zeros((*audio.shape[:-1], hi - lo), dtype=audio.dtype)
-        inside = (index >= 0) & (index < self.length)
-        out[..., inside] = audio[..., index[inside]]
-        return out
-
-    def analyse(self, audio: np.ndarray, t0: int, t1: int) -> np.ndarray:
-        """Spectra ``(..., t1 - t0, bins)`` of frames ``[t0, t1)`` of ``(..., samples)``."""
-        n_fft, hop = self.config.n_fft, self.config.hop_length
-        lo = t0 * hop - self.pad
-        segment = self._segment(audio, lo, lo + (t1 - t0 - 1) * hop + n_fft)
-        segment = torch.from_numpy(np.ascontiguousarray(segment))  # torch: multithreaded
-        frames = (segment.unfold(-1, n_fft, hop) * self.window).numpy()
-        return scipy.fft.rfft(frames, axis=-1, workers=torch.get_num_threads(), overwrite_x=True)
-
-
-class OverlapAdd:
-    """Audio ``(*shape, length)`` float32 from blocks of spectra, as :class:`ISTFT`."""
-
-    def __init__(self, stft: BlockSTFT, shape: tuple[int, ...]) -> None:
-        self.stft = stft
-        n_fft, hop = stft.config.n_fft, stft.config.hop_length
-        self.parts = -(-n_fft // hop)  # frame pieces of hop samples (the last zero-padded)
-        rows = max(stft.frames - 1 + self.parts, -(-(stft.pad + stft.length) // hop))
-        self.sum = np.zeros((*shape, rows, hop), dtype=np.float32)
-        square = np.zeros(self.parts * hop, dtype=np.float32)
-        square[:n_fft] = stft.window.square().numpy()
-        self.envelope = np.zeros((rows, hop), dtype=np.float32)
-        for r, piece in enumerate(square.reshape(self.parts, hop)):
-            self.envelope[r : r + stft.frames] += piece
-
-    def add(self, spectra: np.ndarray, t0: int, t1: int) -> None:
-        """Overlap-add the inverse of ``(*shape, t1 - t0, bins)`` spectra of frames
-        ``[t0, t1)``."""
-        n_fft, hop = self.stft.config.n_fft, self.stft.config.hop_length
-        frames = scipy.fft.irfft(spectra, n=n_fft, axis=-1, workers=torch.get_num_threads())
-        frames = torch.from_numpy(frames)
-        if self.parts * hop == n_fft:
-            frames *= self.stft.window
-        else:
-            padded = frames.new_zeros(*frames.shape[:-1], self.parts * hop)
-            torch.mul(frames, self.stft.window, out=padded[..., :n_fft])
-            frames = padded
-        pieces = frames.view(*frames.shape[:-1], self.parts, hop)
-        total = torch.from_numpy(self.sum)
-        for r in range(self.parts):
-            total[..., t0 + r : t1 + r, :] += pieces[..., r, :]
-
-    def result(self) -> np.ndarray:
-        """The audio ``(*shape, length)``: the sum over the window envelope, trimmed."""
-        start, length = self.stft.pad, self.stft.length
-        envelope = self.envelope.reshape(-1)[start : start + length]
-        if length and float(envelope.min()) < 1e-11:
-            cfg = self.stft.config
-            raise LongsepError(
-                f"n_fft={cfg.n_fft}, hop={cfg.hop_length}: the windows leave samples uncovered "
-                "(use hop < n_fft)"
-            )
-        audio = self.sum.reshape(*self.sum.shape[:-2], -1)[..., start : start + length]
-        audio /= envelope
-        return audio

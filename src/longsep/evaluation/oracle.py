@@ -14,8 +14,8 @@ reach. Definitions follow sigsep's ``sigsep-mus-oracle`` (SiSEC 2018):
 
 All methods use the same STFT (:class:`longsep.spectral.STFTConfig`, default n_fft 4096,
 hop 1024, as our models; sigsep used n_fft 2048). Songs are processed a block of frames
-at a time. Layouts: audio ``(channels, samples)``; spectra ``(nsrc, channels, frames,
-bins)``.
+at a time. Layouts: audio ``(channels, samples)``; spectra ``(nsrc, channels, bins,
+frames)``.
 """
 
 from __future__ import annotations
@@ -29,7 +29,8 @@ from torch import Tensor
 
 from longsep.errors import LongsepError
 from longsep.heap import reuse_freed_blocks
-from longsep.spectral import BlockSTFT, OverlapAdd, STFTConfig
+from longsep.inference.streaming import MixtureFrames, OverlapAdd, TensorSource
+from longsep.spectral import STFTConfig
 
 log = logging.getLogger(__name__)
 
@@ -103,8 +104,8 @@ class SpatialModels:
     average of ``s s^H / (eps + mean_c |s_c|^2)``, scaled to trace ``channels`` (identity
     where the source is silent) plus ``eps * I``, accumulated over blocks of frames
     (:meth:`add`). Its PSD is ``v_j = s^H R_j^-1 s / channels``, and :meth:`filter` gives
-    ``Y_j = v_j R_j (sum_k v_k R_k + eps I)^-1 X``. Spectra are ``(nsrc, channels, frames,
-    bins)`` blocks; computations are in complex128.
+    ``Y_j = v_j R_j (sum_k v_k R_k + eps I)^-1 X``. Spectra are ``(nsrc, channels, bins,
+    frames)`` blocks; computations are in complex128.
     """
 
     def __init__(self, eps: float = EPS) -> None:
@@ -116,9 +117,9 @@ class SpatialModels:
         """Accumulate the spatial statistics of a block of source spectra."""
         s = sources.to(torch.complex128)
         weighted = s / (self.eps + _power(s, 2.0).mean(1, keepdim=True))
-        block = torch.einsum("nitf,njtf->nfij", weighted, s.conj())
+        block = torch.einsum("nift,njft->nfij", weighted, s.conj())
         self.sums = block if self.sums is None else self.sums.add_(block)
-        self.frames += s.shape[2]
+        self.frames += s.shape[-1]
 
     def finish(self) -> None:
         """Turn the sums into covariances ``R_j(f)`` (and their inverses)."""
@@ -132,32 +133,26 @@ class SpatialModels:
         self.inv = _inverse(self.cov)
 
     def filter(self, sources: Tensor, mixture: Tensor) -> Tensor:
-        """Estimates of a block, written over ``sources`` (``mixture``: ``(channels, frames,
-        bins)``)."""
+        """Estimates of a block, written over ``sources`` (``mixture``: ``(channels, bins,
+        frames)``)."""
         channels = mixture.shape[0]
         eye = torch.eye(channels, dtype=torch.complex128)
-        vectors = sources.to(torch.complex128).permute(0, 3, 2, 1)  # (nsrc, bins, frames, C)
+        vectors = sources.to(torch.complex128).permute(0, 2, 3, 1)  # (nsrc, bins, frames, C)
         cov = self.cov[:, :, None]
         psd = (vectors.conj() * _apply(self.inv[:, :, None], vectors)).sum(-1).real
         psd = psd.div_(channels).clamp_min_(0.0)[..., None, None]
         mix_cov = (psd * cov).sum(0) + self.eps * eye
-        z = _apply(_inverse(mix_cov), mixture.to(torch.complex128).permute(2, 1, 0))
+        z = _apply(_inverse(mix_cov), mixture.to(torch.complex128).permute(1, 2, 0))
         estimates = psd[..., 0] * _apply(cov, z)
-        sources.copy_(estimates.permute(0, 3, 2, 1))
+        sources.copy_(estimates.permute(0, 3, 1, 2))
         return sources
-
-
-def _as_numpy(audio: Tensor | np.ndarray) -> np.ndarray:
-    if isinstance(audio, Tensor):
-        audio = audio.detach().cpu().numpy()
-    return np.asarray(audio, dtype=np.float32)
 
 
 @torch.no_grad()
 def oracle_separate(
     method: str,
-    mixture: Tensor | np.ndarray,
-    sources: Mapping[str, Tensor | np.ndarray],
+    mixture: Tensor,
+    sources: Mapping[str, Tensor],
     stft: STFTConfig | None = None,
     targets: Sequence[str] | None = None,
 ) -> dict[str, Tensor]:
@@ -166,9 +161,9 @@ def oracle_separate(
     ``sources`` maps every source name to its true ``(channels, samples)`` audio; all of
     them enter the masks' denominators and the mixture model, and ``targets`` (default:
     all sources) are returned, in float32 with the mixture's length. The song is
-    transformed, filtered and resynthesised a block of frames at a time
-    (:class:`longsep.spectral.BlockSTFT`), so no spectrogram of the whole song is held;
-    ``mwf`` reads the sources twice, first for its spatial covariances.
+    transformed, filtered and resynthesised a block of frames at a time (the streaming
+    STFT of :mod:`longsep.inference.streaming`), so no spectrogram of the whole song is
+    held; ``mwf`` reads the sources twice, first for its spatial covariances.
     """
     if method not in ORACLES:
         raise LongsepError(f"oracle={method!r}: use one of {', '.join(ORACLES)}")
@@ -177,32 +172,42 @@ def oracle_separate(
     missing = [t for t in targets if t not in sources]
     if missing:
         raise LongsepError(f"targets {missing} are not sources of the track ({names})")
-    mix = _as_numpy(mixture)
-    true = [_as_numpy(sources[n]) for n in names]
-    blocks = BlockSTFT(stft or STFTConfig(), mix.shape[-1], _BLOCK_FRAMES)
+    config, length = stft or STFTConfig(), mixture.shape[-1]
+    if not 0 < config.hop_length < config.n_fft or length <= config.n_fft // 2:
+        raise LongsepError(
+            f"{length} samples with n_fft={config.n_fft}, hop={config.hop_length}: need "
+            "0 < hop < n_fft (the Hann windows must overlap) and more than n_fft / 2 samples"
+        )
+    cpu = torch.device("cpu")
 
-    def spectra(t0: int, t1: int) -> Tensor:
-        return torch.from_numpy(np.stack([blocks.analyse(s, t0, t1) for s in true]))
+    def frames_of(audio: Tensor) -> MixtureFrames:
+        return MixtureFrames(TensorSource(audio[None]), config, cpu)
 
+    mix, true = frames_of(mixture), [frames_of(sources[n]) for n in names]
+    total = config.frames(length)
+    blocks = [(t0, min(total, t0 + _BLOCK_FRAMES)) for t0 in range(0, total, _BLOCK_FRAMES)]
     models = SpatialModels() if method == "mwf" else None
     if models is not None:
-        for t0, t1 in blocks.ranges():
-            models.add(spectra(t0, t1))
+        for t0, t1 in blocks:
+            models.add(torch.cat([frames(t0, t1) for frames in true]))
         models.finish()
     picked = [names.index(t) for t in targets]
-    out = OverlapAdd(blocks, (len(targets), *mix.shape[:-1]))
+    out = torch.empty(len(targets), *mixture.shape)
+    istft = OverlapAdd(config, total, cpu)
     with reuse_freed_blocks():
-        for t0, t1 in blocks.ranges():
-            src, mix_spec = spectra(t0, t1), torch.from_numpy(blocks.analyse(mix, t0, t1))
+        for t0, t1 in blocks:
+            src, mix_spec = torch.cat([frames(t0, t1) for frames in true]), mix(t0, t1)[0]
             if models is not None:
                 estimates = models.filter(src, mix_spec)
             elif method == "ibm":
                 estimates = binary_mask(src, mix_spec)
             else:
                 estimates = ratio_mask(src, mix_spec, power=1.0 if method == "irm1" else 2.0)
-            out.add(estimates[picked].numpy(), t0, t1)
-    audio = out.result()
-    return {t: torch.from_numpy(audio[i]) for i, t in enumerate(targets)}
+            first, chunk = istft.push(estimates[picked], t0)
+            lo, hi = max(first, 0), min(first + chunk.shape[-1], length)
+            if hi > lo:
+                out[..., lo:hi] = chunk[..., lo - first : hi - first]
+    return dict(zip(targets, out, strict=True))
 
 
 class OracleEstimator:
