@@ -20,6 +20,8 @@ from torch import Tensor
 from longsep.errors import LongsepError
 from longsep.spectral import STFTConfig
 
+_PUSH_ROWS = 2  # signals inverse-transformed together by OverlapAdd.push
+
 
 def _ramp(length: int) -> Tensor:
     """Raised-cosine fade-in of ``length`` points; ``ramp + ramp.flip(0) == 1``."""
@@ -169,9 +171,13 @@ class OverlapAdd:
         The first sample is in the song's (unpadded) sample coordinates and may be negative.
         """
         cfg, count = self.config, spec.shape[-1]
-        lead = spec.shape[:-2]
-        frames = torch.fft.irfft(spec, n=cfg.n_fft, dim=-2) * self.window[:, None]
-        signal = self._fold(frames.reshape(-1, cfg.n_fft, count)).reshape(*lead, -1)
+        lead, rows = spec.shape[:-2], spec[..., 0, 0].numel()
+        flat = spec.reshape(rows, -1, count)
+        signal = self.window.new_empty(rows, (count - 1) * cfg.hop_length + cfg.n_fft)
+        for lo in range(0, rows, _PUSH_ROWS):  # a few rows at a time: small frame buffers
+            frames = torch.fft.irfft(flat[lo : lo + _PUSH_ROWS], n=cfg.n_fft, dim=-2)
+            signal[lo : lo + _PUSH_ROWS] = self._fold(frames.mul_(self.window[:, None]))
+        signal = signal.reshape(*lead, -1)
         square = self.window.square()[None, :, None].expand(1, cfg.n_fft, count)
         envelope = self._fold(square)[0]
         if self.tail is not None:
