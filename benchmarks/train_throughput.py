@@ -24,7 +24,7 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 
-from longsep.data.musdb import MUSDBDataModule
+from longsep.data.datamodules import MUSDBDataModule
 from longsep.data.synth import ensure_dataset
 from longsep.models import build_separator
 from longsep.training.module import SeparationModule

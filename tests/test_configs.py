@@ -42,3 +42,27 @@ def test_entry_configs_compose(name):
     with initialize_config_dir(str(CONF), version_base="1.3"):
         cfg = compose(name)
     assert cfg is not None
+
+
+def test_every_data_module_names_the_track_set_it_uses(tmp_path):
+    """Evaluation lists tracks through TRACK_SETS: each data config's module is there, and
+    it is the class the data module itself lists its tracks with."""
+    import inspect
+
+    from hydra.utils import get_class
+
+    from longsep.data import TRACK_SETS, datamodules
+    from longsep.data.module import TrackDataModule
+
+    modules = {
+        f"{cls.__module__}.{name}"
+        for name, cls in inspect.getmembers(datamodules, inspect.isclass)
+        if issubclass(cls, TrackDataModule) and cls is not TrackDataModule
+    }
+    assert set(TRACK_SETS) == modules
+    for path in sorted((CONF / "data").glob("*.yaml")):
+        target = compose_train([f"data={path.stem}"], tmp_path / "run", tmp_path).data._target_
+        assert target in TRACK_SETS or target.endswith("CombinedDataModule"), path.name
+    for module, tracks in TRACK_SETS.items():
+        source = inspect.getsource(get_class(module).__init__)
+        assert f"{tracks.rsplit('.', 1)[1]}(" in source, module

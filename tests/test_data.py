@@ -8,7 +8,8 @@ from musdb_layout import write_musdb
 
 from longsep.data.augment import Augment, random_channel_swap, random_gain
 from longsep.data.chunks import EpochSampler
-from longsep.data.musdb import MUSDBDataModule, open_musdb
+from longsep.data.datamodules import MUSDBDataModule
+from longsep.data.musdb import open_musdb
 from longsep.errors import LongsepError
 
 RATE = 44100

@@ -9,8 +9,7 @@ from musdb_layout import write_musdb
 from torch.utils.data import Dataset
 
 from longsep.data.combined import CombinedDataModule, WeightedChunks
-from longsep.data.folder import FolderDataModule
-from longsep.data.musdb import MUSDBDataModule
+from longsep.data.datamodules import FolderDataModule, MUSDBDataModule
 from longsep.errors import LongsepError
 
 STEMS = ("guitar", "keys", "vocals")

@@ -10,7 +10,7 @@ from folder_layout import RATE, train_cli, write_files, write_folder
 from omegaconf import OmegaConf
 
 from longsep.data import cache as cache_module
-from longsep.data.folder import FolderDataModule
+from longsep.data.datamodules import FolderDataModule
 from longsep.errors import LongsepError
 from longsep.evaluation.evaluate import Song, load_tracks
 
@@ -171,9 +171,13 @@ def test_batches_reproducible_per_seed_epoch_index(root, tmp_path):
 
 def test_evaluation_reads_folder_tracks(root, tmp_path):
     data = OmegaConf.create(
-        {"_target_": "longsep.data.folder.FolderDataModule", "root": str(root), "target": "keys",
-         "cache_dir": str(tmp_path / "cache")}
-    )  # fmt: skip
+        {
+            "_target_": "longsep.data.datamodules.FolderDataModule",
+            "root": str(root),
+            "target": "keys",
+            "cache_dir": str(tmp_path / "cache"),
+        }
+    )
     (track,) = load_tracks(data, "test")
     song = Song.from_track(track)
     assert song.rate == RATE and list(song.sources) == ["vocals", "guitar", "keys"]

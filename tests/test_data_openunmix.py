@@ -7,7 +7,7 @@ import pytest
 import torch
 from folder_layout import RATE, train_cli, write_files
 
-from longsep.data.openunmix import (
+from longsep.data.datamodules import (
     AlignedDataModule,
     SourceFolderDataModule,
     TrackFolderFixDataModule,

@@ -330,6 +330,27 @@ def test_empty_split_and_missing_arguments(synth_root, tmp_path):
         evaluate(cfg)
 
 
+def test_evaluation_lists_tracks_without_importing_lightning(synth_root):
+    """Reading a split goes through the track sets alone: Lightning takes seconds to import."""
+    script = f"""
+import sys
+from omegaconf import OmegaConf
+import longsep.cli.evaluate
+from longsep.evaluation.evaluate import load_tracks
+data = OmegaConf.create({{
+    "_target_": "longsep.data.datamodules.MUSDBDataModule", "root": {str(synth_root)!r},
+    "setup_file": "setup.yaml", "target": "vocals", "seq_len": 6.0, "batch_size": None,
+}})
+tracks = load_tracks(data, "test")
+print(len(tracks), "pytorch_lightning" in sys.modules, "lightning" in sys.modules)
+"""
+    done = subprocess.run(
+        [sys.executable, "-c", script], capture_output=True, text=True, timeout=120, cwd=ROOT
+    )
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert done.stdout.split() == [str(SYNTH["n_test"]), "False", "False"]
+
+
 def _cli(args: list[str], cwd: Path) -> subprocess.CompletedProcess:
     env = {k: v for k, v in os.environ.items() if k != "HYDRA_FULL_ERROR"}
     return subprocess.run(

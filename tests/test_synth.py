@@ -278,7 +278,7 @@ def test_cli_writes_a_set_and_prints_one_line(tmp_path):
 
 
 def test_datamodule_generates_on_first_use(tmp_path):
-    from longsep.data.musdb import MUSDBDataModule
+    from longsep.data.datamodules import MUSDBDataModule
 
     generate = dict(n_train=2, n_valid=1, n_test=0, seed=1, min_seconds=4.0, max_seconds=5.0)
     dm = MUSDBDataModule(

@@ -190,4 +190,4 @@ def test_data_config_composes(tmp_path, control):
     assert cfg.data.root == str(tmp_path / "data" / f"synth_{control}")
     assert cfg.data.generate.control == control and cfg.data.random_mix is False
     assert synth.make_params(**cfg.data.generate).control == control
-    assert cfg.data._target_ == "longsep.data.musdb.MUSDBDataModule"
+    assert cfg.data._target_ == "longsep.data.datamodules.MUSDBDataModule"

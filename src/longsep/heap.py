@@ -4,7 +4,8 @@ Two workloads pull opposite ways. A streaming separation of a long song should h
 freed window tensors back, so that its resident set stays at its working set. The fast
 BSSEval backend allocates and frees tensors of a few MB for every 1-s window; served by
 a fresh ``mmap`` each time, their page faults cost as much as the arithmetic. Both are
-``mallopt`` settings of glibc; with another C library nothing changes.
+``mallopt`` settings of glibc; with another C library nothing changes. A
+:class:`Workspace` keeps a loop's buffers between passes in the first place.
 """
 
 from __future__ import annotations
@@ -12,7 +13,11 @@ from __future__ import annotations
 import contextlib
 import ctypes
 import functools
+import math
 from collections.abc import Iterator
+
+import torch
+from torch import Tensor
 
 _M_TRIM_THRESHOLD = -1  # glibc's malloc.h
 _M_MMAP_THRESHOLD = -3
@@ -64,3 +69,24 @@ def reuse_freed_blocks(limit: int = 32 << 20) -> Iterator[bool]:
             _mallopt(_M_MMAP_THRESHOLD, previous)
             _mallopt(_M_TRIM_THRESHOLD, max(_DEFAULT_TRIM, 2 * previous))
             _libc().malloc_trim(0)
+
+
+class Workspace:
+    """Named flat buffers reused by every pass of a loop, so their pages are faulted in once.
+
+    Tens of MB freshly allocated per pass are mmapped and zero-filled by the kernel each
+    time: on CPU that page-fault time was as large as the arithmetic of a BSSEval window.
+    """
+
+    def __init__(self, device: torch.device) -> None:
+        self.device = device
+        self._flat: dict[str, Tensor] = {}
+
+    def get(self, name: str, shape: tuple[int, ...], dtype: torch.dtype) -> Tensor:
+        """A contiguous ``shape`` view of buffer ``name`` (grown when too small)."""
+        size = math.prod(shape)
+        flat = self._flat.get(name)
+        if flat is None or flat.numel() < size or flat.dtype != dtype:
+            flat = torch.empty(size, dtype=dtype, device=self.device)
+            self._flat[name] = flat
+        return flat[:size].view(shape)

@@ -15,14 +15,10 @@ import logging
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 
 from longsep import audio
-from longsep.data.cache import CachedTrack
-from longsep.data.chunks import StemMixer, target_stems
-from longsep.data.module import TrackDataModule
 from longsep.errors import LongsepError
 
 log = logging.getLogger(__name__)
@@ -118,27 +114,19 @@ def check_root(root: str | None, layout: str) -> Path:
     return path
 
 
-class FolderDataModule(TrackDataModule):
-    """Chunks from track folders of named stems (options of
-    :class:`~longsep.data.module.TrackDataModule`); see the module docstring."""
+class FolderTracks:
+    """The splits of a folder of track folders of named stems (module docstring): what
+    evaluation reads and :class:`~longsep.data.datamodules.FolderDataModule` trains on.
+
+    ``stems``: the stems of every track (None: found on disk).
+    """
 
     layout = "<root>/train/<track>/<stem>.wav"
-    anchor_target = False  # keep the target stems on the item's own track
     valid_hint = "add <root>/valid/<track>/<stem>.wav folders"
 
-    def __init__(
-        self,
-        root: str | None,
-        target: str | Sequence[str] = "vocals",
-        stems: Sequence[str] | None = None,
-        random_mix: bool = True,
-        **options: Any,
-    ) -> None:
+    def __init__(self, root: str | None, stems: Sequence[str] | None = None) -> None:
         self.folder = check_root(root, self.layout)
         self.stems = tuple(stems) if stems else self._found_stems()
-        self.target_stems = target_stems(target, self.stems)
-        self.random_mix = random_mix
-        super().__init__(root, target, **options)
 
     def _found_stems(self) -> tuple[str, ...]:
         """The union of the stems of every track (``mixture`` aside)."""
@@ -173,6 +161,3 @@ class FolderDataModule(TrackDataModule):
                 f"no train tracks in data.root={self.folder}: expected {self.layout}"
             )
         return out
-
-    def mixer(self, tracks: Sequence[CachedTrack]) -> StemMixer:
-        return StemMixer(self.stems, self.target_stems, self.random_mix, self.anchor_target)

@@ -99,14 +99,14 @@ class ChunkDataModule(pl.LightningDataModule):
 class TrackDataModule(ChunkDataModule):
     """Train / valid chunks of ``seq_len`` seconds from the tracks of one data set.
 
-    Subclasses implement :meth:`tracks` (``train`` / ``valid`` / ``test``) and
-    :meth:`mixer`; a track object has ``subset``, ``name`` and ``files`` (source ->
-    audio file) unless the subclass overrides :meth:`cache_track`. Training draws
-    ``samples_per_track`` chunks per track and epoch.
+    Subclasses set :attr:`source`, the track set listing the tracks of a split
+    (``train`` / ``valid`` / ``test``, :meth:`tracks`; its ``valid_hint`` says what to do
+    when ``valid`` is empty), and implement :meth:`mixer`; a track object has ``subset``,
+    ``name`` and ``files`` (source -> audio file) unless the subclass overrides
+    :meth:`cache_track`. Training draws ``samples_per_track`` chunks per track and epoch.
     """
 
-    generate: Mapping[str, Any] | None = None  # a data set written on first use
-    valid_hint = "add validation tracks"  # what to do when the valid split is empty
+    source: Any  # the track set (longsep.data.musdb.MUSDBTracks, ...)
 
     def __init__(
         self,
@@ -139,8 +139,8 @@ class TrackDataModule(ChunkDataModule):
         self.seq_samples = round(self.seq_len * sample_rate)
 
     def tracks(self, split: str) -> list:
-        """The tracks of ``split`` (also what evaluation reads)."""
-        raise NotImplementedError
+        """The tracks of ``split`` (those of :attr:`source`)."""
+        return self.source.tracks(split)
 
     def mixer(self, tracks: Sequence[CachedTrack]) -> Mixer:
         """How chunks of these cached tracks are mixed."""
@@ -212,7 +212,7 @@ class TrackDataModule(ChunkDataModule):
             valid = self._open("valid")
             if not valid:
                 raise LongsepError(
-                    f"no validation tracks in data.root={self.root}: {self.valid_hint}"
+                    f"no validation tracks in data.root={self.root}: {self.source.valid_hint}"
                 )
             self.valid_set = self.valid_chunks(valid)
 

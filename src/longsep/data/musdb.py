@@ -1,22 +1,16 @@
-"""LightningDataModule over MUSDB18 / MUSDB18-HQ splits (and the built-in synthetic set).
+"""MUSDB18 / MUSDB18-HQ (and the built-in sets in its layout): splits, tracks, decoding.
 
 Splits follow the ``musdb`` package: train = ``subsets='train', split='train'``,
-valid = ``subsets='train', split='valid'``, test = ``subsets='test'``. Tracks are
-decoded once into a :class:`~longsep.data.cache.TrackCache`; batches are dicts
-
-- ``mixture``: ``(batch, channels, samples)``, the sum of the (augmented) sources,
-- ``target``:  ``(batch, channels, samples)``, the ``target`` source (or ``accompaniment``,
-  the sum of all but vocals),
-- ``sources``: ``(batch, n_sources, channels, samples)`` when ``return_sources=True``,
-
-with ``samples = round(seq_len * sample_rate)``. Training chunks are random (offset,
-track per source, gain, channel swap) yet reproducible: each is drawn from a generator
-seeded by ``(seed, epoch, index)``, so a resumed run sees the same data.
+valid = ``subsets='train', split='valid'``, test = ``subsets='test'``.
+:class:`MUSDBTracks` lists them (what evaluation reads, without Lightning);
+:class:`~longsep.data.datamodules.MUSDBDataModule` trains on them through the
+decoded-audio cache (:func:`cache_musdb_track`); :func:`read_track_audio` reads a track as
+musdb does, for scoring.
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping
 from functools import partial
 from pathlib import Path
 from typing import Any
@@ -27,9 +21,7 @@ import torch
 from torchaudio.functional import resample
 
 from longsep import TARGETS, audio
-from longsep.data.cache import CachedTrack, TrackCache
-from longsep.data.chunks import StemMixer, target_stems
-from longsep.data.module import TrackDataModule
+from longsep.data.cache import TrackCache
 from longsep.errors import LongsepError
 
 SPLITS = {
@@ -127,53 +119,29 @@ def cache_musdb_track(cache: TrackCache, track: Any) -> None:
     cache.ensure(track.subset, track.name, files, decode)
 
 
-class MUSDBDataModule(TrackDataModule):
-    """Train / valid chunks of ``seq_len`` seconds from a MUSDB18-layout data set
-    (options of :class:`~longsep.data.module.TrackDataModule`); each stem of a training
-    chunk comes from a random track when ``random_mix``."""
+class MUSDBTracks:
+    """The splits of a MUSDB18-layout data set, as ``musdb`` tracks (what evaluation reads
+    and :class:`~longsep.data.datamodules.MUSDBDataModule` trains on); ``generate`` names
+    the parameters of a synthetic set written on first use."""
 
     valid_hint = "the musdb setup file lists none of its tracks (set data.setup_file)"
 
     def __init__(
         self,
         root: str | None,
-        target: str | Sequence[str] = "vocals",
         is_wav: bool = True,
         download: bool = False,
         setup_file: str | None = None,
         generate: Mapping[str, Any] | None = None,
-        random_mix: bool = True,
-        **options: Any,
     ) -> None:
-        self.target_stems = target_stems(target, TARGETS)
         if not root and not download:
             raise LongsepError(
                 "data.root is not set: give data.root=/path/to/musdb18 (or data.download=true "
                 "for musdb's 7-s previews)"
             )
-        super().__init__(root, target, **options)
-        self.is_wav, self.download, self.setup_file = is_wav, download, setup_file
+        self.root, self.is_wav, self.download, self.setup_file = root, is_wav, download, setup_file
         self.generate = dict(generate) if generate else None
-        self.random_mix = random_mix
 
     def tracks(self, split: str) -> list:
-        """The ``musdb`` track objects of ``split`` (used by evaluation as well)."""
+        """The ``musdb`` track objects of ``split``."""
         return open_musdb(self.root, split, self.is_wav, self.download, self.setup_file)
-
-    @property
-    def stats_dir(self) -> Path:
-        return self.cache.dir  # always the four sources
-
-    def cache_track(self, track: Any) -> None:
-        cache_musdb_track(self.cache, track)
-
-    def prepare_data(self) -> None:
-        """Generate the synthetic set if configured, then fill the decoded-audio cache."""
-        if self.generate is not None:
-            from longsep.data.synth import ensure_dataset
-
-            ensure_dataset(self.root, **self.generate)
-        super().prepare_data()
-
-    def mixer(self, tracks: Sequence[CachedTrack]) -> StemMixer:
-        return StemMixer(tracks[0].sources, self.target_stems, self.random_mix)

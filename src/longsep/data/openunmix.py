@@ -1,7 +1,8 @@
-"""Open-Unmix's data set types (``openunmix/data.py``) as data modules of this package.
+"""Open-Unmix's data set types (``openunmix/data.py``): their splits and tracks.
 
-Each reads ``root/train`` and ``root/valid`` (``root/test`` is optional) and shares the
-cache, augmentation, seeded chunks and batches of :class:`~longsep.data.module.TrackDataModule`:
+Each reads ``root/train`` and ``root/valid`` (``root/test`` is optional); the data modules
+of :mod:`longsep.data.datamodules` train on them with the cache, augmentation, seeded
+chunks and batches of :class:`~longsep.data.module.TrackDataModule`:
 
 - ``aligned``: track folders with an input and an output file (``input_file``,
   ``output_file``, glob patterns); the mixture is the input, the target the output.
@@ -23,25 +24,22 @@ from __future__ import annotations
 import logging
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
 
-from longsep.data.cache import CachedTrack
-from longsep.data.chunks import NO_AUGMENT, AlignedMixer, PoolMixer, TrainChunks, VariableMixer
 from longsep.data.folder import (
     MIXTURE,
     FileTrack,
-    FolderDataModule,
+    FolderTracks,
     audio_files,
     check_root,
     track_folders,
 )
-from longsep.data.module import TrackDataModule
 from longsep.errors import LongsepError
 
 log = logging.getLogger(__name__)
 
 
-def _stem(file_name: str) -> str:
+def stem_of(file_name: str) -> str:
+    """The stem name of a source file name (``vocals.wav`` -> ``vocals``)."""
     return Path(file_name).name.split(".")[0]
 
 
@@ -49,22 +47,19 @@ def _no_tracks(root: Path, split: str, layout: str) -> LongsepError:
     return LongsepError(f"no {split} tracks in data.root={root}: expected the layout {layout}")
 
 
-class AlignedDataModule(TrackDataModule):
-    """Input / output file pairs per track folder (Open-Unmix ``aligned``)."""
+class AlignedTracks:
+    """Input / output file pairs per track folder (Open-Unmix ``aligned``); the target is
+    named after the output file."""
 
     layout = "<root>/train/<track>/{input_file, output_file}"
     valid_hint = "add <root>/valid/<track>/ folders with both files"
 
     def __init__(
-        self,
-        root: str | None,
-        input_file: str = "mixture.wav",
-        output_file: str = "vocals.wav",
-        **options: Any,
+        self, root: str | None, input_file: str = "mixture.wav", output_file: str = "vocals.wav"
     ) -> None:
         self.folder = check_root(root, self.layout)
         self.input_file, self.output_file = input_file, output_file
-        super().__init__(root, _stem(output_file), **options)
+        self.target = stem_of(output_file)
 
     def tracks(self, split: str) -> list[FileTrack]:
         out = []
@@ -79,13 +74,10 @@ class AlignedDataModule(TrackDataModule):
             raise _no_tracks(self.folder, split, self.layout)
         return out
 
-    def mixer(self, tracks: Sequence[CachedTrack]) -> AlignedMixer:
-        return AlignedMixer(self.target, MIXTURE)
 
-
-class SourceFolderDataModule(TrackDataModule):
-    """One folder of files per source (Open-Unmix ``sourcefolder``): random excerpts of
-    random files mixed; ``samples_per_track`` does not apply."""
+class SourceFolderTracks:
+    """One folder of files per source (Open-Unmix ``sourcefolder``): each file is a
+    single-source track."""
 
     layout = "<root>/train/<source>/*.wav"
     valid_hint = "add <root>/valid/<source>/ folders"
@@ -96,16 +88,11 @@ class SourceFolderDataModule(TrackDataModule):
         target_dir: str = "vocals",
         interferer_dirs: Sequence[str] = ("bass", "drums"),
         ext: str = ".wav",
-        nb_train_samples: int = 1000,
-        nb_valid_samples: int = 100,
-        **options: Any,
     ) -> None:
         self.folder = check_root(root, self.layout)
-        self.sources = (*interferer_dirs, target_dir)
         if target_dir in interferer_dirs:
             raise LongsepError(f"data.interferer_dirs lists the target_dir {target_dir!r}")
-        self.ext, self.nb_train, self.nb_valid = ext, nb_train_samples, nb_valid_samples
-        super().__init__(root, target_dir, **options)
+        self.sources, self.target, self.ext = (*interferer_dirs, target_dir), target_dir, ext
 
     def tracks(self, split: str) -> list[FileTrack]:
         """One single-source track per file, of subset ``<split>/<source>``."""
@@ -118,67 +105,31 @@ class SourceFolderDataModule(TrackDataModule):
             out += [FileTrack(f.stem, f"{split}/{source}", f, {source: f}) for f in files]
         return out
 
-    def mixer(self, tracks: Sequence[CachedTrack]) -> PoolMixer:
-        pools = [[i for i, t in enumerate(tracks) if t.sources[0] == s] for s in self.sources]
-        for source, pool in zip(self.sources, pools, strict=True):
-            if not pool:
-                raise LongsepError(
-                    f"{self.folder}/train/{source}: no file as long as seq_len={self.seq_len:g} s "
-                    "(lower seq_len or set data.short_tracks=pad)"
-                )
-        return PoolMixer(self.sources, (self.target,), pools)
 
-    def train_chunks(self, tracks: list[CachedTrack]) -> TrainChunks:
-        return TrainChunks(
-            tracks,
-            self.mixer(tracks),
-            self.seq_samples,
-            self.nb_train,
-            self.augment,
-            self.seed,
-            self.return_sources,
-        )
-
-    def valid_chunks(self, tracks: list[CachedTrack]) -> TrainChunks:
-        """``nb_valid_samples`` draws fixed by their index, without augmentation."""
-        return TrainChunks(
-            tracks,
-            self.mixer(tracks),
-            self.seq_samples,
-            self.nb_valid,
-            NO_AUGMENT,
-            self.seed,
-            self.return_sources,
-        )
-
-
-class TrackFolderFixDataModule(FolderDataModule):
-    """Track folders with a fixed set of source files (Open-Unmix ``trackfolder_fix``)."""
+class TrackFolderFixTracks(FolderTracks):
+    """Track folders with a fixed set of source files (Open-Unmix ``trackfolder_fix``);
+    tracks missing one are left out."""
 
     layout = "<root>/train/<track>/{target_file, interferer_files}"
-    anchor_target = True
 
     def __init__(
         self,
         root: str | None,
         target_file: str = "vocals.wav",
         interferer_files: Sequence[str] = ("bass.wav", "drums.wav"),
-        random_mix: bool = False,
-        **options: Any,
     ) -> None:
         self.file_names = (target_file, *interferer_files)
-        stems = [_stem(f) for f in self.file_names]
-        super().__init__(root, stems[0], stems, random_mix, **options)
+        super().__init__(root, [stem_of(f) for f in self.file_names])
 
     def track_files(self, folder: Path) -> dict[str, Path] | None:
         missing = [f for f in self.file_names if not (folder / f).is_file()]
         if missing:
             log.warning("%s: no %s, left out", folder, missing[0])
             return None
-        return {_stem(f): folder / f for f in self.file_names}
+        return {stem_of(f): folder / f for f in self.file_names}
 
 
-class TrackFolderVarDataModule(TrackDataModule):
+class TrackFolderVarTracks:
     """Track folders with a variable set of sources (Open-Unmix ``trackfolder_var``)."""
 
     layout = "<root>/train/<track>/{target_file, other sources}"
@@ -189,14 +140,11 @@ class TrackFolderVarDataModule(TrackDataModule):
         root: str | None,
         target_file: str = "vocals.wav",
         ext: str = ".wav",
-        random_mix: bool = False,
         silence_missing: bool = False,
-        **options: Any,
     ) -> None:
         self.folder = check_root(root, self.layout)
-        self.target_file, self.ext = target_file, ext
-        self.random_mix, self.silence_missing = random_mix, silence_missing
-        super().__init__(root, _stem(target_file), **options)
+        self.target_file, self.target, self.ext = target_file, stem_of(target_file), ext
+        self.silence_missing = silence_missing
 
     def tracks(self, split: str) -> list[FileTrack]:
         out = []
@@ -213,6 +161,3 @@ class TrackFolderVarDataModule(TrackDataModule):
         if not out and split == "train":
             raise _no_tracks(self.folder, split, self.layout)
         return out
-
-    def mixer(self, tracks: Sequence[CachedTrack]) -> VariableMixer:
-        return VariableMixer(self.target, self.random_mix)

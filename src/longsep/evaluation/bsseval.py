@@ -34,7 +34,7 @@ import torch
 from torch import Tensor
 
 from longsep.errors import LongsepError
-from longsep.heap import reuse_freed_blocks
+from longsep.heap import Workspace, reuse_freed_blocks
 
 log = logging.getLogger(__name__)
 
@@ -55,12 +55,9 @@ _SILENCE_BLOCK = 1 << 16
 
 
 def _as_array(x: ArrayLike) -> np.ndarray:
-    """Numpy view of ``x``; float32 stays float32 (both backends compute in float64, the
-    fast one block by block, so no whole-track float64 copy is made), other dtypes become
-    float64."""
-    if isinstance(x, Tensor):
-        x = x.detach().cpu().numpy()
-    x = np.asarray(x)
+    """Numpy view of ``x``; float32 stays float32 (the fast backend converts block by block
+    to float64, so no whole-track float64 copy is made), other dtypes become float64."""
+    x = np.asarray(x.detach().cpu().numpy() if isinstance(x, Tensor) else x)
     return x if x.dtype in (np.float32, np.float64) else x.astype(np.float64)
 
 
@@ -101,7 +98,7 @@ def _is_silent(source: np.ndarray) -> bool:
         total = block[:, 0].astype(np.float64)
         for c in range(1, block.shape[1]):
             total += block[:, c]
-        if np.any(total != 0):
+        if total.any():
             return False
     return True
 
@@ -143,46 +140,24 @@ def _framing(window: float, hop: float, length: int) -> tuple[int, int, int]:
 # ---------------------------------------------------------------------------- fast backend
 
 
-def _freq_major(spec: Tensor, order: tuple[int, int, int]) -> Tensor:
-    """Permute a 3-D spectrum so frequency comes first, contiguous, for batched matmul."""
-    return spec.permute(order).contiguous()
-
-
 def _corr_fft(max_lag: int) -> tuple[int, int]:
     """``(nfft, step)``: FFT size and block hop of the blockwise lagged correlation."""
     nfft = max(_CORR_FFT, 1 << math.ceil(math.log2(8 * max_lag + 1)))
     return nfft, nfft - 2 * max_lag
 
 
-class _Workspace:
-    """Flat buffers reused by every chunk of a loop, so their pages are faulted in once.
-
-    Tens of MB freshly allocated per chunk are mmapped and zero-filled by the kernel each
-    time: on CPU that page-fault time was as large as the arithmetic.
-    """
-
-    def __init__(self, device: torch.device) -> None:
-        self.device = device
-        self._flat: dict[str, Tensor] = {}
-
-    def get(self, name: str, shape: tuple[int, ...], dtype: torch.dtype) -> Tensor:
-        """A contiguous ``shape`` view of buffer ``name`` (grown when too small)."""
-        size = math.prod(shape)
-        flat = self._flat.get(name)
-        if flat is None or flat.numel() < size or flat.dtype != dtype:
-            flat = torch.empty(size, dtype=dtype, device=self.device)
-            self._flat[name] = flat
-        return flat[:size].view(shape)
-
-    def rfft(self, name: str, signals: Tensor, nfft: int, order: tuple[int, int, int]) -> Tensor:
-        """Zero-padded ``rfft`` of ``(a, b, n)`` signals, permuted by ``order``, contiguous."""
-        a, b, n = signals.shape
-        padded = self.get(f"{name}.real", (a, b, nfft), torch.float64)
-        padded[..., :n].copy_(signals)
-        padded[..., n:].zero_()
-        spec = torch.fft.rfft(padded)
-        shape = tuple(spec.shape[i] for i in order)
-        return self.get(name, shape, torch.complex128).copy_(spec.permute(order))
+def _padded_rfft(
+    work: Workspace, name: str, signals: Tensor, nfft: int, order: tuple[int, int, int]
+) -> Tensor:
+    """Zero-padded ``rfft`` of ``(a, b, n)`` signals, permuted by ``order``, contiguous, in
+    buffers of ``work``."""
+    a, b, n = signals.shape
+    padded = work.get(f"{name}.real", (a, b, nfft), torch.float64)
+    padded[..., :n].copy_(signals)
+    padded[..., n:].zero_()
+    spec = torch.fft.rfft(padded)
+    shape = tuple(spec.shape[i] for i in order)
+    return work.get(name, shape, torch.complex128).copy_(spec.permute(order))
 
 
 def _chunk(bytes_per_item: int, device: torch.device) -> int:
@@ -232,13 +207,13 @@ def _lagged_correlations(channels: _Channels, max_lag: int) -> Tensor:
     nblocks = -(-channels.length // step)
     chunk = _chunk((nx + nc) * nfft * 8, channels.device)
     spec = torch.zeros(nfft // 2 + 1, nx, nc, dtype=torch.complex128, device=channels.device)
-    work = _Workspace(channels.device)
+    work = Workspace(channels.device)
     for b in range(0, nblocks, chunk):
         m = min(chunk, nblocks - b)
         span = channels.read(b * step - max_lag, (b + m - 1) * step - max_lag + nfft)
         xb = span[:nx, max_lag : max_lag + m * step].unfold(-1, step, step)
-        xf = work.rfft("x", xb, nfft, (2, 0, 1)).conj_physical_()
-        yf = work.rfft("y", span.unfold(-1, nfft, step), nfft, (2, 1, 0))
+        xf = _padded_rfft(work, "x", xb, nfft, (2, 0, 1)).conj_physical_()
+        yf = _padded_rfft(work, "y", span.unfold(-1, nfft, step), nfft, (2, 1, 0))
         spec.baddbmm_(xf, yf)
     return torch.fft.irfft(spec, n=nfft, dim=0)[: 2 * max_lag + 1].permute(1, 2, 0)
 
@@ -347,7 +322,7 @@ def _safe_db(num: Tensor, den: Tensor) -> Tensor:
 
 
 def _window_scores(
-    windows: Tensor, filters: Tensor, nfft: int, nsrc: int, work: _Workspace
+    windows: Tensor, filters: Tensor, nfft: int, nsrc: int, work: Workspace
 ) -> Tensor:
     """SDR, ISR, SIR, SAR ``(4, nw, nsrc)`` of a batch of windows.
 
@@ -360,7 +335,7 @@ def _window_scores(
     k = len(windows) // 2
     nw = windows.shape[1]
     ref_w, est_w = windows[:k], windows[k:]
-    spec = work.rfft("windows", windows, nfft, (2, 1, 0))
+    spec = _padded_rfft(work, "windows", windows, nfft, (2, 1, 0))
     true, est = spec[..., :k], spec[..., k:]
     # P / P_own: estimate projected on all references / on its own reference only
     mixed = torch.matmul(true, filters, out=work.get("mixed", (len(spec), nw, 2 * k), spec.dtype))
@@ -410,9 +385,9 @@ def _bss_eval_fast(
     channels = _Channels(refs, ests, device)
     filters = _distortion_filters(channels, FILTERS_LEN)
     nfft = scipy.fft.next_fast_len(win_len + FILTERS_LEN - 1, real=True)
-    filters = _freq_major(torch.fft.rfft(filters, n=nfft), (2, 0, 1))
+    filters = torch.fft.rfft(filters, n=nfft).permute(2, 0, 1).contiguous()  # frequency first
     chunk = _chunk(12 * k * nfft * 8, device)
-    work = _Workspace(device)
+    work = Workspace(device)
     parts = []
     for t in range(0, nwin, chunk):
         span = channels.read(t * hop, (min(t + chunk, nwin) - 1) * hop + win_len)
@@ -464,6 +439,3 @@ def bss_eval(
     else:
         raise LongsepError(f"backend={backend!r}: use 'fast' or 'museval'")
     return dict(zip(BSS_METRICS, scores, strict=True))
-
-
-# ---------------------------------------------------------------------------- tracks

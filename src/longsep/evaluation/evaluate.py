@@ -30,7 +30,7 @@ import numpy as np
 import torch
 
 from longsep import TARGETS, audio
-from longsep.data import instantiate_data
+from longsep.data import instantiate_tracks
 from longsep.data.musdb import read_track_audio
 from longsep.errors import LongsepError
 from longsep.evaluation.metrics import evaluate_track
@@ -340,16 +340,14 @@ def evaluate_songs(
 def load_tracks(data: Any, split: str, names: Sequence[str] | None = None) -> list:
     """The tracks (musdb's, or folders read alike) of ``split`` of the ``data`` config
     (generating the synthetic set if configured), limited to ``names`` when given."""
-    datamodule = instantiate_data(data)
-    if not hasattr(datamodule, "tracks"):
-        raise LongsepError(f"{type(datamodule).__name__}: evaluate each of its data sets alone")
-    if datamodule.generate is not None:
+    source = instantiate_tracks(data)
+    if getattr(source, "generate", None) is not None:
         from longsep.data.synth import ensure_dataset
 
-        ensure_dataset(datamodule.root, **datamodule.generate)
-    tracks = list(datamodule.tracks(split))
+        ensure_dataset(source.root, **source.generate)
+    tracks = list(source.tracks(split))
     if not tracks:
-        raise LongsepError(f"split={split} of data.root={datamodule.root} holds no tracks")
+        raise LongsepError(f"split={split} of data.root={data.get('root')} holds no tracks")
     if names:
         have = {t.name for t in tracks}
         unknown = [n for n in names if n not in have]
