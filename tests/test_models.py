@@ -178,6 +178,16 @@ def test_umx_matches_openunmix(kw):
     reverse.load_state_dict(ours.state_dict(), strict=True)
 
 
+def test_umx_eval_gradients_match_finite_differences():
+    """The eval-mode output layers (folded into one product) keep input gradients right,
+    as saliency and context analyses take them."""
+    model = UMX(nb_bins=9, nb_channels=2, hidden_size=4, nb_layers=1, max_bin=6)
+    randomise(model)
+    model.double().eval()
+    mag = torch.rand(1, 2, 9, 3, dtype=torch.float64, generator=torch.Generator().manual_seed(0))
+    assert torch.autograd.gradcheck(model, (mag.add(0.1).requires_grad_(),))
+
+
 def test_umx_input_statistics_like_openunmix():
     rng = np.random.default_rng(0)
     mean, std = rng.random(65), rng.random(65) + 0.5
