@@ -102,3 +102,24 @@ def test_evaluate_speed_runs_both_commands_and_compares_their_frames(tmp_path):
     assert row["ratio"] == pytest.approx(row["museval_s"] / row["fast_s"], rel=0.01)
     assert row["frames"] == 4 * 4 * 4  # 4 targets x 4 metrics x 4 one-second frames
     assert row["nan_mismatches"] == 0 and row["max_frame_diff_db"] <= 0.01
+
+
+def test_separate_speed_runs_ours_in_memory_and_file_to_file_against_openunmix():
+    done, rows = run_script(
+        "benchmarks/separate_speed.py", "--seconds", "4", "--hidden", "16", "--threads", "1"
+    )
+    assert done.returncode == 0, done.stderr[-2000:]
+    ours, ours_file, theirs, ratios = rows
+    assert (ours["impl"], ours_file["impl"], theirs["impl"]) == (
+        "ours",
+        "ours-to-file",
+        "openunmix",
+    )
+    assert ours["finite"] and theirs["finite"]
+    assert ours["output_shape"] == theirs["output_shape"] == [1, 4, 2, 4 * 44100]
+    # four float32 stereo wav stems of the 4-s track
+    assert ours_file["stems_mb"] == pytest.approx(4 * 4 * 44100 * 2 * 4 / 2**20, abs=0.1)
+    assert ratios["wall"] == pytest.approx(ours["wall_s"] / theirs["wall_s"], abs=1e-3)
+    assert ratios["wall_file_to_file"] == pytest.approx(
+        ours_file["wall_s"] / theirs["wall_s"], abs=1e-3
+    )
