@@ -383,3 +383,16 @@ def test_single_target_gets_si_sdr_only():
     scores = evaluate_track(references, estimates, device="cpu")
     assert set(scores["targets"]["vocals"]) == {"SI-SDR"}
     assert to_museval_json("x", scores)["targets"] == []
+
+
+@pytest.mark.parametrize("start, stop", [(-7, 5), (-7, 40), (3, 20), (25, 40), (31, 45), (-9, -2)])
+def test_fast_backend_reads_channel_ranges_zero_padded_outside_the_track(start, stop):
+    from longsep.evaluation.bsseval import _Channels
+
+    rng = np.random.default_rng(0)
+    refs = [rng.standard_normal((30, 2)) for _ in range(3)]
+    ests = [rng.standard_normal((30, 2)).astype(np.float32) for _ in range(3)]
+    padded = np.zeros((12, 30 + 100))  # rows: references then estimates, source-major
+    padded[:, 50:80] = np.concatenate([x.T for x in refs + ests])
+    got = _Channels(refs, ests, torch.device("cpu")).read(start, stop)
+    np.testing.assert_array_equal(got.numpy(), padded[:, 50 + start : 50 + stop])

@@ -43,6 +43,9 @@ FILTERS_LEN = 512
 _EPS64 = float(np.finfo(np.float64).eps)
 _CORR_FFT = 1 << 14
 _CHUNK_BYTES = 1 << 25
+# windows scored together: the filter spectra (46 MB for 4 stereo sources at 1-s windows)
+# are then read from memory once per batch of 4 windows instead of once per window
+_WINDOW_BATCH_BYTES = 160 << 20
 
 ArrayLike = np.ndarray | Tensor
 
@@ -160,9 +163,9 @@ def _padded_rfft(
     return work.get(name, shape, torch.complex128).copy_(spec.permute(order))
 
 
-def _chunk(bytes_per_item: int, device: torch.device) -> int:
+def _chunk(bytes_per_item: int, device: torch.device, budget: int = _CHUNK_BYTES) -> int:
     """Items per chunk: small on CPU, where reused buffers stay in cache; large on GPUs."""
-    budget = _CHUNK_BYTES if device.type == "cpu" else 32 * _CHUNK_BYTES
+    budget = budget if device.type == "cpu" else 32 * _CHUNK_BYTES
     return max(1, budget // bytes_per_item)
 
 
@@ -184,13 +187,16 @@ class _Channels:
 
     def read(self, start: int, stop: int) -> Tensor:
         """``(2*K, stop - start)`` float64 samples ``[start, stop)``."""
-        out = torch.zeros(len(self), stop - start, dtype=torch.float64, device=self.device)
-        lo, hi = max(start, 0), min(stop, self.length)
-        if lo < hi:
-            rows = out.view(2, self.nsrc, self.nchan, -1)[..., lo - start : hi - start]
-            for i, group in enumerate(self.sources):
-                for j, x in enumerate(group):
-                    rows[i, j].copy_(torch.from_numpy(x[lo:hi]).T)
+        out = torch.empty(len(self), stop - start, dtype=torch.float64, device=self.device)
+        lo, hi = max(start, 0), max(min(stop, self.length), max(start, 0))
+        out[:, : lo - start].zero_()
+        out[:, hi - start :].zero_()
+        rows = out.view(2, self.nsrc, self.nchan, -1)[..., lo - start : hi - start]
+        for i, group in enumerate(self.sources):
+            for j, x in enumerate(group):
+                block = torch.from_numpy(x[lo:hi])
+                for c in range(self.nchan):  # column by column: 3x faster than one .T copy
+                    rows[i, j, c].copy_(block[:, c])
         return out
 
 
@@ -386,7 +392,7 @@ def _bss_eval_fast(
     filters = _distortion_filters(channels, FILTERS_LEN)
     nfft = scipy.fft.next_fast_len(win_len + FILTERS_LEN - 1, real=True)
     filters = torch.fft.rfft(filters, n=nfft).permute(2, 0, 1).contiguous()  # frequency first
-    chunk = _chunk(12 * k * nfft * 8, device)
+    chunk = _chunk(12 * k * nfft * 8, device, _WINDOW_BATCH_BYTES)
     work = Workspace(device)
     parts = []
     for t in range(0, nwin, chunk):
