@@ -352,6 +352,24 @@ print(len(tracks), "pytorch_lightning" in sys.modules, "lightning" in sys.module
     assert done.stdout.split() == [str(SYNTH["n_test"]), "False", "False"]
 
 
+def test_evaluation_writes_the_configured_synthetic_set_on_first_use(tmp_path):
+    from omegaconf import OmegaConf
+
+    from longsep.evaluation.evaluate import load_tracks
+
+    data = OmegaConf.create(
+        {
+            "_target_": "longsep.data.datamodules.MUSDBDataModule",
+            "root": str(tmp_path / "fresh"),
+            "setup_file": "setup.yaml",
+            "generate": SYNTH,
+        }
+    )
+    tracks = load_tracks(data, "test")
+    assert len(tracks) == SYNTH["n_test"]
+    assert all((tmp_path / "fresh" / "test" / t.name / "vocals.wav").is_file() for t in tracks)
+
+
 def _cli(args: list[str], cwd: Path) -> subprocess.CompletedProcess:
     env = {k: v for k, v in os.environ.items() if k != "HYDRA_FULL_ERROR"}
     return subprocess.run(

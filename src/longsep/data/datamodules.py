@@ -77,10 +77,7 @@ class MUSDBDataModule(TrackDataModule):
 
     def prepare_data(self) -> None:
         """Generate the synthetic set if configured, then fill the decoded-audio cache."""
-        if self.source.generate is not None:
-            from longsep.data.synth import ensure_dataset
-
-            ensure_dataset(self.root, **self.source.generate)
+        self.source.prepare()
         super().prepare_data()
 
     def mixer(self, tracks: Sequence[CachedTrack]) -> StemMixer:

@@ -143,6 +143,14 @@ class MUSDBTracks:
         self.root, self.is_wav, self.download, self.setup_file = root, is_wav, download, setup_file
         self.generate = dict(generate) if generate else None
 
+    def prepare(self) -> None:
+        """Write the synthetic set named by ``generate`` unless it is complete (once, before
+        :meth:`tracks`; training calls it on one process only)."""
+        if self.generate is not None:
+            from longsep.data.synth import ensure_dataset
+
+            ensure_dataset(self.root, **self.generate)
+
     def tracks(self, split: str) -> list:
         """The ``musdb`` track objects of ``split``."""
         return open_musdb(self.root, split, self.is_wav, self.download, self.setup_file)

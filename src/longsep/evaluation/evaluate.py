@@ -31,7 +31,7 @@ import torch
 
 from longsep import TARGETS, audio
 from longsep.data import instantiate_tracks
-from longsep.data.musdb import read_track_audio
+from longsep.data.musdb import MUSDBTracks, read_track_audio
 from longsep.errors import LongsepError
 from longsep.evaluation.metrics import evaluate_track
 from longsep.evaluation.results import (
@@ -341,10 +341,8 @@ def load_tracks(data: Any, split: str, names: Sequence[str] | None = None) -> li
     """The tracks (musdb's, or folders read alike) of ``split`` of the ``data`` config
     (generating the synthetic set if configured), limited to ``names`` when given."""
     source = instantiate_tracks(data)
-    if getattr(source, "generate", None) is not None:
-        from longsep.data.synth import ensure_dataset
-
-        ensure_dataset(source.root, **source.generate)
+    if isinstance(source, MUSDBTracks):
+        source.prepare()
     tracks = list(source.tracks(split))
     if not tracks:
         raise LongsepError(f"split={split} of data.root={data.get('root')} holds no tracks")
