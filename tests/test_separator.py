@@ -16,7 +16,13 @@ import torch
 from longsep import LongsepError, audio
 from longsep.inference.export import track_name
 from longsep.inference.separator import Separator
-from longsep.inference.streaming import OverlapAdd, crossfade_windows, rechunk
+from longsep.inference.streaming import (
+    MixtureFrames,
+    OverlapAdd,
+    TensorSource,
+    crossfade_windows,
+    rechunk,
+)
 from longsep.inference.wiener import apply_wiener
 from longsep.models.umx import UMX
 from longsep.spectral import ISTFT, STFT, STFTConfig
@@ -570,3 +576,18 @@ def test_rechunk_yields_views_and_frees_each_chunk_once_consumed(size):
     torch.testing.assert_close(whole, torch.arange(sum(lengths), dtype=torch.float64).expand(2, -1))
     expected = list(range(0, sum(lengths), size)) if size else [0]
     assert starts == expected
+
+
+@pytest.mark.parametrize("start, end", [(0, 600), (3, 260), (250, 531), (500, 603)])
+def test_mixture_magnitudes_in_blocks_equal_the_stft_magnitude(start, end):
+    """MixtureFrames.magnitude transforms 256 frames at a time; the frames equal those of
+    torch.stft over the whole song, song edges (reflect padding) included."""
+    cfg = STFTConfig(n_fft=256, hop_length=64)
+    audio_ = torch.randn(1, 2, 602 * 64, generator=torch.Generator().manual_seed(0))
+    frames = MixtureFrames(TensorSource(audio_), cfg, torch.device("cpu"))
+    whole = STFT(cfg.n_fft, cfg.hop_length)(audio_).abs()  # (1, 2, bins, 603)
+    assert whole.shape[-1] == 603
+    got = frames.magnitude(start, end)
+    assert got.shape == (1, 2, cfg.nb_bins, end - start)
+    torch.testing.assert_close(got, whole[..., start:end], atol=1e-5, rtol=1e-5)
+    torch.testing.assert_close(got, frames(start, end).abs(), atol=0, rtol=0)

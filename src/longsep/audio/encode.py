@@ -115,10 +115,10 @@ class AudioWriter:
     def write(self, audio: torch.Tensor | np.ndarray) -> None:
         """Append ``(channels, samples)`` audio."""
         data = _as_frames(audio)
-        if data.size:
+        if self.clips and data.size:  # float wav keeps every value: no peak to watch
             self.peak = max(self.peak, float(np.abs(data).max()))
-        if self.clips and self.peak > 1.0:
-            data = np.clip(data, -1.0, 1.0)
+            if self.peak > 1.0:
+                data = np.clip(data, -1.0, 1.0)
         try:
             self.file.write(data)
         except (sf.LibsndfileError, RuntimeError, OSError, ValueError) as exc:

@@ -243,7 +243,7 @@ class Separator(nn.Module):
         carry: Tensor | None = None
         for first in range(0, len(windows), self.batch_windows):
             group = windows[first : first + self.batch_windows]
-            estimates = self._estimate([mixture(start, end).abs() for start, end, _ in group])
+            estimates = self._estimate([mixture.magnitude(start, end) for start, end, _ in group])
             for k, ((start, _, weight), mag) in enumerate(zip(group, estimates, strict=True)):
                 mag = mag.mul_(weight.to(mag.device))
                 if carry is not None:
