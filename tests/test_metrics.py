@@ -396,3 +396,21 @@ def test_fast_backend_reads_channel_ranges_zero_padded_outside_the_track(start, 
     padded[:, 50:80] = np.concatenate([x.T for x in refs + ests])
     got = _Channels(refs, ests, torch.device("cpu")).read(start, stop)
     np.testing.assert_array_equal(got.numpy(), padded[:, 50 + start : 50 + stop])
+
+
+def test_fast_backend_gram_matrix_is_that_of_the_delayed_references():
+    from longsep.evaluation.bsseval import _EPS64, _Channels, _gram, _lagged_correlations
+
+    rng = np.random.default_rng(1)
+    taps, length = 8, 300
+    refs = [rng.standard_normal((length, 2)) for _ in range(2)]
+    channels = _Channels(refs, [x + 0.1 for x in refs], torch.device("cpu"))
+    corr = _lagged_correlations(channels, taps - 1)[:, :4]
+    # column (p, a): reference channel p delayed by a samples, zero-padded
+    delayed = np.zeros((length + taps - 1, 4, taps))
+    for p, signal in enumerate(np.concatenate([x.T for x in refs])):
+        for a in range(taps):
+            delayed[a : a + length, p, a] = signal
+    delayed = delayed.reshape(length + taps - 1, 4 * taps)
+    expected = delayed.T @ delayed + _EPS64 * np.eye(4 * taps)
+    np.testing.assert_allclose(_gram(corr, taps).numpy(), expected, rtol=1e-12, atol=1e-9)
