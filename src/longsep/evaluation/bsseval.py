@@ -187,7 +187,8 @@ class _Channels:
     def read(self, start: int, stop: int) -> Tensor:
         """``(2*K, stop - start)`` float64 samples ``[start, stop)``."""
         out = torch.empty(len(self), stop - start, dtype=torch.float64, device=self.device)
-        lo, hi = max(start, 0), max(min(stop, self.length), max(start, 0))
+        lo = max(start, 0)
+        hi = max(min(stop, self.length), lo)  # lo == hi: the range misses the track
         out[:, : lo - start].zero_()
         out[:, hi - start :].zero_()
         rows = out.view(2, self.nsrc, self.nchan, -1)[..., lo - start : hi - start]
