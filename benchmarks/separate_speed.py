@@ -10,7 +10,7 @@ per run and one with the ratios (ours / theirs).
     python benchmarks/separate_speed.py --minutes 180 --file-only   # file to file only
 
 Without ``--minutes`` ours also separates the track from a 16-bit wav to four wav stems
-(``separate_to_file``: decoding, resampling checks and writing included), and the ratios
+(``separate_to_file``: reading the wav and writing the stems included), and the ratios
 compare both of our runs with Open-Unmix's in-memory separation.
 
 With ``--minutes``, ours runs twice: ``Separator(track)`` in memory (the four stems are
