@@ -7,6 +7,7 @@ composes ``conf/`` only has to ``import longsep.config`` first:
 - ``${max_bin:${stft.n_fft},${stft.sample_rate},${bandwidth}}``: bins at or below
   ``bandwidth`` Hz (all bins for ``null``), Open-Unmix's ``max_bin``;
 - ``${seconds_to_frames:${seq_len},${stft}}``: STFT frames of ``seq_len`` seconds;
+- ``${reach_frames:${reach},${stft}}``: frames of ``reach`` seconds (None for null);
 - ``${longsep_root:}``: ``$LONGSEP_ROOT`` or the working directory.
 """
 
@@ -56,11 +57,24 @@ def seconds_to_frames(seconds: float, stft: Any) -> int:
     return STFTConfig(**config).seconds_to_frames(float(seconds))
 
 
+def reach_frames(seconds: float | None, stft: Any) -> int | None:
+    """Frames of a ``reach`` of ``seconds`` (hops, rounded; None for null: no limit)."""
+    if seconds is None:
+        return None
+    config = OmegaConf.to_container(stft, resolve=True) if OmegaConf.is_config(stft) else stft
+    value = float(seconds)
+    if not value > 0:
+        raise LongsepError(f"reach={seconds}: give a positive number of seconds, or null")
+    stft_config = STFTConfig(**config)
+    return max(1, round(value * stft_config.sample_rate / stft_config.hop_length))
+
+
 _RESOLVERS = {
     "longsep_root": root_dir,
     "nb_bins": nb_bins,
     "max_bin": max_bin,
     "seconds_to_frames": seconds_to_frames,
+    "reach_frames": reach_frames,
 }
 
 

@@ -20,19 +20,29 @@ from longsep.models.build import is_no_attention
 log = logging.getLogger("longsep")
 
 
-def run_name(separator: str, attention: str | None, src: Any, seq_len: float) -> str:
+def run_name(
+    separator: str, attention: str | None, src: Any, seq_len: float, reach: Any = None
+) -> str:
     """``umx_transformer-qkvg1D-vocals-30s``: the directory name of a training run
-    (a target summed from stems, ``src=[drums,bass]``, reads ``drums+bass``).
+    (a target summed from stems, ``src=[drums,bass]``, reads ``drums+bass``; a limited
+    ``reach`` adds ``-reach7.5s``).
 
     Hydra resolves it before the job starts, where an error would be a traceback: a bad
     ``seq_len`` is kept as typed here and refused in one line by the job (:func:`seconds`).
     """
     parts = [separator] + ([] if is_no_attention(attention) else [attention])
+    parts += [target_name(src), f"{_as_seconds(seq_len)}s"]
+    if reach is not None:
+        parts.append(f"reach{_as_seconds(reach)}s")
+    return "-".join(parts)
+
+
+def _as_seconds(value: Any) -> str:
+    """``30`` for 30.0, the value as typed when it is not a number."""
     try:
-        length = f"{float(seq_len):g}"
+        return f"{float(value):g}"
     except (TypeError, ValueError):
-        length = str(seq_len)
-    return "-".join([*parts, target_name(src), f"{length}s"])
+        return str(value)
 
 
 def seconds(value: Any, key: str) -> float:

@@ -192,6 +192,8 @@ def _base_record(cfg: DictConfig, choices: dict[str, Any]) -> dict[str, Any]:
         attention=records.effective_attention(separator, attention) if separator else None,
         src=target_name(cfg.src),
         seq_len=float(cfg.seq_len),
+        arm=choices.get("arm"),
+        reach=None if cfg.get("reach") is None else float(cfg.reach),
         seed=int(cfg.seed),
         max_steps=int(cfg.trainer.get("max_steps", -1)),
         data=choices.get("data"),

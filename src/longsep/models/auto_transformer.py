@@ -43,6 +43,7 @@ class AutoTransformer(TransformerCore):
         input_mean: np.ndarray | None = None,
         input_scale: np.ndarray | None = None,
         max_bin: int | None = None,
+        reach: int | None = None,
     ) -> None:
         super().__init__(
             nb_bins,
@@ -55,6 +56,7 @@ class AutoTransformer(TransformerCore):
             input_mean,
             input_scale,
             max_bin,
+            reach,
         )
         if downsample < 1:
             raise LongsepError(f"separator.downsample={downsample} must be >= 1")

@@ -37,6 +37,11 @@ class MaskEstimator(nn.Module):
     As in Open-Unmix, ``self.nb_bins`` is the number of bins fed to the network
     (``max_bin``) and ``self.nb_output_bins`` the number of input / output bins.
     Training mode needs more than one ``batch x frames`` row (BatchNorm).
+
+    ``reach`` (frames, None: unlimited) limits how far the core can look: the frames are
+    cut into pieces of ``reach`` frames laid out from the input's centre
+    (:func:`reach_pieces`) and the core runs on each piece alone, so no output frame
+    depends on the mixture more than one piece away (the study's arm C).
     """
 
     def __init__(
@@ -47,8 +52,12 @@ class MaskEstimator(nn.Module):
         input_mean: np.ndarray | None = None,
         input_scale: np.ndarray | None = None,
         max_bin: int | None = None,
+        reach: int | None = None,
     ) -> None:
         super().__init__()
+        if reach is not None and int(reach) < 1:
+            raise LongsepError(f"separator.reach={reach} must be a positive number of frames")
+        self.reach = None if reach is None else int(reach)
         self.nb_output_bins = nb_bins
         self.nb_bins = max_bin or nb_bins
         self.nb_channels = nb_channels
@@ -73,6 +82,23 @@ class MaskEstimator(nn.Module):
     def core(self, x: Tensor) -> Tensor:
         """The sequence model: ``(batch, frames, hidden_size)`` to the same shape."""
         raise NotImplementedError
+
+    def core_within_reach(self, x: Tensor) -> Tensor:
+        """:meth:`core` on ``(batch, frames, hidden)``, each piece of :func:`reach_pieces`
+        on its own (the full pieces as one batch); the whole input without ``reach``."""
+        frames = x.shape[1]
+        if self.reach is None or frames <= self.reach:
+            return self.core(x)
+        pieces = reach_pieces(frames, self.reach)
+        full = [(a, b) for a, b in pieces if b - a == self.reach]
+        start, stop = full[0][0], full[-1][1]
+        middle = x[:, start:stop].reshape(-1, self.reach, x.shape[2])
+        out = [self.core(middle).reshape(x.shape[0], stop - start, -1)]
+        if start:
+            out.insert(0, self.core(x[:, :start]))
+        if stop < frames:
+            out.append(self.core(x[:, stop:]))
+        return torch.cat(out, dim=1)
 
     def _check(self, mag: Tensor) -> None:
         if mag.dim() != 4 or mag.shape[1:3] != (self.nb_channels, self.nb_output_bins):
@@ -125,7 +151,23 @@ class MaskEstimator(nn.Module):
         """Mixture magnitude ``(batch, channels, bins, frames)`` to the target's, same shape."""
         self._check(mag)
         x = self.encode(mag)
-        return self.decode(x, self.core(x), mag)
+        return self.decode(x, self.core_within_reach(x), mag)
+
+
+def reach_pieces(frames: int, reach: int) -> list[tuple[int, int]]:
+    """Contiguous ``[start, stop)`` frame ranges covering ``frames``, laid out so that one
+    piece of ``reach`` frames is centred on the input (frames ``[c - reach // 2, c - reach
+    // 2 + reach)``, ``c = frames // 2``) and its neighbours tile outwards; the two edge
+    pieces may be shorter. With ``frames <= reach``: one piece, the whole input.
+
+    Centring makes a window's central ``reach`` frames exactly one piece, which is what
+    the far-context intervention scores (:mod:`longsep.study.intervention`).
+    """
+    if frames <= reach:
+        return [(0, frames)]
+    first = (frames // 2 - reach // 2) % reach
+    bounds = [0, *range(first or reach, frames, reach), frames]
+    return [(a, b) for a, b in zip(bounds, bounds[1:], strict=False) if b > a]
 
 
 class RotaryEmbedding(nn.Module):
@@ -273,8 +315,11 @@ class TransformerCore(MaskEstimator):
         input_mean: np.ndarray | None,
         input_scale: np.ndarray | None,
         max_bin: int | None,
+        reach: int | None = None,
     ) -> None:
-        super().__init__(nb_bins, nb_channels, hidden_size, input_mean, input_scale, max_bin)
+        super().__init__(
+            nb_bins, nb_channels, hidden_size, input_mean, input_scale, max_bin, reach
+        )
         if hidden_size % heads:
             raise LongsepError(
                 f"separator.hidden_size={hidden_size} is not divisible by heads={heads}"

@@ -17,7 +17,8 @@ class UMX(MaskEstimator):
 
     The core is an LSTM over frames (bidirectional unless ``unidirectional``,
     each direction ``hidden_size // 2`` wide, dropout 0.4 between layers). UMX
-    has no attention; it takes no ``attention`` argument.
+    has no attention; it takes no ``attention`` argument. ``reach`` (frames) runs the
+    LSTM on pieces of the input (:class:`~longsep.models.layers.MaskEstimator`).
     """
 
     def __init__(
@@ -30,8 +31,11 @@ class UMX(MaskEstimator):
         input_mean: np.ndarray | None = None,
         input_scale: np.ndarray | None = None,
         max_bin: int | None = None,
+        reach: int | None = None,
     ) -> None:
-        super().__init__(nb_bins, nb_channels, hidden_size, input_mean, input_scale, max_bin)
+        super().__init__(
+            nb_bins, nb_channels, hidden_size, input_mean, input_scale, max_bin, reach
+        )
         self.lstm = nn.LSTM(
             input_size=hidden_size,
             hidden_size=hidden_size if unidirectional else hidden_size // 2,

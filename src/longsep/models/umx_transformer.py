@@ -38,6 +38,7 @@ class UMXTransformer(TransformerCore):
         input_mean: np.ndarray | None = None,
         input_scale: np.ndarray | None = None,
         max_bin: int | None = None,
+        reach: int | None = None,
     ) -> None:
         super().__init__(
             nb_bins,
@@ -50,6 +51,7 @@ class UMXTransformer(TransformerCore):
             input_mean,
             input_scale,
             max_bin,
+            reach,
         )
         factory = attention_factory(attention)
         self.layers = nn.ModuleList(
