@@ -317,9 +317,7 @@ class TransformerCore(MaskEstimator):
         max_bin: int | None,
         reach: int | None = None,
     ) -> None:
-        super().__init__(
-            nb_bins, nb_channels, hidden_size, input_mean, input_scale, max_bin, reach
-        )
+        super().__init__(nb_bins, nb_channels, hidden_size, input_mean, input_scale, max_bin, reach)
         if hidden_size % heads:
             raise LongsepError(
                 f"separator.hidden_size={hidden_size} is not divisible by heads={heads}"

@@ -33,9 +33,7 @@ class UMX(MaskEstimator):
         max_bin: int | None = None,
         reach: int | None = None,
     ) -> None:
-        super().__init__(
-            nb_bins, nb_channels, hidden_size, input_mean, input_scale, max_bin, reach
-        )
+        super().__init__(nb_bins, nb_channels, hidden_size, input_mean, input_scale, max_bin, reach)
         self.lstm = nn.LSTM(
             input_size=hidden_size,
             hidden_size=hidden_size if unidirectional else hidden_size // 2,
