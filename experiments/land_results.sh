@@ -1,0 +1,22 @@
+#!/usr/bin/env bash
+# Commit each finished run's small result files as they land (never checkpoints or audio):
+#   experiments/land_results.sh [interval seconds]   (runs until stopped; run from the repo root)
+# Pairs of <sweep dir> <committed folder>, the study's sweeps first.
+set -u
+cd "$(dirname "$0")/.."
+PY=${PYTHON:-.venv/bin/python}
+PAIRS=(
+  runs/multirun/context_control_arms_cpu experiments/results/context_control/runs
+  runs/multirun/context_study_rendered experiments/results/context_rendered/runs
+)
+while true; do
+  for ((i = 0; i < ${#PAIRS[@]}; i += 2)); do
+    sweep=${PAIRS[i]} dest=${PAIRS[i + 1]}
+    [ -d "$sweep" ] || continue
+    if [ -n "$($PY -m longsep.study.collect "$sweep" "$dest")" ]; then
+      git add -- "$dest" && git commit -q -m "Results landed: $(basename "$sweep") ($(date -u +%FT%TZ))" -- "$dest" \
+        && echo "committed $dest"
+    fi
+  done
+  sleep "${1:-300}"
+done

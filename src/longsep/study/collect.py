@@ -1,0 +1,97 @@
+"""Copy the small result files of a sweep's finished jobs into a folder that is committed.
+
+A study on 2 CPU cores runs for days across sessions; each finished run's record must land
+in git as soon as it exists, so no hour of compute is lost when the machine stops. Only
+small text files are copied (never checkpoints, model stores or audio), in the sweep's own
+layout, so ``python -m longsep.study <dest>`` reads the copies as it reads the sweep:
+
+- ``result.json``, ``config.yaml``, ``.hydra/overrides.yaml``: the record, the resolved
+  config and the command-line overrides of the job;
+- ``csv/**/metrics.csv``: the training and validation curves;
+- ``eval/<data>/<split>/{scores.csv,summary.json,settings.json}``: the per-track scores;
+- ``intervention.csv`` and ``control.csv``: the per-window scores of the study's analyses.
+
+    python -m longsep.study.collect runs/multirun/context_study_rendered \\
+        experiments/results/context_rendered/runs
+"""
+
+from __future__ import annotations
+
+import argparse
+from collections.abc import Sequence
+from pathlib import Path
+
+from longsep.errors import LongsepError
+from longsep.study.records import RESULT_FILE, read_result
+
+PATTERNS: tuple[str, ...] = (
+    RESULT_FILE,
+    "config.yaml",
+    ".hydra/overrides.yaml",
+    "csv/**/metrics.csv",
+    "eval/*/*/scores.csv",
+    "eval/*/*/summary.json",
+    "eval/*/*/settings.json",
+    "intervention.csv",
+    "control.csv",
+)
+MAX_BYTES = 2_000_000  # a "small file": larger ones are left out with a warning
+
+
+def finished_jobs(sweep: Path) -> list[Path]:
+    """Job dirs under ``sweep`` whose ``result.json`` says ``ok`` or ``failed``."""
+    jobs = []
+    for path in sorted(sweep.rglob(RESULT_FILE)):
+        job = path.parent
+        if any(part.startswith(".") for part in job.relative_to(sweep).parts):
+            continue
+        if read_result(job)["status"] in ("ok", "failed"):
+            jobs.append(job)
+    return jobs
+
+
+def collect(sweep_dir: str | Path, dest: str | Path) -> list[Path]:
+    """Copy the small files of every finished job of ``sweep_dir`` into ``dest`` (same
+    relative layout); return the files that were new or changed."""
+    sweep, out = Path(sweep_dir), Path(dest)
+    if not sweep.is_dir():
+        raise LongsepError(f"{sweep_dir} is not a directory: give a multirun (sweep) directory")
+    jobs = finished_jobs(sweep)
+    sources = [sweep / "multirun.yaml"] if jobs else []
+    for job in jobs:
+        sources += [p for pattern in PATTERNS for p in sorted(job.glob(pattern))]
+    changed = []
+    for source in sources:
+        if not source.is_file() or source.stat().st_size > MAX_BYTES:
+            continue
+        target = out / source.relative_to(sweep)
+        data = source.read_bytes()
+        if target.is_file() and target.read_bytes() == data:
+            continue
+        target.parent.mkdir(parents=True, exist_ok=True)
+        partial = target.with_name(target.name + ".part")
+        partial.write_bytes(data)
+        partial.replace(target)
+        changed.append(target)
+    return changed
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """``python -m longsep.study.collect SWEEP DEST``: print the files copied."""
+    parser = argparse.ArgumentParser(
+        prog="python -m longsep.study.collect",
+        description="Copy the small result files of a sweep's finished jobs into DEST.",
+    )
+    parser.add_argument("sweep_dir")
+    parser.add_argument("dest")
+    args = parser.parse_args(argv)
+    try:
+        for path in collect(args.sweep_dir, args.dest):
+            print(path)
+    except LongsepError as exc:
+        parser.exit(2, f"error: {exc}\n")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

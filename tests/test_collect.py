@@ -1,0 +1,44 @@
+"""Landing a sweep's small result files in a committed folder."""
+
+from __future__ import annotations
+
+import json
+
+from longsep.study.collect import collect
+from longsep.study.records import load_study
+
+
+def _job(root, name, status, eval_rows=True):
+    job = root / name
+    (job / "checkpoints").mkdir(parents=True)
+    (job / "checkpoints" / "last.ckpt").write_bytes(b"x" * 100)
+    (job / "config.yaml").write_text("seed: 42\n")
+    record = {"status": status, "src": "vocals", "separator": "umx_small", "attention": "none"}
+    if eval_rows:
+        folder = job / "eval" / "rendered" / "test"
+        folder.mkdir(parents=True)
+        (folder / "scores.csv").write_text(
+            "track,target,metric,score\nsong a,vocals,SDR,5.0\nsong b,vocals,SDR,6.0\n"
+        )
+        record |= {"run_dir": str(job), "eval_dir": str(folder)}
+    (job / "result.json").write_text(json.dumps(record))
+    return job
+
+
+def test_collect_copies_finished_jobs_small_files_and_the_copy_reads_as_a_sweep(tmp_path):
+    sweep, dest = tmp_path / "sweep", tmp_path / "landed"
+    _job(sweep, "umx_small-vocals-7s-seed42", "ok")
+    running = sweep / "umx_small-vocals-30s-seed42"
+    (running / "checkpoints").mkdir(parents=True)
+    (running / "config.yaml").write_text("seed: 42\n")
+    first = collect(sweep, dest)
+    names = sorted(p.relative_to(dest).as_posix() for p in first)
+    assert names == [
+        "umx_small-vocals-7s-seed42/config.yaml",
+        "umx_small-vocals-7s-seed42/eval/rendered/test/scores.csv",
+        "umx_small-vocals-7s-seed42/result.json",
+    ]
+    assert not list(dest.rglob("*.ckpt")) and not (dest / running.name).exists()
+    assert collect(sweep, dest) == []  # nothing new: nothing to commit
+    (record,) = load_study(dest)
+    assert record["track_sdr"] == {"song a": 5.0, "song b": 6.0}  # eval dir re-rooted
