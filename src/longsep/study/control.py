@@ -1,0 +1,243 @@
+"""The long-context control of the context study: does the design see context use where
+it is known to exist? (pre-registered in ``experiments/README.md``)
+
+On ``data=synth_positive`` a same-timbre distractor sings with the target everywhere but in
+a solo at the song's start or end, separated from the shared singing by a break of >= 10 s;
+``data=synth_negative`` is the same songs with the solo cut out. Per run and song, the
+30-s window at the solo's end of the song (its first or last 30 s; the same end in the
+negative song) is separated in one pass without the Wiener EM, and the target's SDR is
+measured over the samples of that window where both voices sing. A model that uses the
+solo (arm B can, arm C's 7.5-s pieces cannot) gains there on the positive set only: the
+interaction (B − C on positive) − (B − C on negative) is the control's response.
+
+    python -m longsep.study.control runs/multirun/context_control_arms_cpu --out DIR
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import json
+import logging
+import re
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from longsep.errors import LongsepError
+from longsep.io import write_text
+from longsep.study.arms import Contrast, Group, common_tracks, contrast, group_matrix
+from longsep.study.context import SYNTH_MANIFEST, TrainedRun, trained_runs
+from longsep.study.intervention import ScoredSong, load_songs, one_pass_separator, sdr, write_rows
+from longsep.study.records import load_study
+
+log = logging.getLogger(__name__)
+
+CONTROL_FILE = "control.csv"
+COLUMNS = ("track", "song", "window_start_seconds", "scored_seconds", "sdr")
+WINDOW_SECONDS = 30.0
+_SUFFIX = re.compile(r" \((positive|negative)\)$")
+
+
+def song_key(track: str) -> str:
+    """The song a control track belongs to: its name without `` (positive)``."""
+    return _SUFFIX.sub("", track)
+
+
+def _plan(entry: dict[str, Any]) -> tuple[bool, int, list[tuple[int, int]]]:
+    """(solo first, song samples, both-singing sample ranges) of a manifest entry."""
+    samples = int(entry["samples"])
+    if entry.get("control") == "positive":
+        solo = next(s for s in entry["sections"] if s[0] == "solo")
+        first = int(solo[1]) == 0
+    elif entry.get("control") == "negative" and entry.get("removed"):
+        first = int(entry["removed"][1]) == 0
+    else:
+        raise LongsepError(f"{entry.get('name')}: not a song of a long-context control set")
+    both = [
+        (int(s[1]), min(samples, int(s[1]) + int(s[2])))
+        for s in entry["sections"]
+        if "vocals" in s[3] and "distractor" in s[3]
+    ]
+    return first, samples, both
+
+
+def scored_ranges(
+    entry: dict[str, Any], manifest_rate: int, rate: int, window_seconds: float = WINDOW_SECONDS
+) -> tuple[int, list[tuple[int, int]]]:
+    """The window start and the both-singing ranges inside it (relative to its start), in
+    samples at ``rate``, of one control song's manifest entry."""
+    first, samples, both = _plan(entry)
+    window = round(window_seconds * manifest_rate)
+    start = 0 if first else max(0, samples - window)
+    scale = rate / manifest_rate
+    ranges = []
+    for a, b in both:
+        a, b = max(a, start), min(b, start + window)
+        if b > a:
+            ranges.append((round((a - start) * scale), round((b - start) * scale)))
+    return round(start * scale), ranges
+
+
+def score_run(run: TrainedRun, songs: Sequence[ScoredSong], manifest: dict[str, Any]) -> list:
+    """The rows of :data:`COLUMNS` of one run."""
+    separator = one_pass_separator(run)
+    rate = separator.stft_config.sample_rate
+    manifest_rate = int(manifest["params"]["sample_rate"])
+    entries = {e["name"]: e for e in manifest["tracks"]["test"]}
+    window = round(WINDOW_SECONDS * rate)
+    rows = []
+    for song in songs:
+        start, ranges = scored_ranges(entries[song.name], manifest_rate, rate)
+        if not ranges:
+            continue
+        mixture = song.mixture[:, start : start + window]
+        with torch.inference_mode():
+            estimate = separator(mixture[None])[0, 0]
+        keep = torch.cat([torch.arange(a, b) for a, b in ranges])
+        reference = song.target[:, start : start + window][:, keep]
+        rows.append(
+            (
+                song.name,
+                song_key(song.name),
+                round(start / rate, 4),
+                round(len(keep) / rate, 4),
+                sdr(reference, estimate[:, keep]),
+            )
+        )
+    return rows
+
+
+def arm_of(record: dict[str, Any]) -> str:
+    """A run's arm: as recorded, else C for a limited reach and B otherwise."""
+    if record.get("arm"):
+        return str(record["arm"])
+    return "C" if record.get("reach") else "B"
+
+
+def read_scores(path: Path) -> dict[str, float]:
+    """``{song: SDR}`` of a ``control.csv``."""
+    with path.open(newline="") as handle:
+        return {row["song"]: float(row["sdr"]) for row in csv.DictReader(handle)}
+
+
+def _score(run: TrainedRun, songs: dict[str, list[ScoredSong]]) -> None:
+    """Write ``<run>/control.csv`` (the test songs loaded once per data set)."""
+    root = Path(str(run.data["root"]))
+    manifest_path = root / SYNTH_MANIFEST
+    if not manifest_path.is_file():
+        raise LongsepError(f"{manifest_path} is missing: not a control data set")
+    if str(root) not in songs:
+        songs[str(root)] = load_songs(run.data, run.src, int(run.data["sample_rate"]))
+    log.info("control: %s", run.run_dir.name)
+    manifest = json.loads(manifest_path.read_text())
+    write_rows(run.run_dir / CONTROL_FILE, COLUMNS, score_run(run, songs[str(root)], manifest))
+
+
+def analyse(sweep_dir: str | Path) -> dict[str, dict[str, dict[str, float]]]:
+    """``{"<set>:<arm>": {job: {song: SDR}}}`` of every finished run of a control sweep,
+    scoring the runs that have a model and no ``control.csv`` yet (a committed copy of the
+    sweep, without models, is read as it is)."""
+    sweep = Path(sweep_dir)
+    songs: dict[str, list[ScoredSong]] = {}
+    if any(not (r.run_dir / CONTROL_FILE).is_file() for r in _runs_with_models(sweep)):
+        for run in _runs_with_models(sweep):
+            if not (run.run_dir / CONTROL_FILE).is_file():
+                _score(run, songs)
+    groups: dict[str, dict[str, dict[str, float]]] = {}
+    for record in load_study(sweep):
+        path = sweep / record["job"] / CONTROL_FILE
+        if record["status"] != "ok" or not path.is_file():
+            continue
+        kind = "positive" if "positive" in str(record.get("data")) else "negative"
+        groups.setdefault(f"{kind}:{arm_of(record)}", {})[record["job"]] = read_scores(path)
+    return groups
+
+
+def _runs_with_models(sweep: Path) -> list[TrainedRun]:
+    try:
+        return trained_runs(sweep)
+    except LongsepError:  # no run with a model: a committed copy, or nothing finished yet
+        return []
+
+
+def contrasts(groups: dict[str, dict[str, dict[str, float]]]) -> list[Contrast]:
+    """B − C on each set and the interaction, over the songs every run scored."""
+    names = ("positive:B", "positive:C", "negative:B", "negative:C")
+    missing = [n for n in names if not groups.get(n)]
+    if missing:
+        raise LongsepError(f"the control has no finished runs for {', '.join(missing)} yet")
+    tracks = common_tracks(*(groups[n] for n in names))
+    matrices = {n: group_matrix(groups[n], tracks) for n in names}
+
+    def groups_of(weights: dict[str, float]) -> list[Group]:
+        return [Group(n, w, matrices[n]) for n, w in weights.items()]
+
+    return [
+        contrast("B - C (positive)", groups_of({"positive:B": 1, "positive:C": -1})),
+        contrast("B - C (negative)", groups_of({"negative:B": 1, "negative:C": -1})),
+        contrast(
+            "interaction",
+            groups_of({"positive:B": 1, "positive:C": -1, "negative:B": -1, "negative:C": 1}),
+        ),
+    ]
+
+
+def markdown(results: Sequence[Contrast], groups: dict[str, dict]) -> str:
+    """The control's table: each contrast with its 95 % interval, p-value and runs."""
+    runs = ", ".join(f"{name} {len(groups[name])}" for name in sorted(groups))
+    lines = [
+        "# The long-context control",
+        "",
+        f"Runs: {runs}; songs scored: {results[0].tracks} (paired across the two sets).",
+        "Score: SDR of the vocals over the both-singing samples of the 30-s window at the "
+        "solo's end of each song, one pass, no Wiener EM.",
+        "",
+        "| contrast | estimate (dB) | 95 % interval | p | between-run SD per group (dB) |",
+        "|---|---|---|---|---|",
+    ]
+    for c in results:
+        spread = ", ".join(f"{k} {v:.2f}" for k, v in c.run_sd.items())
+        lines.append(
+            f"| {c.name} | {c.estimate:+.2f} | [{c.low:+.2f}, {c.high:+.2f}] | {c.p:.3f} | "
+            f"{spread} |"
+        )
+    interaction, positive = results[2], results[0]
+    responded = interaction.low > 0 and positive.estimate > 0
+    lines += [
+        "",
+        "**The control has responded**"
+        if responded
+        else "**The control has not responded** (pre-registered rule: the interaction's 95 % "
+        "interval above 0 and B − C on the positive set above 0)",
+        "",
+    ]
+    return "\n".join(lines)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """``python -m longsep.study.control SWEEP --out DIR``: score, then write the table."""
+    parser = argparse.ArgumentParser(
+        prog="python -m longsep.study.control",
+        description="Score the long-context control's runs and report its interaction.",
+    )
+    parser.add_argument("sweep_dir", help="the control's multirun dir")
+    parser.add_argument("--out", help="output folder (default: <sweep_dir>/report)")
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(message)s")
+    try:
+        groups = analyse(args.sweep_dir)
+        results = contrasts(groups)
+    except LongsepError as exc:
+        parser.exit(2, f"error: {exc}\n")
+    out = Path(args.out or Path(args.sweep_dir) / "report")
+    text = markdown(results, groups)
+    write_text(out / "control.md", text)
+    print(text, end="")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,108 @@
+"""The far-context intervention and the control's scoring, on models with known reach."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from longsep.inference.separator import Separator
+from longsep.models.build import compose_separator, separator_config, separator_from_node
+from longsep.models.layers import reach_pieces
+from longsep.spectral import STFTConfig
+from longsep.store import StoreEntry, save_store
+from longsep.study import control, intervention
+from longsep.study.intervention import ScoredSong, centre_range, intervene, track_effects
+
+STFT = STFTConfig(n_fft=1024, hop_length=256, center=True, sample_rate=16000)
+STFT_NODE = {"n_fft": 1024, "hop_length": 256, "center": True, "sample_rate": 16000}
+
+
+def _separator(tmp_path, name, reach):
+    torch.manual_seed(0)  # the same weights with and without the reach limit
+    cfg = compose_separator(
+        "umx_transformer_small", "qkvg1D", seq_len=8, reach=reach, stft=STFT_NODE, bandwidth=8000
+    )
+    node = separator_config(cfg)
+    model = separator_from_node(node, "test")
+    with torch.no_grad():  # masks that depend on the core's output (random weights don't)
+        hidden = model.hidden_size
+        model.fc2.weight[:, hidden:] *= 20.0
+        model.output_scale.fill_(3.0)
+        model.output_mean.zero_()
+    store = save_store(tmp_path / name, model, StoreEntry("vocals", node, STFT, seq_len=8))
+    return Separator.from_pretrained(store, ["vocals"], niter=0, residual=True, segment=None)
+
+
+def _songs(count=3, seconds=12):
+    generator = torch.Generator().manual_seed(1)
+    songs = []
+    for i in range(count):
+        level = 0.05 * 4**i  # songs of different loudness: replacing the surroundings shows
+        target = level * torch.randn(2, seconds * 16000, generator=generator)
+        other = level * torch.randn(2, seconds * 16000, generator=generator)
+        songs.append(ScoredSong(f"song {i}", target + other, target))
+    return songs
+
+
+def test_centre_range_is_the_centre_piece_of_the_reach_layout():
+    window = 30 * 16000
+    a, b = centre_range(window, STFT)
+    frames, reach = STFT.frames(window), round(7.5 * 16000 / 256)
+    assert (a // 256, b // 256) in reach_pieces(frames, reach)
+    assert (b - a) / 16000 == pytest.approx(7.5, abs=0.01)
+
+
+def test_a_reach_limited_model_shows_no_effect_and_a_full_reach_model_does(tmp_path):
+    """Arm C is the intervention's built-in negative: the scored samples of a model whose
+    reach is the centre piece come from true audio only, whatever replaces the rest."""
+    songs = _songs()
+    rows_c = intervene(_separator(tmp_path, "c", 2.0), songs, 8.0, centre_seconds=2.0)
+    rows_b = intervene(_separator(tmp_path, "b", None), songs, 8.0, centre_seconds=2.0)
+    assert len(rows_c) == len(rows_b) == 3 * 20  # 20 windows a song
+    assert {r[1] for r in rows_c[:20]} == {"song 1"}  # the next song is the donor
+    effect_c = max(abs(r[3] - r[4]) for r in rows_c)
+    effect_b = max(abs(r[3] - r[4]) for r in rows_b)
+    assert effect_c < 1e-6 and effect_b > 1e-3  # random weights: small, but there
+    path = tmp_path / "intervention.csv"
+    intervention.write_rows(path, intervention.COLUMNS, rows_b)
+    effects = track_effects(path)
+    assert set(effects) == {"song 0", "song 1", "song 2"}
+    first = [r[3] - r[4] for r in rows_b if r[0] == "song 0"]
+    assert effects["song 0"] == pytest.approx(sum(first) / len(first), abs=1e-3)
+
+
+def test_silent_centres_are_left_out(tmp_path):
+    songs = _songs(2)
+    songs[0].target[:, : 8 * 16000] = 0.0  # no target in the first windows' centres
+    a, b = centre_range(8 * 16000, STFT, 2.0)
+    assert not intervention.audible(songs[0].mixture[:, a:b], songs[0].target[:, a:b])
+    assert intervention.audible(songs[1].mixture[:, a:b], songs[1].target[:, a:b])
+    rows = intervene(_separator(tmp_path, "c", 2.0), songs, 8.0, centre_seconds=2.0)
+    assert min(r[2] for r in rows if r[0] == "song 0") > 2.0  # centres after 3 s
+
+
+def test_control_window_sits_at_the_solo_end_and_scores_where_both_sing():
+    rate = 1000
+    sections = [
+        ["solo", 0, 12000, ["vocals", "drums"]],
+        ["break", 12000, 10000, ["drums"]],
+        ["verse", 22000, 20000, ["vocals", "drums", "distractor"]],
+        ["outro", 42000, 10000, ["drums"]],
+    ]
+    positive = {"name": "s (positive)", "samples": 50000, "control": "positive"}
+    start, ranges = control.scored_ranges(positive | {"sections": sections}, rate, 2 * rate)
+    assert start == 0 and ranges == [(44000, 60000)]  # 22-30 s of the first 30 s, at 2 kHz
+    negative = {
+        "name": "s (negative)",
+        "samples": 38000,
+        "control": "negative",
+        "removed": ["solo", 38000, 12000],
+        "sections": [
+            ["verse", 0, 20000, ["vocals", "drums", "distractor"]],
+            ["break", 20000, 10000, ["drums"]],
+            ["outro", 30000, 10000, ["drums"]],
+        ],
+    }
+    start, ranges = control.scored_ranges(negative, rate, rate)
+    assert start == 8000 and ranges == [(0, 12000)]  # the last 30 s: 8-20 s sung by both
+    assert control.song_key("s (negative)") == control.song_key("s (positive)") == "s"
