@@ -82,3 +82,60 @@ def test_equivalence_needs_the_whole_tost_interval_inside_the_bound():
     assert done[0].verdict() == "equivalent" and done[0].eq_high < arms.EQUIVALENCE_BOUND
     assert done[1].verdict() == "inconclusive"
     assert done[1].holm_high - done[1].holm_low >= done[1].high - done[1].low  # stricter level
+
+
+def _fake_sweep(root, rng, shift):
+    """A committed-copy layout: per run result.json, eval scores and, for B / C,
+    intervention windows; ``shift[arm]`` is the arm's true SDR offset."""
+    import json
+
+    tracks = [f"song {i}" for i in range(8)]
+    difficulty = rng.normal(5.0, 2.0, len(tracks))
+    for arm, seq_len, reach in (("A", 7, None), ("B", 30, None), ("C", 30, 7.5)):
+        for seed in (42, 43, 44, 45):
+            job = root / f"umx_small-vocals-{seq_len}s{'-reach7.5s' if reach else ''}-seed{seed}"
+            folder = job / "eval" / "rendered" / "test"
+            folder.mkdir(parents=True)
+            run = rng.normal(0, 0.1)
+            rows = ["track,target,metric,score"] + [
+                f"{t},vocals,SDR,{d + shift[arm] + run + rng.normal(0, 0.1):.4f}"
+                for t, d in zip(tracks, difficulty, strict=True)
+            ]
+            (folder / "scores.csv").write_text("\n".join(rows) + "\n")
+            record = {
+                "status": "ok", "separator": "umx_small", "attention": "none",
+                "model": "umx_small:none", "src": "vocals", "seq_len": seq_len, "arm": arm,
+                "reach": reach, "seed": seed, "run_dir": str(job), "eval_dir": str(folder),
+            }  # fmt: skip
+            (job / "result.json").write_text(json.dumps(record))
+            if arm != "A":
+                effect = 0.8 if arm == "B" else 0.0
+                lines = ["track,donor,start_seconds,sdr_true,sdr_replaced"] + [
+                    f"{t},x,{w},{6 + effect + rng.normal(0, 0.05):.4f},{6:.4f}"
+                    for t in tracks
+                    for w in range(3)
+                ]
+                (job / "intervention.csv").write_text("\n".join(lines) + "\n")
+
+
+def test_study_command_reports_the_pre_registered_contrasts(tmp_path, capsys):
+    """A sweep where B = A + 1 dB, C = A and only B's surroundings matter: the report
+    says B − A and B − C higher, C − A equivalent, the intervention higher in B and
+    equivalent in C."""
+    from longsep.cli.study import main
+
+    _fake_sweep(tmp_path / "sweep", np.random.default_rng(0), {"A": 0.0, "B": 1.0, "C": 0.0})
+    assert main([str(tmp_path / "sweep"), "--arms", "--out", str(tmp_path / "out")]) == 0
+    rows = {
+        (r["family"], r["contrast"]): r
+        for r in __import__("csv").DictReader((tmp_path / "out" / "contrasts.csv").open())
+    }
+    assert rows[("1", "B - A")]["verdict"] == "higher"
+    assert float(rows[("1", "B - A")]["estimate"]) == pytest.approx(1.0, abs=0.15)
+    assert rows[("1", "B - C")]["verdict"] == "higher"
+    assert rows[("1", "C - A")]["verdict"] == "equivalent"
+    assert rows[("2", "intervention (B)")]["verdict"] == "higher"
+    assert rows[("negative", "intervention (C)")]["verdict"] == "equivalent"
+    assert rows[("1", "B - A")]["runs"] == "B:4 A:4"
+    assert (tmp_path / "out" / "context_effects.png").stat().st_size > 0
+    assert "Family 1" in capsys.readouterr().out

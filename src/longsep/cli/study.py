@@ -10,6 +10,7 @@ from pathlib import Path
 from longsep.errors import LongsepError
 from longsep.evaluation.compare import load_method
 from longsep.evaluation.results import aggregate
+from longsep.study.arms_report import write_arms_report
 from longsep.study.context import WINDOWS, analyse
 from longsep.study.intervals import RESAMPLES
 from longsep.study.records import load_study
@@ -68,6 +69,13 @@ def main(argv: Sequence[str] | None = None) -> int:
         "attention reach) into <out>/context",
     )
     parser.add_argument(
+        "--arms",
+        action="store_true",
+        help="the context study's pre-registered contrasts (arms A / B / C) and the far-context "
+        "intervention of every B and C run into <out>/arms.md, contrasts.csv, "
+        "context_effects.png",
+    )
+    parser.add_argument(
         "--windows",
         nargs="+",
         default=[_window_arg(w) for w in WINDOWS],
@@ -88,8 +96,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         if args.context:
             windows = [_parse_window(w) for w in args.windows]
             paths += analyse(args.sweep_dir, Path(out) / "context", windows)
+        if args.arms:
+            paths += write_arms_report(args.sweep_dir, records, out, title, args.resamples)
     except LongsepError as exc:
         parser.exit(2, f"error: {exc}\n")
     print(Path(paths[1]).read_text(), end="")
+    if args.arms:
+        print(Path(out, "arms.md").read_text(), end="")
     print(f"written: {', '.join(str(p) for p in paths)}")
     return 0

@@ -31,7 +31,7 @@ from longsep.io import write_text
 from longsep.study.arms import Contrast, Group, common_tracks, contrast, group_matrix
 from longsep.study.context import SYNTH_MANIFEST, TrainedRun, trained_runs
 from longsep.study.intervention import ScoredSong, load_songs, one_pass_separator, sdr, write_rows
-from longsep.study.records import load_study
+from longsep.study.records import arm_of, load_study
 
 log = logging.getLogger(__name__)
 
@@ -108,13 +108,6 @@ def score_run(run: TrainedRun, songs: Sequence[ScoredSong], manifest: dict[str, 
             )
         )
     return rows
-
-
-def arm_of(record: dict[str, Any]) -> str:
-    """A run's arm: as recorded, else C for a limited reach and B otherwise."""
-    if record.get("arm"):
-        return str(record["arm"])
-    return "C" if record.get("reach") else "B"
 
 
 def read_scores(path: Path) -> dict[str, float]:

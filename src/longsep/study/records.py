@@ -89,6 +89,16 @@ def effective_attention(separator: str, attention: str | None) -> str:
     return str(attention)
 
 
+def arm_of(record: Mapping[str, Any]) -> str:
+    """A run's arm of the context study: as recorded (``arm=``), else C for a limited
+    ``reach``, B for 30-s chunks or longer, A for shorter ones."""
+    if record.get("arm"):
+        return str(record["arm"])
+    if record.get("reach"):
+        return "C"
+    return "B" if float(record.get("seq_len") or 0) >= 30 else "A"
+
+
 def model_label(separator: str, attention: str) -> str:
     """``umx_transformer:qkvg1D``: how tables and figures name a model."""
     return f"{separator}:{attention}"

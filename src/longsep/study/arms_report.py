@@ -1,0 +1,277 @@
+"""The context study's report: the pre-registered contrasts of a sweep with arms A / B / C.
+
+:func:`write_arms_report` (``python -m longsep.study <sweep> --arms``) reads the run records,
+runs the far-context intervention on every B and C run that has a model and no
+``intervention.csv`` yet (:mod:`longsep.study.intervention`), and writes into ``out``:
+
+- ``arms.md``: per model the runs and between-run spread of each arm, the contrasts
+  B − A, B − C and C − A (family 1, Holm over both models) and the intervention effects
+  (family 2: arm B per model; arm C, the test's own negative, with its equivalence test),
+  each with its 95 % interval, Holm-adjusted p-value, Holm-step and TOST intervals and the
+  pre-registered verdict;
+- ``contrasts.csv``: the same numbers, one row per contrast;
+- ``context_effects.png``: every contrast per model with its 95 % interval and the ±0.3-dB
+  equivalence band.
+
+A committed copy of the sweep (``python -m longsep.study.collect``: no models) gives the
+same report from its ``result.json``, ``scores.csv`` and ``intervention.csv`` files.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import logging
+import math
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+from longsep.errors import LongsepError
+from longsep.io import atomic_write, write_text
+from longsep.study.arms import (
+    ALPHA,
+    EQUIVALENCE_BOUND,
+    RESAMPLES,
+    Contrast,
+    Group,
+    common_tracks,
+    contrast,
+    evaluate_family,
+    group_matrix,
+)
+from longsep.study.context import trained_runs
+from longsep.study.intervention import (
+    INTERVENTION_FILE,
+    ScoredSong,
+    load_songs,
+    run_intervention,
+    track_effects,
+)
+from longsep.study.records import arm_of
+
+log = logging.getLogger(__name__)
+
+ARMS = ("A", "B", "C")
+ARM_CONTRASTS = (
+    ("B - A", {"B": 1, "A": -1}),
+    ("B - C", {"B": 1, "C": -1}),
+    ("C - A", {"C": 1, "A": -1}),
+)
+Scores = dict[str, dict[str, dict[str, dict[str, float]]]]  # model -> arm -> run -> track
+
+
+def arm_scores(records: Sequence[Mapping[str, Any]]) -> Scores:
+    """``{model: {arm: {job: {track: SDR}}}}`` of the finished runs with per-track scores."""
+    out: Scores = {}
+    for record in records:
+        if record.get("status") != "ok" or not record.get("track_sdr"):
+            continue
+        arm = arm_of(record)
+        out.setdefault(str(record["model"]), {}).setdefault(arm, {})[record["job"]] = dict(
+            record["track_sdr"]
+        )
+    return out
+
+
+def run_interventions(sweep_dir: str | Path) -> None:
+    """``intervention.csv`` for every B / C run with a model (test songs loaded once)."""
+    try:
+        runs = trained_runs(sweep_dir)
+    except LongsepError:  # a committed copy holds no models: nothing to run
+        return
+    songs: dict[tuple[str, str, int], list[ScoredSong]] = {}
+    for run in runs:
+        if run.seq_len < 30 or (run.run_dir / INTERVENTION_FILE).is_file():
+            continue
+        key = (str(run.data.get("root")), run.src, int(run.data["sample_rate"]))
+        if key not in songs:
+            songs[key] = load_songs(run.data, run.src, key[2])
+        run_intervention(run, songs[key])
+
+
+def intervention_scores(sweep_dir: str | Path, records: Sequence[Mapping[str, Any]]) -> Scores:
+    """``{model: {arm: {job: {track: effect}}}}`` of the runs with an ``intervention.csv``."""
+    out: Scores = {}
+    for record in records:
+        path = Path(sweep_dir) / str(record.get("job")) / INTERVENTION_FILE
+        if record.get("status") == "ok" and path.is_file():
+            arm = arm_of(record)
+            out.setdefault(str(record["model"]), {}).setdefault(arm, {})[record["job"]] = (
+                track_effects(path)
+            )
+    return out
+
+
+def _groups(arms: Mapping[str, Mapping[str, Mapping[str, float]]], weights: Mapping[str, float]):
+    present = {a: arms[a] for a in weights if arms.get(a)}
+    if len(present) < len(weights):
+        return None
+    tracks = common_tracks(*present.values())
+    return [Group(a, w, group_matrix(present[a], tracks)) for a, w in weights.items()]
+
+
+def arm_contrasts(scores: Scores, resamples: int = RESAMPLES) -> list[tuple[str, Contrast]]:
+    """Family 1: B − A, B − C, C − A per model, Holm over all of them."""
+    found = []
+    for model in sorted(scores):
+        for name, weights in ARM_CONTRASTS:
+            groups = _groups(scores[model], weights)
+            if groups:
+                found.append((model, contrast(name, groups, resamples)))
+    return list(zip([m for m, _ in found], evaluate_family([c for _, c in found]), strict=True))
+
+
+def intervention_contrasts(
+    effects: Scores, resamples: int = RESAMPLES
+) -> tuple[list[tuple[str, Contrast]], list[tuple[str, Contrast]]]:
+    """Family 2 (arm B's effect per model) and the negatives (arm C's), each evaluated."""
+    families: dict[str, list[tuple[str, Contrast]]] = {"B": [], "C": []}
+    for model in sorted(effects):
+        for arm in families:
+            groups = _groups(effects[model], {arm: 1})
+            if groups:
+                families[arm].append((model, contrast(f"intervention ({arm})", groups, resamples)))
+    out = []
+    for arm in ("B", "C"):
+        done = evaluate_family([c for _, c in families[arm]]) if families[arm] else []
+        out.append(list(zip([m for m, _ in families[arm]], done, strict=True)))
+    return out[0], out[1]
+
+
+def _row(model: str, c: Contrast) -> list[str]:
+    spread = ", ".join(
+        f"{g} {c.runs[g]} runs" + (f" (SD {c.run_sd[g]:.2f})" if math.isfinite(c.run_sd[g]) else "")
+        for g in c.runs
+    )
+    return [
+        model,
+        c.name,
+        f"{c.estimate:+.2f}",
+        f"[{c.low:+.2f}, {c.high:+.2f}]",
+        f"{c.p_holm:.3f}",
+        f"[{c.holm_low:+.2f}, {c.holm_high:+.2f}]",
+        f"[{c.eq_low:+.2f}, {c.eq_high:+.2f}]",
+        c.verdict(),
+        f"{spread}; {c.tracks} tracks",
+    ]
+
+
+HEADER = (
+    "model",
+    "contrast (dB)",
+    "estimate",
+    "95 % interval",
+    "p (Holm)",
+    "Holm-step interval",
+    "TOST interval",
+    "verdict",
+    "runs",
+)
+
+
+def arms_markdown(
+    title: str,
+    family1: Sequence[tuple[str, Contrast]],
+    family2: Sequence[tuple[str, Contrast]],
+    negatives: Sequence[tuple[str, Contrast]],
+) -> str:
+    """The report's tables (see the module docstring)."""
+    lines = [
+        f"# {title}: the context study's contrasts",
+        "",
+        "Pre-registered in `experiments/README.md`. One score per (run, track); two-level "
+        f"bootstrap ({RESAMPLES} resamples): runs within arms, tracks shared. Verdicts: "
+        f"`higher` / `lower` (Holm-adjusted p < {ALPHA}), `equivalent` (TOST interval inside "
+        f"±{EQUIVALENCE_BOUND} dB), else `inconclusive`.",
+        "",
+        "## Family 1: test SDR of vocals, B − A, B − C, C − A",
+        "",
+    ]
+    sections = [
+        ("", family1),
+        (
+            "## Family 2: far-context intervention, arm B (SDR true − replaced surroundings)",
+            family2,
+        ),
+        ("## Arm C: the intervention's negative control (must be equivalent to 0)", negatives),
+    ]
+    for heading, rows in sections:
+        if heading:
+            lines += [heading, ""]
+        if not rows:
+            lines += ["No finished runs for these contrasts yet.", ""]
+            continue
+        lines += ["| " + " | ".join(HEADER) + " |", "|" + "---|" * len(HEADER)]
+        lines += ["| " + " | ".join(_row(m, c)) + " |" for m, c in rows]
+        lines.append("")
+    return "\n".join(lines)
+
+
+def contrasts_csv(rows: Sequence[tuple[str, str, Contrast]]) -> str:
+    """One row per contrast: family, model, name and every number of the tables."""
+    buffer = io.StringIO()
+    writer = csv.writer(buffer, lineterminator="\n")
+    writer.writerow(
+        ["family", "model", "contrast", "estimate", "low", "high", "p", "p_holm", "holm_low",
+         "holm_high", "eq_low", "eq_high", "verdict", "runs", "tracks"]
+    )  # fmt: skip
+    for family, model, c in rows:
+        numbers = [c.estimate, c.low, c.high, c.p, c.p_holm, c.holm_low, c.holm_high]
+        numbers += [c.eq_low, c.eq_high]
+        runs = " ".join(f"{g}:{n}" for g, n in c.runs.items())
+        writer.writerow(
+            [family, model, c.name, *(f"{v:.4f}" for v in numbers), c.verdict(), runs, c.tracks]
+        )
+    return buffer.getvalue()
+
+
+def effects_figure(rows: Sequence[tuple[str, str, Contrast]]) -> Any:
+    """Every contrast per model with its 95 % interval and the ±0.3-dB equivalence band."""
+    from longsep.viz import plt
+
+    models = sorted({m for _, m, _ in rows})
+    fig, axes = plt.subplots(
+        1, max(1, len(models)), figsize=(5.0 * max(1, len(models)), 3.2), squeeze=False
+    )
+    for ax, model in zip(axes.flat, models or ["no finished runs"], strict=False):
+        mine = [c for _, m, c in rows if m == model]
+        ys = list(range(len(mine)))[::-1]
+        for y, c in zip(ys, mine, strict=True):
+            color = "tab:red" if c.verdict() in ("higher", "lower") else "tab:blue"
+            ax.errorbar(
+                c.estimate, y, xerr=[[c.estimate - c.low], [c.high - c.estimate]], fmt="o",
+                color=color, capsize=3,
+            )  # fmt: skip
+        ax.axvspan(-EQUIVALENCE_BOUND, EQUIVALENCE_BOUND, color="0.9", zorder=0)
+        ax.axvline(0, color="0.4", lw=0.8)
+        ax.set_yticks(ys, [c.name for c in mine])
+        ax.set_xlabel("dB (95 % interval; grey: ±0.3 dB)")
+        ax.set_title(model, fontsize=10)
+        ax.grid(axis="x", alpha=0.3)
+    fig.tight_layout()
+    return fig
+
+
+def write_arms_report(
+    sweep_dir: str | Path,
+    records: Sequence[Mapping[str, Any]],
+    out_dir: str | Path,
+    title: str = "",
+    resamples: int = RESAMPLES,
+) -> list[Path]:
+    """Run the missing interventions, then write arms.md, contrasts.csv and the figure."""
+    from longsep.study.report import _save_figure
+
+    run_interventions(sweep_dir)
+    family1 = arm_contrasts(arm_scores(records), resamples)
+    family2, negatives = intervention_contrasts(intervention_scores(sweep_dir, records), resamples)
+    out = Path(out_dir)
+    text = arms_markdown(title or Path(sweep_dir).name, family1, family2, negatives)
+    rows = [("1", m, c) for m, c in family1] + [("2", m, c) for m, c in family2]
+    rows += [("negative", m, c) for m, c in negatives]
+    written = [write_text(out / "arms.md", text)]
+    atomic_write(out / "contrasts.csv", lambda p: p.write_text(contrasts_csv(rows)))
+    written.append(out / "contrasts.csv")
+    written.append(_save_figure(effects_figure(rows), out / "context_effects.png"))
+    return written
