@@ -4,10 +4,13 @@ from __future__ import annotations
 
 import pytest
 import torch
+from conftest import compose_train
+from hydra.utils import instantiate
 
 import longsep
 from longsep.config import reach_frames
 from longsep.errors import LongsepError
+from longsep.models.build import instantiate_separator
 from longsep.models.layers import reach_pieces
 
 STFT = {"n_fft": 1024, "hop_length": 256, "center": True, "sample_rate": 16000}
@@ -76,3 +79,15 @@ def test_training_run_name_says_the_reach():
 
     assert run_name("umx_small", "default", "vocals", 30.0, 7.5) == "umx_small-vocals-30s-reach7.5s"
     assert run_name("umx_small", None, "vocals", 30.0) == "umx_small-vocals-30s"
+
+
+@pytest.mark.parametrize("arm, seq_len, reach", [("A", 7, None), ("B", 30, None), ("C", 30, 469)])
+def test_arms_compose_into_the_registered_chunks_batches_and_reach(tmp_path, arm, seq_len, reach):
+
+    cfg = compose_train(
+        ["+experiment=context_study_rendered", f"arm={arm}"], tmp_path / "r", tmp_path
+    )
+    assert cfg.seq_len == seq_len and not cfg.data.random_mix
+    assert instantiate(cfg.data).batch_size == {7: 17, 30: 4}[seq_len]
+    assert instantiate_separator(cfg).reach == reach
+    assert cfg.run_name.endswith("-reach7.5s" if reach else f"-{seq_len}s")

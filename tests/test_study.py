@@ -413,24 +413,31 @@ def _sweep_points(cfg) -> list[dict[str, str | None]]:
     parser = OverridesParser.create()
     params = cfg.hydra.sweeper.params
     overrides = parser.parse_overrides([f"{k}={v}" for k, v in params.items()])
-    axes = [[(o.key_or_group, v) for v in o.sweep_iterator()] for o in overrides]
+    axes = [
+        [
+            (o.key_or_group, v)
+            for v in (o.sweep_iterator() if o.is_sweep_override() else [o.value()])
+        ]
+        for o in overrides
+    ]
     return [dict(point) for point in itertools.product(*axes)]
 
 
 @pytest.mark.parametrize("launcher", [[], ["hydra/launcher=joblib"], ["hydra/launcher=slurm"]])
 @pytest.mark.parametrize(
-    "experiment, data, trained, models",
+    "experiment, data, trained, models, seeds",
     [
         (
             "seq_len_study",
             "musdb",
-            3 * 180,
+            4 * 108,  # 9 models x 3 arms x 4 sources per seed
             {"umx:none"}
             | {
                 f"{s}:{a}"
                 for s in ("umx_transformer", "auto_transformer")
                 for a in ("mha", "qkv1D", "qkv2D", "qkvg1D")
             },
+            {42, 43, 44, 45},
         ),
         (
             "seq_len_study_cpu",
@@ -442,11 +449,19 @@ def _sweep_points(cfg) -> list[dict[str, str | None]]:
                 "umx_transformer_small:qkvg1D",
                 "auto_transformer_small:mha",
             },
+            {42, 43, 44},
+        ),
+        (
+            "context_study_rendered",
+            "rendered",
+            4 * 6,  # 2 models x 3 arms per seed
+            {"umx_small:none", "umx_transformer_small:qkvg1D"},
+            {42, 43, 44, 45},
         ),
     ],
 )
 def test_study_configs_compose_and_sweep_the_wanted_models(
-    tmp_path, experiment, data, trained, models, launcher
+    tmp_path, experiment, data, trained, models, seeds, launcher
 ):
     cfg = compose_train([f"+experiment={experiment}", *launcher], tmp_path / "r", tmp_path)
     assert cfg.hydra.mode.name == "MULTIRUN"
@@ -454,7 +469,8 @@ def test_study_configs_compose_and_sweep_the_wanted_models(
     assert cfg.evaluate_after.enabled and cfg.evaluate_after.backend == "fast"
     assert cfg.evaluate_after.segment == "auto" and cfg.evaluate_after.split == "test"
     assert cfg.trainer.max_steps > 0 and cfg.data.batch_size is None
-    assert cfg.callbacks.early_stopping is None and cfg.module.scheduler is None
+    assert cfg.callbacks.early_stopping is None
+    assert cfg.module.scheduler is None or experiment.endswith("rendered")  # one-cycle lr
     assert cfg.trainer.check_val_every_n_epoch is None
     if launcher:
         assert cfg.hydra.launcher._target_.endswith(("JoblibLauncher", "SlurmLauncher"))
@@ -471,7 +487,7 @@ def test_study_configs_compose_and_sweep_the_wanted_models(
         for p in run
     }
     assert labels == models and len(run) == trained
-    assert {p["seed"] for p in run} == {42, 43, 44}
+    assert {p["seed"] for p in run} == seeds
     assert list(cfg.hydra.sweeper.params)[0] == "seed"  # outermost: replicate by replicate
     assert cfg.hydra.sweep.subdir.endswith(f"-seed{cfg.seed}")
 
