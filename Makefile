@@ -6,7 +6,7 @@ QUICK_RUN := runs/quickstart
 STUDY_CPU := runs/multirun/seq_len_study_cpu
 STUDY_CPU_OUT := experiments/results/synth_cpu
 
-.PHONY: quickstart test install dev ffmpeg render-deps lint study-cpu study-rendered default-model
+.PHONY: quickstart test install dev ffmpeg render-deps lint study-cpu study-rendered study-context default-model
 
 ffmpeg:  ## ffmpeg is needed by musdb (and to read m4a / stem.mp4); installed with apt as root
 	@command -v ffmpeg >/dev/null && command -v ffprobe >/dev/null || { \
@@ -59,6 +59,17 @@ study-rendered: install  ## the study on rendered music with models that learn, 
 	$(BIN)/python -m longsep.study $(STUDY_RENDERED) --out $(RENDERED_OUT) --oracle $(RENDERED_OUT)/oracle_irm2
 	$(BIN)/python -m longsep.study $(CONTROL)/synth_positive --out $(RENDERED_OUT)/control_positive
 	$(BIN)/python -m longsep.study $(CONTROL)/synth_negative --out $(RENDERED_OUT)/control_negative
+
+CONTROL_ARMS := runs/multirun/context_control_arms_cpu
+CONTEXT := runs/multirun/context_study_rendered
+JOBLIB2 := hydra/launcher=joblib hydra.launcher.n_jobs=2
+study-context: install  ## the pre-registered context study (experiments/README.md): control, then the grid; resumes
+	$(BIN)/python -m longsep.data.render --out data/rendered --sample-rate 22050 --workers 2
+	OMP_NUM_THREADS=1 $(BIN)/python train.py +experiment=context_control_arms_cpu $(JOBLIB2)
+	$(BIN)/python -m longsep.study.control $(CONTROL_ARMS) --out experiments/results/context_control
+	OMP_NUM_THREADS=1 $(BIN)/python train.py +experiment=context_study_rendered $(JOBLIB2)
+	$(BIN)/python -m longsep.study $(CONTEXT) --arms --out experiments/results/context_rendered \
+	  --oracle $(RENDERED_OUT)/oracle_irm2
 
 default-model: install  ## train the default model (models/umx_small_rendered) on the rendered set
 	$(BIN)/python -m longsep.data.render --out data/rendered --sample-rate 22050 --workers 2

@@ -42,3 +42,24 @@ def test_collect_copies_finished_jobs_small_files_and_the_copy_reads_as_a_sweep(
     assert collect(sweep, dest) == []  # nothing new: nothing to commit
     (record,) = load_study(dest)
     assert record["track_sdr"] == {"song a": 5.0, "song b": 6.0}  # eval dir re-rooted
+
+
+def test_file_lock_serialises_two_processes(tmp_path):
+    """Two jobs of a sweep preparing one data set: the second waits for the first."""
+    import subprocess
+    import sys
+
+    script = (
+        "import sys, time; from longsep.io import file_lock\n"
+        "with file_lock(sys.argv[1]):\n"
+        "    open(sys.argv[2], 'a').write(f'in {time.time()}\\n'); time.sleep(0.5)\n"
+        "    open(sys.argv[2], 'a').write(f'out {time.time()}\\n')\n"
+    )
+    log = tmp_path / "log"
+    procs = [
+        subprocess.Popen([sys.executable, "-c", script, str(tmp_path / "x.lock"), str(log)])
+        for _ in range(2)
+    ]
+    assert [p.wait(timeout=60) for p in procs] == [0, 0]
+    events = [line.split()[0] for line in log.read_text().splitlines()]
+    assert events == ["in", "out", "in", "out"]  # never two inside at once

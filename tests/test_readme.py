@@ -71,6 +71,17 @@ CONTROL_SHRINK = [  # both control sets with 3 songs of 48 s (the shortest a con
     *STUDY_SHRINK, *TINY_SYNTH[:3],
     "data.generate.min_seconds=48", "data.generate.max_seconds=49",
 ]  # fmt: skip
+# arm C (reach 7.5 s) on 8-s chunks: the reach limit and the intervention on tiny songs
+ARM_C_SHRINK = [*(o for o in STUDY_SHRINK if "seq_len" not in o), "hydra.sweeper.params.arm=C",
+                "+hydra.sweeper.params.seq_len=8"]  # fmt: skip
+CONTROL_ARMS_SHRINK = [  # one seed of both arms on both control sets, 1 step each
+    *(o for o in CONTROL_SHRINK if not o.startswith(tuple(
+        f"hydra.sweeper.params.{k}" for k in ("separator", "attention", "seq_len")))),
+]  # fmt: skip
+CONTEXT_SHRINK = [  # one seed of the 2 models x 3 arms on the 3-song rendered set, 1 step each
+    "hydra.sweeper.params.seed=42", *TRAIN_SHRINK[len(SYNTH_SHRINK) :],
+    "trainer.val_check_interval=1", "evaluate_after.workers=1",
+]  # fmt: skip
 # MUSDB18 is stem.mp4, which cannot be downloaded here: the tests' ~/musdb18 holds the same
 # layout as wav stems, so commands naming it get data.is_wav=true appended
 WAV = ["data.is_wav=true"]
@@ -87,8 +98,9 @@ RUN_HERE = [
                  [*WAV, *TRAIN_SHRINK[len(SYNTH_SHRINK) :]], marks=SLOW),
     ("python train.py data=musdb data.root=$HOME/musdb18hq data.is_wav=true",
      TRAIN_SHRINK[len(SYNTH_SHRINK) :]),
-    ("python train.py +experiment=seq_len_study data.root=$HOME/musdb18", [*WAV, *STUDY_SHRINK]),
-    ("python -m longsep.study runs/multirun/seq_len_study --out experiments/results/musdb "
+    ("python train.py +experiment=seq_len_study data.root=$HOME/musdb18",
+     [*WAV, *ARM_C_SHRINK]),
+    ("python -m longsep.study runs/multirun/seq_len_study --arms --out experiments/results/musdb "
      "--context", ["--windows", "3.5", "7"]),
     pytest.param("python train.py +experiment=seq_len_study data.root=$HOME/musdb18hq "
                  "data.is_wav=true", STUDY_SHRINK, marks=SLOW),
@@ -104,6 +116,17 @@ RUN_HERE = [
      "experiments/results/rendered_cpu --oracle experiments/results/rendered_cpu/oracle_irm2",
      []),
     ("python train.py +experiment=context_control_cpu", CONTROL_SHRINK),
+    ("python train.py +experiment=context_control_arms_cpu hydra/launcher=joblib "
+     "hydra.launcher.n_jobs=2", CONTROL_ARMS_SHRINK),
+    ("python -m longsep.study.control runs/multirun/context_control_arms_cpu --out "
+     "experiments/results/context_control", []),
+    ("python train.py +experiment=context_study_rendered hydra/launcher=joblib "
+     "hydra.launcher.n_jobs=2", CONTEXT_SHRINK),
+    ("python -m longsep.study runs/multirun/context_study_rendered --arms --out "
+     "experiments/results/context_rendered --oracle experiments/results/rendered_cpu/oracle_irm2",
+     []),
+    ("python -m longsep.study.collect runs/multirun/context_study_rendered "
+     "experiments/results/context_rendered/runs", []),
     ("python -m longsep.study runs/multirun/context_control_cpu/synth_positive --out "
      "experiments/results/rendered_cpu/control_positive", []),
     ("python -m longsep.study runs/multirun/context_control_cpu/synth_negative --out "
@@ -149,6 +172,7 @@ NOT_HERE: dict[str, str] = {
     "make test": "this test suite itself",
     "make study-cpu": "the 20-minute CPU study; tests/test_resume.py runs its sweep narrowed",
     "make study-rendered": "hours on 2 cores; its commands are run here one by one, narrowed",
+    "make study-context": "days on 2 cores; its commands are run here one by one, narrowed",
     "make default-model": "25 minutes; `python train.py +experiment=default_model` runs here",
     "python train.py ... ckpt_path=last": "a pattern; tests/test_resume.py kills and resumes",
     "python benchmarks/seq_len_scaling.py --device cuda > seq_len_scaling.jsonl": "needs a GPU",
@@ -258,7 +282,8 @@ def test_command_runs_as_typed(command, extra, workspace):
         assert (result.parent / "eval" / "rendered" / "test" / "scores.csv").is_file()
         assert not (store / "eval").exists()
     if "--oracle" in command:
-        text = (workspace / "experiments/results/rendered_cpu/results.md").read_text()
+        out = command.split("--out ")[1].split()[0]
+        text = (workspace / out / "results.md").read_text()
         assert "Oracle `oracle-irm2` on the same split" in text
     if "longsep.data.render" in command:
         assert (workspace / "data" / "rendered" / "render.json").is_file()
@@ -266,6 +291,17 @@ def test_command_runs_as_typed(command, extra, workspace):
         report = workspace / "experiments" / "results" / "musdb"
         assert (report / "results.md").is_file()
         assert "umx_transformer:qkvg1D" in (report / "context" / "context.md").read_text()
+        assert "## Arm C: the intervention's negative control" in (report / "arms.md").read_text()
+        assert sorted(workspace.glob("runs/multirun/seq_len_study/*reach7.5s*/intervention.csv"))
+    if "longsep.study.control" in command:
+        text = (workspace / "experiments/results/context_control/control.md").read_text()
+        assert "| interaction |" in text
+    if "--out experiments/results/context_rendered" in command:
+        rows = (workspace / "experiments/results/context_rendered/contrasts.csv").read_text()
+        assert "B - C" in rows and "intervention (C)" in rows
+    if "longsep.study.collect" in command:
+        landed = workspace / "experiments/results/context_rendered/runs"
+        assert sorted(landed.glob("*/result.json")) and not sorted(landed.rglob("*.ckpt"))
 
 
 def _first_of_sweep(override: str) -> str:

@@ -1,11 +1,15 @@
-"""Atomic file writes and strict JSON: the one implementation every module uses.
+"""Atomic file writes, strict JSON and inter-process locks: the one implementation every
+module uses.
 
 A file written through :func:`atomic_write` appears complete or not at all: the content
 goes to a hidden temporary sibling that is renamed over the target only once written.
+:func:`file_lock` serialises work on shared files (a data set generated or cached by two
+jobs of a sweep at once) between processes.
 """
 
 from __future__ import annotations
 
+import fcntl
 import json
 import logging
 import math
@@ -13,11 +17,26 @@ import os
 import re
 import shutil
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
 log = logging.getLogger(__name__)
+
+
+@contextmanager
+def file_lock(path: str | Path) -> Iterator[None]:
+    """Hold an exclusive ``flock`` on ``path`` (created if missing) for the ``with`` block;
+    a second process blocks until the first leaves it (released if the holder dies)."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with path.open("a") as handle:
+        fcntl.flock(handle, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)
 
 
 def temp_sibling(path: Path, suffix: str = "") -> Path:

@@ -27,6 +27,7 @@ from longsep.data.augment import Augment
 from longsep.data.cache import CachedTrack, TrackCache
 from longsep.data.chunks import EpochSampler, Mixer, TrainChunks, ValidChunks, mixture_of
 from longsep.errors import LongsepError
+from longsep.io import file_lock
 
 log = logging.getLogger(__name__)
 
@@ -159,10 +160,12 @@ class TrackDataModule(ChunkDataModule):
         return self.cache.dir / f"stats-{hashlib.sha1(key.encode()).hexdigest()[:10]}"
 
     def prepare_data(self) -> None:
-        """Fill the decoded-audio cache with the train and valid tracks."""
-        for split in ("train", "valid"):
-            for track in self.tracks(split):
-                self.cache_track(track)
+        """Fill the decoded-audio cache with the train and valid tracks (one process at a
+        time per cache: the jobs of a sweep start together)."""
+        with file_lock(self.cache.dir.parent / f".{self.cache.dir.name}.lock"):
+            for split in ("train", "valid"):
+                for track in self.tracks(split):
+                    self.cache_track(track)
 
     def _open(self, split: str) -> list[CachedTrack]:
         return [self.cache.open(t.subset, t.name) for t in self.tracks(split)]

@@ -24,6 +24,7 @@ from longsep import TARGETS, audio
 from longsep.data import former_home
 from longsep.data.cache import TrackCache
 from longsep.errors import LongsepError
+from longsep.io import file_lock
 
 SPLITS = {
     "train": {"subsets": "train", "split": "train"},
@@ -149,7 +150,9 @@ class MUSDBTracks:
         if self.generate is not None:
             from longsep.data.synth import ensure_dataset
 
-            ensure_dataset(self.root, **self.generate)
+            root = Path(str(self.root)).expanduser()
+            with file_lock(root.parent / f".{root.name}.lock"):  # jobs of a sweep at once
+                ensure_dataset(self.root, **self.generate)
 
     def tracks(self, split: str) -> list:
         """The ``musdb`` track objects of ``split``."""

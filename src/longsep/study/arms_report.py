@@ -48,7 +48,7 @@ from longsep.study.intervention import (
     run_intervention,
     track_effects,
 )
-from longsep.study.records import arm_of
+from longsep.study.records import arm_of, read_result
 
 log = logging.getLogger(__name__)
 
@@ -82,7 +82,8 @@ def run_interventions(sweep_dir: str | Path) -> None:
         return
     songs: dict[tuple[str, str, int], list[ScoredSong]] = {}
     for run in runs:
-        if run.seq_len < 30 or (run.run_dir / INTERVENTION_FILE).is_file():
+        arm = arm_of(read_result(run.run_dir))
+        if arm not in ("B", "C") or (run.run_dir / INTERVENTION_FILE).is_file():
             continue
         key = (str(run.data.get("root")), run.src, int(run.data["sample_rate"]))
         if key not in songs:
