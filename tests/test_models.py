@@ -378,3 +378,32 @@ def test_training_config_defaults_and_errors():
     OmegaConf.update(cfg, "separator.max_frames", None)
     with pytest.raises(LongsepError, match="needs separator.max_frames"):
         instantiate_separator(cfg)
+
+
+def test_qkvg1d_has_the_originals_learned_temperature_shared_by_the_layers():
+    """One parameter, initialised to 1 (so the untrained model is the one without it),
+    shared by every layer, trained by backprop; model files without it still load."""
+    import longsep
+
+    torch.manual_seed(0)
+    model = longsep.build_separator("umx_transformer_small", "qkvg1D", seq_len=2, nb_channels=1)
+    names = [n for n, _ in model.named_parameters() if "temperature" in n]
+    assert names == ["softmax_temperature"] and model.softmax_temperature.item() == 1.0
+    plain = longsep.build_separator(
+        "umx_transformer_small", "qkvg1D", seq_len=2, nb_channels=1, temperature=False
+    )
+    assert plain.softmax_temperature is None
+    state = {k: v for k, v in model.state_dict().items() if k != "softmax_temperature"}
+    plain.load_state_dict(state)  # strict: a model file from before the temperature
+    mag = torch.rand(2, 1, model.nb_output_bins, 40)
+    model.train(), plain.train()
+    torch.manual_seed(1)
+    out = model(mag)
+    torch.manual_seed(1)
+    torch.testing.assert_close(out, plain(mag))
+    out.sum().backward()
+    assert model.softmax_temperature.grad is not None and model.softmax_temperature.grad.abs() > 0
+    with torch.no_grad():
+        model.softmax_temperature.fill_(3.0)
+    model.eval(), plain.eval()
+    assert not torch.allclose(model(mag), plain(mag))

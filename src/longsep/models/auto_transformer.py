@@ -71,6 +71,7 @@ class AutoTransformer(TransformerCore):
 
         self.encoder = nn.ModuleList(layer(False) for _ in range(nb_layers))
         self.decoder = nn.ModuleList(layer(True) for _ in range(nb_layers))
+        self.share_temperature()
         self.downsample = downsample
         levels = nb_layers - 1 if downsample > 1 else 0
         self.down = nn.ModuleList(

@@ -285,14 +285,21 @@ class TransformerLayer(nn.Module):
         self.drop = nn.Dropout(dropout)
 
     def forward(
-        self, x: Tensor, context: Tensor | None = None, rotary: RotaryEmbedding | None = None
+        self,
+        x: Tensor,
+        context: Tensor | None = None,
+        rotary: RotaryEmbedding | None = None,
+        temperature: Tensor | None = None,
     ) -> Tensor:
-        x = x + self.drop(self.attn(self.norm_attn(x), rotary=rotary))
+        x = x + self.drop(self.attn(self.norm_attn(x), rotary=rotary, temperature=temperature))
         if self.cross is not None:
             if context is None:
                 raise LongsepError("a decoder layer needs the encoder output as context")
             ctx = self.norm_context(context)
-            x = x + self.drop(self.cross(self.norm_cross(x), context=ctx, rotary=rotary))
+            cross = self.cross(
+                self.norm_cross(x), context=ctx, rotary=rotary, temperature=temperature
+            )
+            x = x + self.drop(cross)
         return x + self.drop(self.ff(self.norm_ff(x)))
 
 
@@ -326,10 +333,17 @@ class TransformerCore(MaskEstimator):
         self.input_drop = nn.Dropout(dropout)
         self.norm = nn.LayerNorm(hidden_size)
         self.gradient_checkpointing = False
+        self.softmax_temperature: nn.Parameter | None = None
+
+    def share_temperature(self) -> None:
+        """Give the separator one learned softmax temperature (initialised to 1) if any of
+        its attention modules asks for it; subclasses call this once their layers exist."""
+        if any(getattr(m, "learned_temperature", False) for m in self.modules()):
+            self.softmax_temperature = nn.Parameter(torch.ones(1))
 
     def run_layer(self, layer: nn.Module, x: Tensor, context: Tensor | None = None) -> Tensor:
         """Apply ``layer`` (checkpointed when training with gradient checkpointing on)."""
-        rotary = self.position.rotary
+        rotary, temperature = self.position.rotary, self.softmax_temperature
         if self.gradient_checkpointing and self.training and torch.is_grad_enabled():
-            return checkpoint(layer, x, context, rotary, use_reentrant=False)
-        return layer(x, context, rotary)
+            return checkpoint(layer, x, context, rotary, temperature, use_reentrant=False)
+        return layer(x, context, rotary, temperature)

@@ -58,6 +58,7 @@ class UMXTransformer(TransformerCore):
             TransformerLayer(hidden_size, heads, factory, ff_mult, dropout, attention_dropout)
             for _ in range(nb_layers)
         )
+        self.share_temperature()
 
     def core(self, x: Tensor) -> Tensor:
         """``(batch, frames, hidden)`` through the encoder stack, same shape."""

@@ -73,8 +73,12 @@ class Attention(nn.Module):
     Subclasses implement :meth:`project` (q from ``x``; k, v from the source
     sequence, all ``(batch, frames, heads * head_dim)``; k, v may be strided by
     :attr:`kv_stride` over time) and may override :meth:`output`. ``head_dim``
-    defaults to ``dim // heads``.
+    defaults to ``dim // heads``. A module with :attr:`learned_temperature` asks its
+    separator for one learned softmax temperature shared by every layer, passed to
+    :meth:`forward` as ``temperature`` (the logits are multiplied by it).
     """
+
+    learned_temperature: bool = False
 
     def __init__(
         self,
@@ -126,9 +130,14 @@ class Attention(nn.Module):
         return t.contiguous().reshape(b, n, self.heads, self.head_dim).transpose(1, 2)
 
     def forward(
-        self, x: Tensor, context: Tensor | None = None, rotary: RotaryEmbedding | None = None
+        self,
+        x: Tensor,
+        context: Tensor | None = None,
+        rotary: RotaryEmbedding | None = None,
+        temperature: Tensor | None = None,
     ) -> Tensor:
-        """``x``: ``(batch, frames, dim)``; ``context``: ``(batch, context_frames, dim)``."""
+        """``x``: ``(batch, frames, dim)``; ``context``: ``(batch, context_frames, dim)``;
+        ``temperature``: a one-element tensor scaling the attention logits."""
         if x.dim() != 3 or x.shape[-1] != self.dim:
             raise LongsepError(
                 f"{type(self).__name__} expects (batch, frames, {self.dim}), got {tuple(x.shape)}"
@@ -140,6 +149,8 @@ class Attention(nn.Module):
             rotary = self._rotary(rotary)
             qh = rotary(qh, torch.arange(qh.shape[2], device=x.device))
             kh = rotary(kh, torch.arange(kh.shape[2], device=x.device) * self.kv_stride)
+        if temperature is not None:
+            qh = qh * temperature  # softmax(t q k^T / sqrt(d)): the logits scaled by t
         kv_window = self.window // self.kv_stride if self.window else None
         dropout_p = self.dropout if self.training else 0.0
         out = attend(qh, kh, vh, dropout_p, self.window, kv_window)

@@ -90,6 +90,8 @@ class QKVG1D(Attention):
     over ``ceil(frames / kv_stride)`` frames. Output ``out_proj([attn, v])``, a
     linear map of the concatenated attention output and local values. ``v`` comes
     from the source at full rate, so a cross-attention context must be as long as ``x``.
+    ``temperature``: the original's learned softmax temperature (one parameter of the
+    separator, initialised to 1, shared by the layers); off for model files that predate it.
     """
 
     def __init__(
@@ -100,8 +102,10 @@ class QKVG1D(Attention):
         window: int | None = None,
         kernel_size: int = 3,
         kv_stride: int = 4,
+        temperature: bool = False,
     ) -> None:
         super().__init__(dim, heads, dropout, window, kv_stride)
+        self.learned_temperature = bool(temperature)
         kernel_size = _odd("kernel_size", kernel_size)
         strides = {"q": 1, "k": kv_stride, "g": kv_stride, "v": 1}
         self.projs = nn.ModuleDict(
