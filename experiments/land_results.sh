@@ -13,7 +13,9 @@ while true; do
   for ((i = 0; i < ${#PAIRS[@]}; i += 2)); do
     sweep=${PAIRS[i]} dest=${PAIRS[i + 1]}
     [ -d "$sweep" ] || continue
-    if [ -n "$($PY -m longsep.study.collect "$sweep" "$dest")" ]; then
+    $PY -m longsep.study.collect "$sweep" "$dest" >/dev/null || continue
+    # commit whatever is not committed yet (also what a commit that lost a race left behind)
+    if [ -n "$(git status --porcelain -- "$dest")" ]; then
       git add -- "$dest" && git commit -q -m "Results landed: $(basename "$sweep") ($(date -u +%FT%TZ))" -- "$dest" \
         && echo "committed $dest"
     fi
