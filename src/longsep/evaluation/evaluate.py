@@ -292,7 +292,8 @@ def evaluate_songs(
     progress: bool = True,
     load: Callable[[Any], Song] = Song.from_track,
 ) -> list[str]:
-    """Separate and score every song of ``tracks`` not yet in ``store``; return the new ones.
+    """Separate and score every song of ``tracks`` not yet in ``store``; return the new ones
+    in the order of ``tracks`` (worker processes finish in any order).
 
     ``tracks`` are musdb tracks (anything ``load`` turns into a :class:`Song`);
     ``backend`` is that of :func:`longsep.evaluation.metrics.bss_eval`. A song that fails with a
@@ -334,7 +335,8 @@ def evaluate_songs(
     finally:
         run.bar.close()
     run.check(len(todo))
-    return run.finished
+    finished = set(run.finished)
+    return [t.name for t in todo if t.name in finished]
 
 
 def load_tracks(data: Any, split: str, names: Sequence[str] | None = None) -> list:
