@@ -68,3 +68,18 @@ def test_every_data_module_names_the_track_set_it_uses(tmp_path):
     for module, tracks in TRACK_SETS.items():
         source = inspect.getsource(get_class(module).__init__)
         assert f"{tracks.rsplit('.', 1)[1]}(" in source, module
+
+
+def test_documented_trainer_keys_are_set_without_a_plus(tmp_path):
+    """`trainer.val_check_interval=3` and `trainer.limit_val_batches=2`, as the README
+    writes them, compose (they used to need `+trainer.`); unset, Lightning's defaults."""
+    from conftest import compose_train
+    from hydra.utils import instantiate
+
+    cfg = compose_train(
+        ["trainer.val_check_interval=3", "trainer.limit_val_batches=2"], tmp_path / "r", tmp_path
+    )
+    assert cfg.trainer.val_check_interval == 3 and cfg.trainer.limit_val_batches == 2
+    default = compose_train([], tmp_path / "d", tmp_path)
+    trainer = instantiate(default.trainer, logger=False, enable_checkpointing=False)
+    assert trainer.val_check_interval == 1.0 and trainer.limit_val_batches == 1.0
