@@ -502,7 +502,8 @@ def test_original_recipe_lands_where_intended(tmp_path):
     )
     assert cfg.hydra.sweep.dir.endswith("multirun/seq_len_study_original")
     params = cfg.hydra.sweeper.params
-    assert params.separator == "umx_transformer,auto_transformer" and params.seed == "42,43,44"
+    assert params.separator == "umx_transformer,auto_transformer" and params.seed == "42,43,44,45"
+    assert params.arm == "A,B,C"  # the context design, under the original protocol
     assert params.attention == "default,qkv1D,qkv2D,qkvg1D"
     optimizer = instantiate(cfg.module.optimizer)
     assert optimizer.func is torch.optim.Adam
