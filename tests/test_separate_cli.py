@@ -436,3 +436,56 @@ def test_two_stems_errors_are_one_line(files, tmp_path, capsys, monkeypatch, ove
     code, _, err = run_cli([*args, *overrides], capsys, monkeypatch)
     assert code == 2 and err.count("\n") == 1 and message in err
     assert _outputs(tmp_path) == []
+
+
+def test_nothing_is_written_outside_out_dir_whatever_the_input_is_called(
+    files, tmp_path, capsys, monkeypatch
+):
+    """An input named `...wav` has the track name `..`: its stems stay inside out_dir."""
+    songs = tmp_path / "songs"
+    songs.mkdir()
+    sf.write(songs / "...wav", _tone(1.0), RATE, format="WAV")
+    out = tmp_path / "deep" / "out"
+    args = [f"model={files['vocals_only']}", f"input={songs / '...wav'}", f"out_dir={out}"]
+    code, _, err = run_cli(args, capsys, monkeypatch)
+    assert code == 0, err
+    assert [p.relative_to(tmp_path).as_posix() for p in _outputs(tmp_path / "deep")] == [
+        "deep/out/__/residual.wav",
+        "deep/out/__/vocals.wav",
+    ]
+
+
+@pytest.mark.parametrize(
+    ("fmt", "message"),
+    [
+        ("../../x/{track}_{target}.{codec}", "climbs out of out_dir"),
+        ("/tmp/{track}_{target}.{codec}", "is absolute"),
+        ("{track}.{codec}", "has no {target}: the 2 targets would be written to one file"),
+    ],
+)
+def test_filename_formats_that_escape_or_collide_are_one_line_and_write_nothing(
+    files, tmp_path, capsys, monkeypatch, fmt, message
+):
+    out = tmp_path / "out"
+    args = [f"model={files['vocals_only']}", f"input={files['good']}", f"out_dir={out}"]
+    code, _, err = run_cli([*args, f"filename_format='{fmt}'"], capsys, monkeypatch)
+    assert code == 2 and err.count("\n") == 1 and message in err, err
+    assert _outputs(tmp_path) == []
+
+
+def test_two_inputs_with_one_name_are_refused_before_anything_is_separated(
+    files, tmp_path, capsys, monkeypatch
+):
+    for folder in ("x", "y"):
+        (tmp_path / "in" / folder).mkdir(parents=True)
+        sf.write(tmp_path / "in" / folder / "song.wav", _tone(1.0), RATE)
+    out = tmp_path / "out"
+    args = [f"model={files['vocals_only']}", f"input={tmp_path / 'in'}", f"out_dir={out}"]
+    code, _, err = run_cli(args, capsys, monkeypatch)
+    assert code == 2 and err.count("\n") == 1, err
+    assert "x/song.wav" in err and "y/song.wav" in err and "{foldername}" in err
+    assert _outputs(out) == []
+    fmt = "{foldername}/{track}/{target}.{codec}"  # the documented way out
+    code, _, err = run_cli([*args, f"filename_format='{fmt}'"], capsys, monkeypatch)
+    assert code == 0, err
+    assert len(_outputs(out)) == 4

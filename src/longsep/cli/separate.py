@@ -17,7 +17,7 @@ from omegaconf import DictConfig, OmegaConf
 from longsep import audio
 from longsep.cli.common import names, seconds
 from longsep.errors import LongsepError
-from longsep.inference.export import ExportError, check_filename_format
+from longsep.inference.export import ExportError, check_filename_format, plan_outputs
 from longsep.inference.separator import SEPARATOR_OPTIONS, Separator
 from longsep.io import remove_stale_temporaries
 from longsep.store import default_model
@@ -151,6 +151,7 @@ def separate(cfg: DictConfig) -> None:
     if cfg.get("limit") is not None:
         inputs = inputs[: int(cfg.limit)]
     separator = separator_from_config(cfg)
+    plan_outputs(inputs, out_dir, cfg.filename_format, separator.targets, cfg.codec)
     remove_stale_temporaries(out_dir)
     log.info(
         "%d input(s); targets %s; segment %s s; device %s",

@@ -6,7 +6,7 @@ import logging
 import queue
 import string
 from collections import deque
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor, wait
 from pathlib import Path
 
@@ -27,8 +27,10 @@ def track_name(path: PathLike) -> str:
     return path.parent.name if path.stem == "mixture" and path.parent.name else path.stem
 
 
-def check_filename_format(filename_format: str) -> None:
-    """Refuse a ``filename_format`` that uses keys other than :data:`FORMAT_KEYS`."""
+def check_filename_format(filename_format: str, targets: Sequence[str] | None = None) -> None:
+    """Refuse a ``filename_format`` that uses keys other than :data:`FORMAT_KEYS`, that is
+    absolute or climbs out of ``out_dir`` (``..``), or that names no target while more than
+    one of ``targets`` is written (they would overwrite each other)."""
     try:
         keys = {field for _, field, _, _ in string.Formatter().parse(filename_format) if field}
     except ValueError as exc:
@@ -39,6 +41,24 @@ def check_filename_format(filename_format: str) -> None:
             f"filename_format={filename_format!r} uses unknown key(s) {sorted(unknown)}: "
             "use " + ", ".join(f"{{{key}}}" for key in FORMAT_KEYS)
         )
+    if Path(filename_format).is_absolute() or filename_format.startswith("~"):
+        raise LongsepError(
+            f"filename_format={filename_format!r} is absolute: give a path relative to out_dir"
+        )
+    if ".." in Path(filename_format).parts:
+        raise LongsepError(f"filename_format={filename_format!r} climbs out of out_dir ('..')")
+    if targets is not None and len(targets) > 1 and not keys & {"target", "instrument"}:
+        raise LongsepError(
+            f"filename_format={filename_format!r} has no {{target}}: the {len(targets)} "
+            "targets would be written to one file"
+        )
+
+
+def safe_part(value: str) -> str:
+    """A file-name value that stays one path component: separators become ``_``, and an
+    empty, ``.`` or ``..`` name becomes underscores."""
+    value = value.replace("/", "_").replace("\\", "_").replace("\0", "_")
+    return "_" * max(1, len(value)) if value in ("", ".", "..") else value
 
 
 def output_path(
@@ -49,17 +69,53 @@ def output_path(
     Keys: ``{track}`` (:func:`track_name`), ``{target}``, ``{codec}``, and Spleeter's
     ``{filename}`` (the input's file name without extension), ``{instrument}`` (= target)
     and ``{foldername}`` (the input's folder name).
+    Every value is made one safe path component (:func:`safe_part`) and the result must lie
+    inside ``out_dir``: nothing is written elsewhere, whatever the input is called.
     """
     path = Path(input_path)
     name = filename_format.format(
-        track=track_name(path),
-        target=target,
-        codec=codec,
-        filename=path.stem,
-        instrument=target,
-        foldername=path.resolve().parent.name,
+        track=safe_part(track_name(path)),
+        target=safe_part(target),
+        codec=safe_part(codec),
+        filename=safe_part(path.stem),
+        instrument=safe_part(target),
+        foldername=safe_part(path.resolve().parent.name),
     )
-    return Path(out_dir) / name
+    out = Path(out_dir) / name
+    root = Path(out_dir).resolve()
+    if not out.resolve().is_relative_to(root) or out.resolve() == root:
+        raise LongsepError(f"{path}: its output {out} would lie outside out_dir={out_dir}")
+    return out
+
+
+def plan_outputs(
+    inputs: Sequence[PathLike],
+    out_dir: PathLike,
+    filename_format: str,
+    targets: Sequence[str],
+    codec: str,
+) -> dict[Path, dict[str, Path]]:
+    """Every output path of a run, computed before anything is separated; two inputs (or
+    targets) that would write one file are a one-line error naming both."""
+    check_filename_format(filename_format, targets)
+    plan: dict[Path, dict[str, Path]] = {}
+    owner: dict[Path, tuple[Path, str]] = {}
+    for item in inputs:
+        source = Path(item)
+        plan[source] = {}
+        for target in targets:
+            out = output_path(out_dir, filename_format, source, target, codec)
+            key = out.resolve()
+            if key in owner:
+                other, other_target = owner[key]
+                raise LongsepError(
+                    f"{source} ({target}) and {other} ({other_target}) would both be written "
+                    f"to {out}: separate them into different out_dir, or put {{foldername}} "
+                    "in filename_format"
+                )
+            owner[key] = (source, target)
+            plan[source][target] = out
+    return plan
 
 
 class SongExport:

@@ -379,7 +379,7 @@ class Separator(nn.Module):
         earlier song stays in flight); call :meth:`join` to wait for them and to raise
         export errors.
         """
-        check_filename_format(filename_format)
+        check_filename_format(filename_format, self.targets)
         audio.check_codec(codec, bitrate)
         unmap_large_blocks()  # freed window tensors leave the resident set
         path = Path(input_path)
