@@ -15,7 +15,7 @@ while true; do
     [ -d "$sweep" ] || continue
     $PY -m longsep.study.collect "$sweep" "$dest" >/dev/null || continue
     # commit whatever is not committed yet (also what a commit that lost a race left behind)
-    if [ -n "$(git status --porcelain -- "$dest")" ]; then
+    if [ -d "$dest" ] && [ -n "$(git status --porcelain -- "$dest")" ]; then
       git add -- "$dest" && git commit -q -m "Results landed: $(basename "$sweep") ($(date -u +%FT%TZ))" -- "$dest" \
         && echo "committed $dest"
     fi
