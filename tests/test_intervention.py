@@ -81,28 +81,37 @@ def test_silent_centres_are_left_out(tmp_path):
     assert min(r[2] for r in rows if r[0] == "song 0") > 2.0  # centres after 3 s
 
 
-def test_control_window_sits_at_the_solo_end_and_scores_where_both_sing():
+def test_control_window_holds_the_solo_and_scores_the_same_music_in_both_songs():
     rate = 1000
-    sections = [
-        ["solo", 0, 12000, ["vocals", "drums"]],
-        ["break", 12000, 10000, ["drums"]],
-        ["verse", 22000, 20000, ["vocals", "drums", "distractor"]],
-        ["outro", 42000, 10000, ["drums"]],
-    ]
-    positive = {"name": "s (positive)", "samples": 50000, "control": "positive"}
-    start, ranges = control.scored_ranges(positive | {"sections": sections}, rate, 2 * rate)
+    both = ["vocals", "drums", "distractor"]
+    positive = {  # solo first: 0-12 s solo, 12-22 s break, 22-42 s shared singing
+        "name": "s (positive)", "samples": 50000, "control": "positive",
+        "sections": [["solo", 0, 12000, ["vocals"]], ["break", 12000, 10000, ["drums"]],
+                     ["verse", 22000, 20000, both], ["outro", 42000, 8000, ["drums"]]],
+    }  # fmt: skip
+    start, ranges = control.scored_ranges(positive, rate, 2 * rate)
     assert start == 0 and ranges == [(44000, 60000)]  # 22-30 s of the first 30 s, at 2 kHz
-    negative = {
-        "name": "s (negative)",
-        "samples": 38000,
-        "control": "negative",
-        "removed": ["solo", 38000, 12000],
-        "sections": [
-            ["verse", 0, 20000, ["vocals", "drums", "distractor"]],
-            ["break", 20000, 10000, ["drums"]],
-            ["outro", 30000, 10000, ["drums"]],
-        ],
-    }
+    negative = {  # the same song, solo cut: shared singing from 10 s
+        "name": "s (negative)", "samples": 38000, "control": "negative",
+        "removed": ["solo", 0, 12000],
+        "sections": [["break", 0, 10000, ["drums"]], ["verse", 10000, 20000, both],
+                     ["outro", 30000, 8000, ["drums"]]],
+    }  # fmt: skip
     start, ranges = control.scored_ranges(negative, rate, rate)
-    assert start == 8000 and ranges == [(0, 12000)]  # the last 30 s: 8-20 s sung by both
+    assert start == 0 and ranges == [(10000, 18000)]  # the same 8 s of shared singing
+    last = {  # solo last, then an outro: 0-20 s shared, 20-30 s break, 30-42 s solo
+        "name": "t (positive)", "samples": 50000, "control": "positive",
+        "sections": [["verse", 0, 20000, both], ["break", 20000, 10000, ["drums"]],
+                     ["solo", 30000, 12000, ["vocals"]], ["outro", 42000, 8000, ["drums"]]],
+    }  # fmt: skip
+    start, ranges = control.scored_ranges(last, rate, rate)
+    assert start == 12000 and ranges == [(0, 8000)]  # the window ends with the solo: 12-20 s
+    cut = {
+        "name": "t (negative)", "samples": 38000, "control": "negative",
+        "removed": ["solo", 30000, 12000],
+        "sections": [["verse", 0, 20000, both], ["break", 20000, 10000, ["drums"]],
+                     ["outro", 30000, 8000, ["drums"]]],
+    }  # fmt: skip
+    start, ranges = control.scored_ranges(cut, rate, rate)
+    assert start == 0 and ranges == [(12000, 20000)]  # the same 12-20 s, no solo after
     assert control.song_key("s (negative)") == control.song_key("s (positive)") == "s"

@@ -4,9 +4,10 @@ it is known to exist? (pre-registered in ``experiments/README.md``)
 On ``data=synth_positive`` a same-timbre distractor sings with the target everywhere but in
 a solo at the song's start or end, separated from the shared singing by a break of >= 10 s;
 ``data=synth_negative`` is the same songs with the solo cut out. Per run and song, the
-30-s window at the solo's end of the song (its first or last 30 s; the same end in the
-negative song) is separated in one pass without the Wiener EM, and the target's SDR is
-measured over the samples of that window where both voices sing. A model that uses the
+30-s window that begins or ends with the solo (in the negative song: the same place, solo
+cut out) is separated in one pass without the Wiener EM, and the target's SDR is measured
+over the shared singing in that window (the same music in both songs of a pair,
+:func:`scored_ranges`). A model that uses the
 solo (arm B can, arm C's 7.5-s pieces cannot) gains there on the positive set only: the
 interaction (B − C on positive) − (B − C on negative) is the control's response.
 
@@ -46,36 +47,51 @@ def song_key(track: str) -> str:
     return _SUFFIX.sub("", track)
 
 
-def _plan(entry: dict[str, Any]) -> tuple[bool, int, list[tuple[int, int]]]:
-    """(solo first, song samples, both-singing sample ranges) of a manifest entry."""
+def _both(entry: dict[str, Any]) -> list[tuple[int, int]]:
+    """The sample ranges of a manifest entry where the target and the distractor sing."""
     samples = int(entry["samples"])
-    if entry.get("control") == "positive":
-        solo = next(s for s in entry["sections"] if s[0] == "solo")
-        first = int(solo[1]) == 0
-    elif entry.get("control") == "negative" and entry.get("removed"):
-        first = int(entry["removed"][1]) == 0
-    else:
-        raise LongsepError(f"{entry.get('name')}: not a song of a long-context control set")
-    both = [
+    return [
         (int(s[1]), min(samples, int(s[1]) + int(s[2])))
         for s in entry["sections"]
         if "vocals" in s[3] and "distractor" in s[3]
     ]
-    return first, samples, both
+
+
+def _window(entry: dict[str, Any], window: int) -> tuple[int, int, int]:
+    """(window start, scored from, scored to) in the entry's samples: the window holds the
+    solo (or, in the negative song, the place it was cut from) and the shared singing next
+    to it; the scored span is the same music in both songs of a pair."""
+    if entry.get("control") == "positive":
+        solo = next(s for s in entry["sections"] if s[0] == "solo")
+        solo_start, solo_end = int(solo[1]), int(solo[1]) + int(solo[2])
+        if solo_start == 0:  # the window opens with the solo
+            return 0, 0, window
+        return solo_end - window, solo_end - window, solo_start  # it ends with the solo
+    if entry.get("control") == "negative" and entry.get("removed"):
+        cut, length = int(entry["removed"][1]), int(entry["removed"][2])
+        if cut == 0:  # the positive's window less the solo
+            return 0, 0, window - length
+        return cut - window, cut - window + length, cut
+    raise LongsepError(f"{entry.get('name')}: not a song of a long-context control set")
 
 
 def scored_ranges(
     entry: dict[str, Any], manifest_rate: int, rate: int, window_seconds: float = WINDOW_SECONDS
 ) -> tuple[int, list[tuple[int, int]]]:
-    """The window start and the both-singing ranges inside it (relative to its start), in
-    samples at ``rate``, of one control song's manifest entry."""
-    first, samples, both = _plan(entry)
+    """The window start and the both-singing ranges scored inside it (relative to its
+    start), in samples at ``rate``, of one control song's manifest entry.
+
+    Positive song: the 30-s window that begins with the solo (solo first) or ends with it
+    (solo last); scored: where both voices sing inside it. Negative song: the window at the
+    same place with the solo cut out; scored: the same shared singing as in the positive
+    song, so a pair differs only in whether the solo is in the window."""
     window = round(window_seconds * manifest_rate)
-    start = 0 if first else max(0, samples - window)
+    start, low, high = _window(entry, window)
+    start = max(0, start)
     scale = rate / manifest_rate
     ranges = []
-    for a, b in both:
-        a, b = max(a, start), min(b, start + window)
+    for a, b in _both(entry):
+        a, b = max(a, low, start), min(b, high, start + window)
         if b > a:
             ranges.append((round((a - start) * scale), round((b - start) * scale)))
     return round(start * scale), ranges
