@@ -33,7 +33,7 @@ from longsep.study import records, report
 from longsep.training.memory import PeakMemory
 
 FAST = [*TINY_SYNTH, "seq_len=2", "logger=csv", "callbacks.media=null"]
-ONE_STEP = ["trainer.max_steps=1", "+trainer.limit_val_batches=1"]
+ONE_STEP = ["trainer.max_steps=1", "trainer.limit_val_batches=1"]
 FIGURES = ("sdr_vs_seq_len.png", "cost_vs_seq_len.png")
 
 
@@ -196,7 +196,7 @@ def test_cpu_training_is_deterministic(tmp_path, tiny_data_dir):
         *FAST,
         "separator=umx_small",
         "trainer.max_steps=2",
-        "+trainer.limit_val_batches=1",
+        "trainer.limit_val_batches=1",
     ]
     records, weights = [], []
     for name in ("a", "b"):

@@ -90,7 +90,7 @@ def _multirun(tmp_path, tiny_data_dir, *overrides: str) -> subprocess.CompletedP
         *overrides,
         *FAST,
         "trainer.max_steps=1",
-        "+trainer.limit_val_batches=1",
+        "trainer.limit_val_batches=1",
         f"paths.root_dir={tiny_data_dir}",
         f"hydra.sweep.dir={tmp_path / 'multi'}",
     ]
@@ -145,7 +145,7 @@ def test_ddp_two_cpu_processes(tmp_path, tiny_data_dir):
         small("umx"),
         *FAST,
         "trainer.max_steps=2",
-        "+trainer.limit_val_batches=1",
+        "trainer.limit_val_batches=1",
         f"paths.root_dir={tiny_data_dir}",
         f"hydra.run.dir={run}",
     ]
@@ -169,7 +169,7 @@ def test_loggers_record_metrics_and_media(tmp_path, tiny_data_dir, monkeypatch, 
         small("umx"),
         f"logger={logger}",
         "trainer.max_steps=1",
-        "+trainer.limit_val_batches=1",
+        "trainer.limit_val_batches=1",
     ]
     train(compose_train(overrides, run, tiny_data_dir))
     assert list(run.glob(pattern)), sorted(str(p.relative_to(run)) for p in run.rglob("*"))[:30]
@@ -183,7 +183,7 @@ def test_plateau_scheduler_follows_step_validation_past_an_epoch_end(tmp_path, t
         small("umx"),
         "data.batch_size=2",
         "trainer.max_steps=9",
-        "+trainer.val_check_interval=3",
+        "trainer.val_check_interval=3",
         "trainer.check_val_every_n_epoch=null",
         "module.scheduler.patience=0",
     ]
@@ -253,7 +253,7 @@ def test_init_from_loads_weights_before_training(tmp_path, tiny_data_dir):
 def test_init_from_trains_from_a_store_and_an_openunmix_dir(tmp_path, tiny_data_dir):
     """One step from the weights: close to them, far from a fresh start; keep leaves the
     source's input statistics, recompute replaces them by the data's."""
-    base = [*FAST, small("umx"), "trainer.max_steps=1", "+trainer.limit_val_batches=1"]
+    base = [*FAST, small("umx"), "trainer.max_steps=1", "trainer.limit_val_batches=1"]
     first = tmp_path / "first"
     train(compose_train(base, first, tiny_data_dir))
     fresh, _ = load_store(first / "model", "vocals")
