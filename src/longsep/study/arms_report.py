@@ -52,7 +52,6 @@ from longsep.study.records import arm_of, read_result
 
 log = logging.getLogger(__name__)
 
-ARMS = ("A", "B", "C")
 ARM_CONTRASTS = (
     ("B - A", {"B": 1, "A": -1}),
     ("B - C", {"B": 1, "C": -1}),
@@ -104,7 +103,10 @@ def intervention_scores(sweep_dir: str | Path, records: Sequence[Mapping[str, An
     return out
 
 
-def _groups(arms: Mapping[str, Mapping[str, Mapping[str, float]]], weights: Mapping[str, float]):
+def _groups(
+    arms: Mapping[str, Mapping[str, Mapping[str, float]]], weights: Mapping[str, float]
+) -> list[Group] | None:
+    """The groups of a contrast over the tracks every run scored; None if an arm has no run."""
     present = {a: arms[a] for a in weights if arms.get(a)}
     if len(present) < len(weights):
         return None
