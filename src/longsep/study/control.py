@@ -151,10 +151,9 @@ def analyse(sweep_dir: str | Path) -> dict[str, dict[str, dict[str, float]]]:
     sweep, without models, is read as it is)."""
     sweep = Path(sweep_dir)
     songs: dict[str, list[ScoredSong]] = {}
-    if any(not (r.run_dir / CONTROL_FILE).is_file() for r in _runs_with_models(sweep)):
-        for run in _runs_with_models(sweep):
-            if not (run.run_dir / CONTROL_FILE).is_file():
-                _score(run, songs)
+    for run in _runs_with_models(sweep):
+        if not (run.run_dir / CONTROL_FILE).is_file():
+            _score(run, songs)
     groups: dict[str, dict[str, dict[str, float]]] = {}
     for record in load_study(sweep):
         path = sweep / record["job"] / CONTROL_FILE
