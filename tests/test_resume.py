@@ -1,4 +1,5 @@
-"""Killed runs resume exactly: real train.py processes, SIGKILL, then the same command."""
+"""Killed and interrupted runs resume exactly: real train.py processes, SIGKILL, SIGINT and
+SIGTERM, then the same command; ``ckpt_path=last`` picks the run of the same identity."""
 
 from __future__ import annotations
 
@@ -65,13 +66,24 @@ def _last(root: Path) -> list[Path]:
     return sorted(root.glob("runs/*/*/checkpoints/last.ckpt"))
 
 
+COMMAND = ["separator=umx_small", "seq_len=2", "src=vocals", *SHRINK, "trainer.max_steps=20"]
+
+
+@pytest.fixture(scope="module")
+def uninterrupted(tmp_path_factory) -> dict:
+    """The last checkpoint of :data:`COMMAND` run without interruption."""
+    whole = tmp_path_factory.mktemp("whole")
+    _run(COMMAND, whole)
+    (last,) = _last(whole)
+    return read_checkpoint(last)
+
+
+@pytest.mark.integration
 @pytest.mark.timeout(900)
-def test_sigkill_mid_epoch_then_ckpt_path_last_is_bit_identical(tmp_path):
-    command = ["separator=umx_small", "seq_len=2", "src=vocals"]
-    args = [*command, *SHRINK, "trainer.max_steps=20"]
-    whole, killed = tmp_path / "whole", tmp_path / "killed"
-    whole.mkdir(), killed.mkdir()
-    _run(args, whole)
+def test_sigkill_mid_epoch_then_ckpt_path_last_is_bit_identical(tmp_path, uninterrupted):
+    args = COMMAND
+    killed = tmp_path / "killed"
+    killed.mkdir()
 
     # epochs are 4 steps (2 tracks x 4 chunks / batch 2); checkpoints at 3, 6, 9, ...
     _kill_when(args, killed, lambda: any(_step(p) >= 9 for p in _last(killed)))
@@ -79,14 +91,92 @@ def test_sigkill_mid_epoch_then_ckpt_path_last_is_bit_identical(tmp_path):
     at_kill = _step(first)
     assert 9 <= at_kill < 20 and at_kill % 3 == 0
     assert not list(first.parent.glob("last-v*.ckpt")), "one last.ckpt only"
-    time.sleep(1.1)  # the resumed run gets its own timestamped directory
+    time.sleep(1.1)  # Hydra makes a new timestamped directory for the resuming command
     proc = _run([*args, "ckpt_path=last"], killed)
     assert f"resuming from {first}" in proc.stderr + proc.stdout
+    assert _last(killed) == [first], "the resumed run continues in its own directory"
+    assert list(killed.glob("runs/*/*")) == [first.parent.parent]
+    assert len(list((first.parent.parent / ".hydra").glob("resumed-*/overrides.yaml"))) == 1
+    _assert_same_state(uninterrupted, read_checkpoint(first), 20)
 
-    ref = read_checkpoint(_last(whole)[0])
-    resumed_dir = next(p for p in _last(killed) if p != first)
-    out = read_checkpoint(resumed_dir)
-    assert out["global_step"] == ref["global_step"] == 20
+
+def _interrupt_at(args: list[str], root: Path, signum: int, step: int) -> subprocess.Popen:
+    """Run train.py, send ``signum`` once its log shows ``step``; return the ended process."""
+    log = root / "console.log"
+    cmd = [sys.executable, str(ROOT / "train.py"), *args, "trainer.log_every_n_steps=1"]
+    with open(log, "w") as out:
+        proc = subprocess.Popen(cmd, cwd=root, env=_env(root), stdout=out, stderr=out)
+        deadline = time.monotonic() + 300
+        while f" step {step} " not in log.read_text():
+            assert proc.poll() is None, log.read_text()[-3000:]
+            assert time.monotonic() < deadline, "timed out waiting for the step"
+            time.sleep(0.02)
+        proc.send_signal(signum)
+        proc.wait(timeout=300)
+    return proc
+
+
+@pytest.mark.integration
+@pytest.mark.timeout(900)
+@pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM], ids=["SIGINT", "SIGTERM"])
+def test_sigint_or_sigterm_saves_records_and_resumes_exactly(tmp_path, uninterrupted, signum):
+    """No step-based checkpoint and none by wall time: what is saved, the interrupt saved."""
+    args = [
+        *COMMAND,
+        "callbacks.last_checkpoint.every_n_train_steps=0",
+        "callbacks.last_checkpoint.every_n_minutes=null",
+    ]
+    proc = _interrupt_at(args, tmp_path, signum, step=5)
+    console = (tmp_path / "console.log").read_text()
+    assert proc.returncode == 128 + signum, console[-3000:]
+    (last,) = _last(tmp_path)
+    run_dir = last.parent.parent
+    result = json.loads((run_dir / "result.json").read_text())
+    assert result["status"] == "interrupted" and result["signal"] == signal.Signals(signum).name
+    assert 5 <= result["global_step"] == _step(last) < 20
+    lines = [x for x in console.splitlines() if x.startswith("interrupted by")]
+    said = f"interrupted by {result['signal']} at step {result['global_step']}"
+    assert len(lines) == 1 and lines[0].startswith(said), console[-3000:]
+    assert "Traceback" not in console
+
+    time.sleep(1.1)
+    proc = _run([*args, "ckpt_path=last"], tmp_path)
+    assert _last(tmp_path) == [last]
+    assert json.loads((run_dir / "result.json").read_text())["status"] == "ok"
+    _assert_same_state(uninterrupted, read_checkpoint(last), 20)
+
+
+@pytest.mark.integration
+@pytest.mark.timeout(900)
+def test_ckpt_path_last_resumes_the_run_of_its_own_seed_only(tmp_path):
+    """Two runs with one name, seeds 1 and 2, both interrupted: each resumes its own; a
+    third seed has nothing to resume and says which key differs."""
+    dirs = {}
+    for seed in (1, 2):
+        proc = _interrupt_at([*COMMAND, f"seed={seed}"], tmp_path, signal.SIGINT, step=4)
+        assert proc.returncode == 130
+        (new,) = set(p.parent.parent for p in _last(tmp_path)) - set(dirs.values())
+        dirs[seed] = new
+        time.sleep(1.1)
+    for seed in (2, 1):
+        proc = _run([*COMMAND, f"seed={seed}", "ckpt_path=last"], tmp_path)
+        said = proc.stdout + proc.stderr
+        assert f"resuming from {dirs[seed] / 'checkpoints' / 'last.ckpt'}" in said
+        assert json.loads((dirs[seed] / "result.json").read_text())["seed"] == seed
+        time.sleep(1.1)
+    assert sorted(p.parent.parent for p in _last(tmp_path)) == sorted(dirs.values())
+
+    cmd = [sys.executable, str(ROOT / "train.py"), *COMMAND, "seed=3", "ckpt_path=last"]
+    proc = subprocess.run(cmd, cwd=tmp_path, env=_env(tmp_path), capture_output=True, text=True)
+    assert proc.returncode == 2
+    errors = [x for x in (proc.stdout + proc.stderr).splitlines() if "ckpt_path=last" in x]
+    assert len(errors) == 1 and "seed: 3 here, 1 there" in errors[0], proc.stderr[-2000:]
+    assert len(list(tmp_path.glob("runs/*/*"))) == 2, "no directory for the refused run"
+
+
+def _assert_same_state(ref: dict, out: dict, step: int) -> None:
+    """Weights and optimizer states ``torch.equal``, both at ``step``."""
+    assert out["global_step"] == ref["global_step"] == step
     assert out["state_dict"].keys() == ref["state_dict"].keys()
     for key, value in ref["state_dict"].items():
         assert torch.equal(out["state_dict"][key], value), key
@@ -112,6 +202,7 @@ def test_truncated_or_missing_checkpoint_is_a_one_line_error(tmp_path):
         assert "Traceback" not in proc.stderr
 
 
+@pytest.mark.integration
 @pytest.mark.timeout(900)
 def test_killed_study_sweep_skips_done_jobs_and_resumes_the_other(tmp_path):
     """The CPU study command as typed, narrowed to 2 jobs: kill it in the second job,

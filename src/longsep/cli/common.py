@@ -16,6 +16,7 @@ from longsep import config
 from longsep.data.chunks import target_name
 from longsep.errors import LongsepError
 from longsep.models.build import is_no_attention
+from longsep.training.interrupts import Interrupted
 
 log = logging.getLogger("longsep")
 
@@ -71,17 +72,34 @@ def register_resolvers() -> None:
         OmegaConf.register_new_resolver("run_name", run_name)
 
 
+def _to_log_files(level: int, message: str) -> None:
+    """``message`` into the run's log files only: the console gets it once, from print."""
+    record = log.makeRecord(log.name, level, __file__, 0, message, None, None)
+    for handler in logging.getLogger().handlers:
+        if isinstance(handler, logging.FileHandler):
+            handler.handle(record)
+
+
 def user_errors(fn: Callable[..., Any]) -> Callable[..., Any]:
-    """Report a :class:`LongsepError` as one line and exit 2 (traceback if HYDRA_FULL_ERROR=1)."""
+    """Report a :class:`LongsepError` as one line and exit 2 (traceback if
+    HYDRA_FULL_ERROR=1); an interrupted run as one line and exit 128 + the signal's number
+    (130 for SIGINT, 143 for SIGTERM)."""
 
     @functools.wraps(fn)
     def wrapper(*args: Any, **kwargs: Any) -> Any:
         try:
             return fn(*args, **kwargs)
+        except Interrupted as exc:
+            where = "before training" if exc.step is None else f"at step {exc.step}"
+            message = f"interrupted by {exc.name} {where}; the same command resumes it"
+            message += " (a single run: add ckpt_path=last)"
+            _to_log_files(logging.WARNING, message)
+            print(message, file=sys.stderr)
+            sys.exit(exc.exit_code)
         except LongsepError as exc:
             if os.environ.get("HYDRA_FULL_ERROR") == "1":
                 raise
-            log.error("%s", exc)
+            _to_log_files(logging.ERROR, f"error: {exc}")
             print(f"error: {exc}", file=sys.stderr)
             sys.exit(2)
 

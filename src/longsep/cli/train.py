@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import contextlib
 import fnmatch
 import gc
 import logging
+import shutil
 import sys
 import time
 from pathlib import Path
@@ -40,7 +42,9 @@ from longsep.store import (
     separator_state,
 )
 from longsep.study import records
-from longsep.training.callbacks import PlainProgress, StepTimer
+from longsep.training import runs
+from longsep.training.callbacks import LastCheckpoint, PlainProgress, StepTimer
+from longsep.training.interrupts import Interrupted, InterruptRequest
 from longsep.training.memory import PeakMemory
 from longsep.training.module import SeparationModule, input_statistics, set_input_statistics
 
@@ -71,35 +75,55 @@ def _is_multirun() -> bool:
     return mode is not None and mode.name == "MULTIRUN"
 
 
-def find_last_checkpoint(output_dir: Path, log_dir: Path, name: str) -> Path:
-    """``last.ckpt`` of this run, else of the newest earlier run with the same name."""
-    own = output_dir / "checkpoints" / "last.ckpt"
-    if own.exists():
-        return own
-    candidates = sorted((log_dir / name).glob("*/checkpoints/last.ckpt"))
-    candidates += sorted((log_dir / "multirun").glob(f"*/{name}/checkpoints/last.ckpt"))
-    if not candidates:
-        raise LongsepError(f"ckpt_path=last but no last.ckpt for run {name!r} under {log_dir}")
-    return max(candidates, key=lambda p: p.stat().st_mtime)
+def _continue_in(cfg: DictConfig, run_dir: Path) -> Path:
+    """Make a resumed run write into its earlier directory ``run_dir``: the config's
+    paths, the log file (what was logged so far appended), and Hydra's record of this
+    invocation (``.hydra/resumed-<time>/``); the directory Hydra made for it is removed."""
+    new_dir = Path(cfg.paths.output_dir)
+    if new_dir.resolve() == run_dir.resolve():
+        return run_dir
+    cfg.paths.output_dir = str(run_dir)
+    if (new_dir / ".hydra").is_dir():
+        shutil.move(new_dir / ".hydra", run_dir / ".hydra" / f"resumed-{new_dir.name}")
+    for logger in [logging.getLogger(), *logging.Logger.manager.loggerDict.values()]:
+        for handler in getattr(logger, "handlers", []):
+            if isinstance(handler, logging.FileHandler):
+                old = Path(handler.baseFilename)
+                if old.parent.resolve() == new_dir.resolve():
+                    handler.close()
+                    with open(run_dir / old.name, "a") as out:
+                        out.write(old.read_text() if old.exists() else "")
+                    handler.baseFilename, handler.mode = str(run_dir / old.name), "a"
+    shutil.rmtree(new_dir, ignore_errors=True)
+    return run_dir
 
 
-def resume_checkpoint(cfg: DictConfig, output_dir: Path) -> str | None:
-    """The checkpoint to resume from: ``ckpt_path`` (a path, or ``last``), or in a sweep
-    the job's own ``last.ckpt`` if a killed run left one; checked to be readable first."""
-    ckpt_path = cfg.get("ckpt_path")
-    own = output_dir / "checkpoints" / "last.ckpt"
+def resume_checkpoint(cfg: DictConfig, output_dir: Path) -> tuple[str | None, Path]:
+    """The checkpoint to resume from and the run's directory.
+
+    ``ckpt_path=last``: the ``last.ckpt`` of the newest earlier run of the same identity
+    (:mod:`longsep.training.runs`), continued in that run's directory; a path: that file,
+    in a new directory; in a sweep, the job's own ``last.ckpt`` if a killed run left one.
+    The file is checked to be readable before any long work.
+    """
+    ckpt_path, earlier = cfg.get("ckpt_path"), None
+    own = output_dir / runs.LAST
     if ckpt_path == "last":
-        ckpt_path = find_last_checkpoint(output_dir, Path(cfg.paths.log_dir), cfg.run_name)
+        config = OmegaConf.to_container(cfg, resolve=True)
+        earlier = runs.find_resumable(Path(cfg.paths.log_dir), cfg.run_name, config)
+        ckpt_path = earlier / runs.LAST
     elif ckpt_path is None and _is_multirun() and own.is_file():
         ckpt_path = own
     if ckpt_path is None:
-        return None
+        return None, output_dir
     path = Path(str(ckpt_path)).expanduser()
     if not path.is_file():
         raise LongsepError(f"ckpt_path={ckpt_path} does not exist: give a .ckpt file or last")
     read_checkpoint(path)  # a truncated or foreign file fails here in one line
+    if earlier is not None:
+        output_dir = _continue_in(cfg, earlier)
     log.info("resuming from %s", path)
-    return str(path)
+    return str(path), output_dir
 
 
 def _callbacks(cfg: DictConfig) -> list[pl.Callback]:
@@ -200,6 +224,7 @@ def _base_record(cfg: DictConfig, choices: dict[str, Any]) -> dict[str, Any]:
         run_name=str(cfg.get("run_name")),
         run_dir=str(Path(cfg.paths.output_dir)),
         overrides=overrides,
+        identity=runs.identity(OmegaConf.to_container(cfg, resolve=True)),
     )
 
 
@@ -216,44 +241,73 @@ def train(cfg: DictConfig) -> float | None:
 
     Skipped pairs (``exclude``, invalid ones in a sweep) are recorded as ``skipped``. An
     exception is recorded as ``failed`` with a one-line error; in a multirun it is logged
-    and the job returns None so the other jobs go on, a single run raises it. A sweep job
-    whose directory already holds an ``ok`` result is not run again, and one that holds a
-    ``last.ckpt`` resumes from it: re-running a killed sweep with a fixed sweep dir (the
-    study presets) finishes it.
+    and the job returns None so the other jobs go on, a single run raises it (and, when it
+    came before training wrote anything, removes the directory Hydra made for it). SIGINT
+    and SIGTERM save ``last.ckpt`` at the end of the current step, record ``interrupted``
+    and raise :class:`~longsep.training.interrupts.Interrupted` (the entry point exits
+    130 / 143), also in a sweep. A sweep job whose directory already holds an ``ok`` result
+    is not run again, and one that holds a ``last.ckpt`` resumes from it: re-running a
+    killed sweep with a fixed sweep dir (the study presets) finishes it.
     """
     choices = _choices()
     output_dir = Path(cfg.paths.output_dir)
     record: dict[str, Any] = {}
-    seconds(cfg.seq_len, "seq_len")
-    try:
-        if _is_multirun() and (output_dir / records.RESULT_FILE).is_file():
-            done = records.read_result(output_dir)
-            if done["status"] == "ok":
-                log.info("%s is done (result.json): not training it again", output_dir)
-                return done.get("best_val_loss")
-        record = _base_record(cfg, choices)
-        reason = _skip_reason(cfg, record["separator"], choices.get("attention"))
-        if reason:
-            log.warning("skipping %s", reason)
-            record.update(status="skipped", reason=reason)
-            records.write_result(output_dir, record)
-            return None
-        return _train(cfg, output_dir, record)
-    except Exception as exc:
-        record = record or records.new_record(run_dir=str(output_dir))
-        record.update(status="failed", error=records.one_line(exc))
-        if rank_zero_only.rank == 0:
-            records.write_result(output_dir, record)
-        if not _is_multirun():
+    request = InterruptRequest()
+    with request.installed():
+        try:
+            seconds(cfg.seq_len, "seq_len")
+            if _is_multirun() and (output_dir / records.RESULT_FILE).is_file():
+                done = records.read_result(output_dir)
+                if done["status"] == "ok":
+                    log.info("%s is done (result.json): not training it again", output_dir)
+                    return done.get("best_val_loss")
+            ckpt_path, output_dir = resume_checkpoint(cfg, output_dir)
+            record = _base_record(cfg, choices)
+            reason = _skip_reason(cfg, record["separator"], choices.get("attention"))
+            if reason:
+                log.warning("skipping %s", reason)
+                record.update(status="skipped", reason=reason)
+                records.write_result(output_dir, record)
+                return None
+            log.info("run %s, identity %s", output_dir, record["identity"])
+            return _train(cfg, output_dir, record, ckpt_path, request)
+        except Interrupted as exc:
+            record = record or records.new_record(run_dir=str(output_dir))
+            step = exc.step if exc.step is not None else record.get("global_step")
+            record.update(status="interrupted", signal=exc.name, global_step=step)
+            if rank_zero_only.rank == 0 and output_dir.is_dir():
+                records.write_result(output_dir, record)
             raise
-        log.error(
-            "run %s failed, the sweep goes on: %s",
-            output_dir,
-            record["error"],
-            exc_info=not isinstance(exc, LongsepError),  # a traceback for unexpected errors
-        )
-        _free_memory()
-        return None
+        except Exception as exc:
+            if not _is_multirun() and _discard_unused(cfg, output_dir):
+                raise
+            record = record or records.new_record(run_dir=str(output_dir))
+            record.update(status="failed", error=records.one_line(exc))
+            if rank_zero_only.rank == 0:
+                records.write_result(output_dir, record)
+            if not _is_multirun():
+                raise
+            log.error(
+                "run %s failed, the sweep goes on: %s",
+                output_dir,
+                record["error"],
+                exc_info=not isinstance(exc, LongsepError),  # a traceback for unexpected errors
+            )
+            _free_memory()
+            return None
+
+
+def _discard_unused(cfg: DictConfig, output_dir: Path) -> bool:
+    """Remove the directory Hydra made for this single run when the run failed before it
+    wrote anything of its own (a config error): True if removed. A resumed run's earlier
+    directory, or one with checkpoints, is kept."""
+    made = Path(HydraConfig.get().runtime.output_dir) if HydraConfig.initialized() else None
+    if made is None or output_dir.resolve() != made.resolve():
+        return False
+    if (output_dir / "checkpoints").exists() or (output_dir / "model").exists():
+        return False
+    shutil.rmtree(output_dir, ignore_errors=True)
+    return True
 
 
 def evaluate_run(cfg: DictConfig, model: Path) -> dict[str, Any]:
@@ -307,9 +361,14 @@ def initialise(cfg: DictConfig, separator: torch.nn.Module, stft: STFTConfig) ->
     return stats == "keep"
 
 
-def _train(cfg: DictConfig, output_dir: Path, record: dict[str, Any]) -> float | None:
+def _train(
+    cfg: DictConfig,
+    output_dir: Path,
+    record: dict[str, Any],
+    ckpt_path: str | None,
+    request: InterruptRequest,
+) -> float | None:
     """Fit, export, evaluate and record one run (see :func:`train`)."""
-    ckpt_path = resume_checkpoint(cfg, output_dir)  # before any long work
     pl.seed_everything(cfg.seed, workers=True)
     output_dir.mkdir(parents=True, exist_ok=True)
     (output_dir / "config.yaml").write_text(OmegaConf.to_yaml(cfg, resolve=True))
@@ -338,15 +397,18 @@ def _train(cfg: DictConfig, output_dir: Path, record: dict[str, Any]) -> float |
     trainer = build_trainer(cfg, output_dir)
     memory = PeakMemory(trainer.strategy.root_device)
     memory.start()
+    last = next((c for c in trainer.callbacks if isinstance(c, LastCheckpoint)), None)
+    if last is not None:  # it saves at a step's end and stops the run
+        last.request = request
     started = time.perf_counter()
-    trainer.fit(module, datamodule=datamodule, ckpt_path=ckpt_path)
+    with request.deferred() if last is not None else contextlib.nullcontext():
+        # read_checkpoint has loaded it with weights_only=True: no pickle is executed
+        trainer.fit(module, datamodule=datamodule, ckpt_path=ckpt_path, weights_only=True)
     train_seconds = time.perf_counter() - started
+    if request.signum is not None:  # noted after the last step (a final validation)
+        raise Interrupted(request.signum, trainer.global_step)
     if trainer.interrupted:
-        log.warning("training interrupted: not exporting a model")
-        if trainer.is_global_zero:
-            record.update(status="failed", error="training interrupted before its end")
-            records.write_result(output_dir, record)
-        return None
+        raise LongsepError("training stopped before its end: not exporting a model")
     score = getattr(trainer.checkpoint_callback, "best_model_score", None)
     score = float(score) if isinstance(score, torch.Tensor) else None
     if not trainer.is_global_zero:

@@ -245,8 +245,10 @@ def mixture_of(pieces: Pieces) -> np.ndarray:
 class EpochSampler(Sampler):
     """Yields ``(epoch, index)`` keys, shuffled per epoch; Lightning calls ``set_epoch``.
 
-    ``skip`` (called when iteration starts) gives how many keys of this epoch were
-    already consumed, so a run resumed mid-epoch continues with the unseen chunks.
+    ``skip`` gives how many keys of this epoch were already consumed: a run resumed
+    mid-epoch continues with the unseen chunks. :meth:`resume` sets the position a
+    checkpoint saved; without one (checkpoints older than the loader's state) ``skip`` is
+    asked when iteration starts.
     """
 
     def __init__(
@@ -254,6 +256,15 @@ class EpochSampler(Sampler):
     ) -> None:
         self.size, self.seed, self.shuffle, self.epoch = size, seed, shuffle, 0
         self.skip = skip
+        self._resume: tuple[int, int] | None = None
+
+    def consumed(self) -> int:
+        """Keys of the current epoch already consumed."""
+        return self.skip() if self.skip is not None else 0
+
+    def resume(self, epoch: int, consumed: int) -> None:
+        """Start the next iteration of ``epoch`` after its first ``consumed`` keys."""
+        self._resume = (int(epoch), int(consumed))
 
     def set_epoch(self, epoch: int) -> None:
         self.epoch = epoch
@@ -265,7 +276,8 @@ class EpochSampler(Sampler):
         order = np.arange(self.size)
         if self.shuffle:
             order = np.random.default_rng([self.seed, self.epoch]).permutation(self.size)
-        start = self.skip() if self.skip is not None else 0
+        resume, self._resume = self._resume, None
+        start = resume[1] if resume is not None and resume[0] == self.epoch else self.consumed()
         return iter((self.epoch, int(i)) for i in order[start:])
 
 

@@ -32,6 +32,20 @@ from longsep.io import file_lock
 log = logging.getLogger(__name__)
 
 
+class ResumableLoader(DataLoader):
+    """A training loader whose position in the epoch travels with a checkpoint: Lightning
+    saves :meth:`state_dict` and hands it back on resume, where the
+    :class:`~longsep.data.chunks.EpochSampler` skips the chunks already seen."""
+
+    sampler: EpochSampler
+
+    def state_dict(self) -> dict[str, int]:
+        return {"epoch": self.sampler.epoch, "consumed": self.sampler.consumed()}
+
+    def load_state_dict(self, state: Mapping[str, int]) -> None:
+        self.sampler.resume(int(state["epoch"]), int(state["consumed"]))
+
+
 class ChunkDataModule(pl.LightningDataModule):
     """Batches of ``train_set`` / ``valid_set`` (set by :meth:`setup` of a subclass).
 
@@ -66,7 +80,8 @@ class ChunkDataModule(pl.LightningDataModule):
         raise NotImplementedError
 
     def _loader(self, dataset: Dataset, sampler: Sampler | None, batch_size: int) -> DataLoader:
-        return DataLoader(
+        kind = ResumableLoader if isinstance(sampler, EpochSampler) else DataLoader
+        return kind(
             dataset,
             batch_size=batch_size,
             sampler=sampler,
@@ -85,11 +100,14 @@ class ChunkDataModule(pl.LightningDataModule):
         return self._loader(self.train_set, sampler, self.batch_size)
 
     def _consumed(self) -> int:
-        """Training chunks already seen in the current epoch (non-zero only when resuming)."""
+        """Training chunks already seen in the current epoch. A checkpoint written at a
+        batch end has the batch processed but not yet completed (Lightning completes it
+        when it restores): the larger count is the batches whose step has run."""
         trainer = getattr(self, "trainer", None)
         if trainer is None:
             return 0
-        return trainer.fit_loop.epoch_loop.batch_progress.current.completed * self.batch_size
+        current = trainer.fit_loop.epoch_loop.batch_progress.current
+        return max(current.completed, current.processed) * self.batch_size
 
     def val_dataloader(self) -> DataLoader:
         if self.valid_set is None:

@@ -3,11 +3,14 @@
 Every training run writes ``<run dir>/result.json`` (:func:`write_result`), one flat
 record with the fields of :data:`FIELDS` plus ``test``, the evaluation medians
 ``{target: {metric: median over tracks of the per-track median over frames}}``.
-``status`` is ``ok``, ``failed`` (``error`` holds one line) or ``skipped`` (``reason``:
-an invalid or excluded separator x attention pair of a sweep). :func:`load_study` reads
-the records of every job of a sweep; a job dir without one (a killed job) counts as failed.
-It adds ``track_sdr``, ``{track: SDR}`` of the trained source read from the run's
-evaluation (``<eval_dir>/scores.csv``), which the report's intervals resample.
+``status`` is ``ok``, ``failed`` (``error`` holds one line), ``interrupted`` (SIGINT or
+SIGTERM: ``signal``, and ``global_step`` where ``last.ckpt`` was saved; running the same
+command again resumes it) or ``skipped`` (``reason``: an invalid or excluded separator x
+attention pair of a sweep). ``identity`` is the run's :mod:`~longsep.training.runs` hash.
+:func:`load_study` reads the records of every job of a sweep; a job dir without one (a
+killed job) counts as failed. It adds ``track_sdr``, ``{track: SDR}`` of the trained
+source read from the run's evaluation (``<eval_dir>/scores.csv``), which the report's
+intervals resample.
 
 A model is named ``separator:attention`` with the attention in effect (``none`` for UMX,
 ``mha`` for a transformer trained with ``attention=default``).
@@ -33,7 +36,7 @@ from longsep.io import write_json
 log = logging.getLogger(__name__)
 
 RESULT_FILE = "result.json"
-STATUSES: tuple[str, ...] = ("ok", "failed", "skipped")
+STATUSES: tuple[str, ...] = ("ok", "failed", "interrupted", "skipped")
 NO_ATTENTION = ("", "null", "None", "default")  # attention choices that select no config
 FIELDS: tuple[str, ...] = (
     "status",
@@ -65,6 +68,8 @@ FIELDS: tuple[str, ...] = (
     "run_dir",
     "eval_dir",
     "overrides",
+    "identity",
+    "signal",
     "error",
     "reason",
 )

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import os
+import signal
 import time
 from pathlib import Path
 
@@ -16,6 +17,7 @@ from pytorch_lightning.loggers import TensorBoardLogger, WandbLogger
 from longsep import audio
 from longsep.io import temp_sibling
 from longsep.spectral import magnitude
+from longsep.training.interrupts import Interrupted, InterruptRequest
 from longsep.viz import spectrogram_figure
 
 log = logging.getLogger(__name__)
@@ -137,19 +139,29 @@ class StepTimer(pl.Callback):
 class LastCheckpoint(pl.Callback):
     """The one ``last.ckpt`` of a run, always the newest state, never half-written.
 
-    It is written every ``every_n_train_steps`` optimizer steps (at a batch end, the point
-    Lightning resumes from exactly) and at the end of training, to a temporary file renamed
-    over ``<dirpath>/last.ckpt`` once complete, so a run killed at any moment leaves the
+    It is written every ``every_n_train_steps`` optimizer steps, every ``every_n_minutes``
+    of wall time, at the end of training, and when the run is interrupted (``request``,
+    set by ``train.py``: SIGINT / SIGTERM noted during a step); always at a batch end, the
+    point Lightning resumes from exactly, to a temporary file renamed over
+    ``<dirpath>/last.ckpt`` once complete, so a run killed at any moment leaves the
     previous complete checkpoint. ``ckpt_path=last`` resumes from it (optimizer, scheduler,
     step, RNG, position in the epoch).
     """
 
     FILENAME = "last.ckpt"
 
-    def __init__(self, dirpath: str | Path, every_n_train_steps: int = 50) -> None:
+    def __init__(
+        self,
+        dirpath: str | Path,
+        every_n_train_steps: int = 50,
+        every_n_minutes: float | None = 10.0,
+    ) -> None:
         self.dirpath = Path(dirpath)
-        self.every_n_train_steps = int(every_n_train_steps)
+        self.every_n_train_steps = int(every_n_train_steps or 0)
+        self.every_n_seconds = 60.0 * float(every_n_minutes or 0)
+        self.request: InterruptRequest | None = None
         self._saved_step: int | None = None
+        self._saved_at = time.monotonic()
 
     @property
     def path(self) -> Path:
@@ -161,16 +173,30 @@ class LastCheckpoint(pl.Callback):
             return
         tmp = temp_sibling(self.path) if trainer.is_global_zero else None
         tmp = trainer.strategy.broadcast(tmp)
-        trainer.save_checkpoint(tmp)
+        trainer.save_checkpoint(tmp, weights_only=False)  # the full state, to resume from
         if trainer.is_global_zero:
             os.replace(tmp, self.path)
         trainer.strategy.barrier("last_checkpoint")
         self._saved_step = trainer.global_step
+        self._saved_at = time.monotonic()
+
+    def on_train_start(self, trainer, pl_module) -> None:
+        self._saved_at = time.monotonic()
+        if self.request is not None:
+            self.request.take_over()  # Lightning has installed its SIGTERM handler by now
 
     def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
         every = self.every_n_train_steps
-        if every > 0 and trainer.global_step % every == 0:
+        due = every > 0 and trainer.global_step % every == 0
+        late = 0 < self.every_n_seconds <= time.monotonic() - self._saved_at
+        late = trainer.strategy.broadcast(late)  # every rank saves at the same step
+        noted = self.request is not None and self.request.signum is not None
+        interrupted = trainer.strategy.reduce_boolean_decision(noted, all=False)
+        if due or late or interrupted:
             self.save(trainer)
+        if interrupted:
+            signum = self.request.signum if noted else signal.SIGTERM
+            raise Interrupted(signum, trainer.global_step)
 
     def on_train_end(self, trainer, pl_module) -> None:
         self.save(trainer)
