@@ -13,7 +13,7 @@ import torch
 from conftest import ROOT, TINY_SYNTH, compose_train
 
 from longsep.cli.common import run_name
-from longsep.cli.train import initialise, train
+from longsep.cli.train import init_weights, initialise, train
 from longsep.errors import LongsepError
 from longsep.models import valid_combinations
 from longsep.models.attention import ATTENTIONS
@@ -227,7 +227,7 @@ def _openunmix_dir(folder, cfg) -> dict[str, torch.Tensor]:
 def initialise_from(cfg, separator, source) -> bool:
     """Run train.py's initialisation of ``separator`` with ``init_from=source``."""
     cfg.init_from = str(source)
-    return initialise(cfg, separator, STFTConfig(**cfg.stft))
+    return initialise(cfg, separator, STFTConfig(**cfg.stft), init_weights(cfg))
 
 
 def test_init_from_loads_weights_before_training(tmp_path, tiny_data_dir):

@@ -22,6 +22,8 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
+from longsep.errors import LongsepError
+
 log = logging.getLogger(__name__)
 
 
@@ -42,6 +44,20 @@ def file_lock(path: str | Path) -> Iterator[None]:
 def temp_sibling(path: Path, suffix: str = "") -> Path:
     """A hidden, unique temporary name next to ``path`` (``.<name>.tmp-<pid>-<id><suffix>``)."""
     return path.with_name(f".{path.name}.tmp-{os.getpid()}-{uuid.uuid4().hex[:8]}{suffix}")
+
+
+def check_writable(folder: str | Path, key: str) -> None:
+    """Create ``folder`` if needed and check that a file can be written in it (a one-line
+    error naming ``key`` otherwise), before long work whose results would go there."""
+    folder = Path(folder)
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        probe = temp_sibling(folder / "write-check")
+        probe.write_bytes(b"")
+        probe.unlink()
+    except OSError as exc:
+        reason = exc.strerror or type(exc).__name__
+        raise LongsepError(f"{key}={folder} is not writable: {reason}") from None
 
 
 def atomic_write(path: str | Path, write: Callable[[Path], Any], suffix: str = "") -> Path:

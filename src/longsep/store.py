@@ -13,12 +13,14 @@ Model files are data: configs are built by :func:`longsep.models.separator_from_
 which only accepts longsep's separator and attention classes by exact name, so a model
 received from someone else cannot run code. :func:`resolve_model` maps what a user types
 (a store, a checkpoint, a training run dir, an Open-Unmix dir or name) to the model to
-load; :func:`init_separator` loads any of them into a separator built elsewhere (fine-tuning).
+load; :func:`read_init_weights` reads any of them and :func:`init_separator` loads them into a
+separator built elsewhere (fine-tuning).
 """
 
 from __future__ import annotations
 
 import logging
+import pickle
 import re
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -27,7 +29,7 @@ from typing import Any
 
 import torch
 import yaml
-from safetensors import SafetensorError
+from safetensors import SafetensorError, safe_open
 from safetensors.torch import load_file, save_file
 from torch import nn
 
@@ -125,7 +127,9 @@ def _store_yamls(store: Path) -> list[Path]:
     for path in sorted(store.glob("*.yaml")):
         try:
             data = yaml.safe_load(path.read_text())
-        except (OSError, yaml.YAMLError):
+        except (OSError, yaml.YAMLError) as exc:
+            if path.with_suffix(".safetensors").is_file():  # a target's file, unreadable
+                raise LongsepError(f"cannot read model {path}: {_yaml_problem(exc)}") from exc
             continue
         if isinstance(data, dict) and "target" in data and "separator" in data:
             found.append(path)
@@ -178,8 +182,13 @@ def load_store(store_dir: PathLike, target: str) -> tuple[nn.Module, StoreEntry]
     try:
         entry = StoreEntry.from_dict(yaml.safe_load(meta.read_text()), str(meta))
     except (OSError, yaml.YAMLError) as exc:
-        raise LongsepError(f"cannot read model {meta}: {exc}") from exc
-    model = separator_from_node(entry.separator, str(meta))
+        raise LongsepError(f"cannot read model {meta}: {_yaml_problem(exc)}") from exc
+    try:
+        with safe_open(str(weights), framework="pt") as file:
+            shapes = {k: tuple(file.get_slice(k).get_shape()) for k in file.keys()}  # noqa: SIM118
+    except (OSError, RuntimeError, SafetensorError) as exc:
+        raise LongsepError(f"cannot read weights {weights}: {one_line(exc)}") from exc
+    model = build_for_weights(entry.separator, shapes, str(meta), str(weights))
     try:
         state = load_file(str(weights))
     except (OSError, RuntimeError, SafetensorError) as exc:
@@ -193,12 +202,65 @@ def one_line(exc: BaseException) -> str:
     return (str(exc).strip().splitlines() or [type(exc).__name__])[0]
 
 
+def _yaml_problem(exc: BaseException) -> str:
+    """A YAML error in one line, with where it is (a ``!!python/...`` tag included)."""
+    if isinstance(exc, yaml.MarkedYAMLError):
+        where = f" (line {exc.problem_mark.line + 1})" if exc.problem_mark else ""
+        return f"{exc.problem or exc.context or 'invalid YAML'}{where}"
+    return one_line(exc)
+
+
+def check_shapes(
+    model: dict[str, tuple[int, ...]],
+    weights: dict[str, tuple[int, ...]],
+    source: str,
+    model_name: str = "the model its config describes",
+) -> None:
+    """Same keys and shapes in ``model`` and ``weights``, else one line naming ``source``,
+    the first key that differs and both shapes."""
+    for key, shape in model.items():
+        if key not in weights:
+            raise LongsepError(f"{source}: the weights have no {key!r} ({model_name} has it)")
+        if tuple(weights[key]) != tuple(shape):
+            raise LongsepError(
+                f"{source}: {key!r} is {tuple(weights[key])} in the weights, "
+                f"{tuple(shape)} in {model_name}"
+            )
+    extra = sorted(set(weights) - set(model))
+    if extra:
+        raise LongsepError(f"{source}: {extra[0]!r} is in the weights but not in {model_name}")
+
+
+def _shapes(state: dict[str, torch.Tensor]) -> dict[str, tuple[int, ...]]:
+    return {key: tuple(value.shape) for key, value in state.items()}
+
+
+def build_for_weights(
+    node: dict[str, Any], shapes: dict[str, tuple[int, ...]], source: str, weights: str
+) -> nn.Module:
+    """The separator of config ``node`` once it is known to fit weights of ``shapes``.
+
+    It is first built on the meta device, which allocates nothing: a config that claims
+    sizes its weights do not have (a 10^8 hidden size) is one line naming the key, never
+    an allocation of hundreds of GB."""
+    with torch.device("meta"):
+        probe = separator_from_node(node, source)
+    check_shapes(_shapes(probe.state_dict()), shapes, weights)
+    return separator_from_node(node, source)
+
+
 def load_state(model: nn.Module, state: dict[str, torch.Tensor], source: str) -> None:
     """Load ``state`` into ``model`` strictly; a mismatch is one line naming ``source``."""
-    try:
-        model.load_state_dict(state, strict=True)
-    except RuntimeError as exc:
-        raise LongsepError(f"{source}: weights do not match the model: {one_line(exc)}") from exc
+    check_shapes(_shapes(model.state_dict()), _shapes(state), source)
+    model.load_state_dict(state, strict=True)
+
+
+def refusal(exc: BaseException) -> str:
+    """Why ``torch.load(weights_only=True)`` refused a file, in one line of our own (torch's
+    message ends in advice to load it unsafely)."""
+    if isinstance(exc, pickle.UnpicklingError):
+        return "it holds pickled Python objects, which longsep never loads (no code runs)"
+    return one_line(exc)
 
 
 def read_checkpoint(path: PathLike) -> dict[str, Any]:
@@ -209,7 +271,7 @@ def read_checkpoint(path: PathLike) -> dict[str, Any]:
     try:
         return torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exc:  # unpickling errors come in many types
-        raise LongsepError(f"cannot read checkpoint {path}: {one_line(exc)}") from exc
+        raise LongsepError(f"cannot read checkpoint {path}: {refusal(exc)}") from exc
 
 
 def separator_state(ckpt: dict[str, Any], source: str) -> dict[str, torch.Tensor]:
@@ -241,8 +303,9 @@ def load_checkpoint(path: PathLike) -> tuple[nn.Module, StoreEntry]:
     """Rebuild the separator stored in a longsep Lightning checkpoint."""
     ckpt = read_checkpoint(path)
     entry = entry_from_checkpoint(ckpt, str(path))
-    model = separator_from_node(entry.separator, str(path))
-    load_state(model, separator_state(ckpt, str(path)), str(path))
+    state = separator_state(ckpt, str(path))
+    model = build_for_weights(entry.separator, _shapes(state), str(path), str(path))
+    load_state(model, state, str(path))
     return model.eval(), entry
 
 
@@ -311,16 +374,20 @@ def _from_checkpoints(
     return _as_dicts([loaded[name] for name in wanted])
 
 
-def init_separator(
-    separator: nn.Module, source: PathLike, target: str, stft: STFTConfig | None = None
-) -> str:
-    """Load the weights of ``source`` into ``separator`` (where fine-tuning starts).
+@dataclass(frozen=True)
+class InitWeights:
+    """Weights a training run starts from (``init_from``), read before any long work."""
 
-    ``source``: a model store, a longsep checkpoint, an Open-Unmix model dir or ``.pth``
-    file, or a published name. Its ``target`` is taken, else its only target. Every key of
-    the separator must be there with the same shape and nothing else (one line naming the
-    file and the first mismatching key otherwise). Returns the weights' target.
-    """
+    state: dict[str, torch.Tensor]
+    target: str
+    file: str
+    stft: STFTConfig | None
+
+
+def read_init_weights(source: PathLike, target: str) -> InitWeights:
+    """The weights of ``source`` for ``target``: a model store, a longsep checkpoint, an
+    Open-Unmix model dir or ``.pth`` file, or a published name. Its ``target`` is taken,
+    else its only target."""
     from longsep import store_openunmix as umx_files
 
     name = published_name(str(source))
@@ -332,47 +399,46 @@ def init_separator(
         )
     if path.is_file() and path.suffix == ".pth":
         model, _ = umx_files.umx_from_state(umx_files.read_weights(path), path)
-        found, file, their_stft = umx_files.weights_target(path), path, None
+        return InitWeights(model.state_dict(), umx_files.weights_target(path), str(path), None)
+    if name:
+        have: list[str] = ordered_targets(umx_files.OPENUNMIX_MODELS[name])
     else:
-        if name:
-            have: list[str] = ordered_targets(umx_files.OPENUNMIX_MODELS[name])
-        else:
-            have = (
-                (store_targets(path) or umx_files.openunmix_targets(path)) if path.is_dir() else []
-            )
-        if len(have) > 1 and target not in have:
-            raise LongsepError(
-                f"init_from={source} has targets {', '.join(have)} but not {target!r}: "
-                "give a source with one target or with this one"
-            )
-        wanted = [target if target in have else have[0]] if have else None
-        models, entries = load_models(name or path, wanted)
-        (found, model), entry = next(iter(models.items())), entries[0]
-        their_stft = entry.stft
-        file = entry.info.get("openunmix") or (
-            path / f"{found}.safetensors" if path.is_dir() else path
+        have = (store_targets(path) or umx_files.openunmix_targets(path)) if path.is_dir() else []
+    if len(have) > 1 and target not in have:
+        raise LongsepError(
+            f"init_from={source} has targets {', '.join(have)} but not {target!r}: "
+            "give a source with one target or with this one"
         )
-    _load_matching(separator, model.state_dict(), str(file))
-    if stft is not None and their_stft is not None and their_stft != stft:
-        log.warning("init_from=%s was trained with %s, this run uses %s", file, their_stft, stft)
-    log.info("initialised the separator from %s (target %s)", file, found)
-    return found
+    wanted = [target if target in have else have[0]] if have else None
+    models, entries = load_models(name or path, wanted)
+    (found, model), entry = next(iter(models.items())), entries[0]
+    file = entry.info.get("openunmix") or (path / f"{found}.safetensors" if path.is_dir() else path)
+    return InitWeights(model.state_dict(), found, str(file), entry.stft)
+
+
+def init_separator(
+    separator: nn.Module, weights: InitWeights, stft: STFTConfig | None = None
+) -> str:
+    """Load ``weights`` into ``separator`` (where fine-tuning starts): every key of the
+    separator must be there with the same shape and nothing else (one line naming the file
+    and the first mismatching key otherwise). Returns the weights' target."""
+    _load_matching(separator, weights.state, weights.file)
+    if stft is not None and weights.stft is not None and weights.stft != stft:
+        log.warning(
+            "init_from=%s was trained with %s, this run uses %s", weights.file, weights.stft, stft
+        )
+    log.info("initialised the separator from %s (target %s)", weights.file, weights.target)
+    return weights.target
 
 
 def _load_matching(separator: nn.Module, state: dict[str, torch.Tensor], file: str) -> None:
     """Load ``state`` into ``separator``: same keys, same shapes, else one line."""
-    own = separator.state_dict()
-    for key, value in own.items():
-        if key not in state:
-            raise LongsepError(f"init_from={file}: the weights have no {key!r}")
-        if state[key].shape != value.shape:
-            raise LongsepError(
-                f"init_from={file}: {key!r} is {tuple(state[key].shape)} there, "
-                f"{tuple(value.shape)} in the separator to train"
-            )
-    extra = sorted(set(state) - set(own))
-    if extra:
-        raise LongsepError(f"init_from={file}: {extra[0]!r} is not in the separator to train")
+    check_shapes(
+        _shapes(separator.state_dict()),
+        _shapes(state),
+        f"init_from={file}",
+        "the separator to train",
+    )
     separator.load_state_dict(state)
 
 

@@ -24,7 +24,7 @@ import torch
 from longsep.errors import LongsepError
 from longsep.models.umx import UMX
 from longsep.spectral import STFTConfig
-from longsep.store import PathLike, StoreEntry, one_line, ordered_targets
+from longsep.store import PathLike, StoreEntry, one_line, ordered_targets, refusal
 
 log = logging.getLogger(__name__)
 
@@ -134,7 +134,7 @@ def read_weights(weights: Path) -> dict[str, torch.Tensor]:
     try:
         state = torch.load(weights, map_location="cpu", weights_only=True)
     except Exception as exc:  # unpickling errors come in many types
-        raise LongsepError(f"cannot read Open-Unmix weights {weights}: {one_line(exc)}") from exc
+        raise LongsepError(f"cannot read Open-Unmix weights {weights}: {refusal(exc)}") from exc
     if not isinstance(state, dict):
         raise LongsepError(f"{weights} is not an Open-Unmix state dict")
     return state

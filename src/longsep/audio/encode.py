@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import errno
 import logging
 import os
+import shutil
 from pathlib import Path
 
 import numpy as np
@@ -39,6 +41,37 @@ def _remove(path: Path) -> None:
         path.unlink(missing_ok=True)
     except OSError:
         log.debug("could not remove %s", path)
+
+
+FULL_DISK_BYTES = 1 << 20  # less free space than this after a failed write: the disk is full
+
+
+def _write_reason(exc: BaseException, folder: Path) -> str:
+    """Why writing into ``folder`` failed, in words: libsndfile reports a full disk only
+    as "System error.", so the free space is looked at."""
+    if isinstance(exc, OSError) and exc.errno == errno.ENOSPC:
+        return "no space left on device"
+    try:
+        full = shutil.disk_usage(folder).free < FULL_DISK_BYTES
+    except OSError:
+        full = False
+    return "no space left on device" if full else _reason(exc)
+
+
+SFC_SET_ADD_PEAK_CHUNK = 0x1050  # libsndfile's sndfile.h
+
+
+def _no_peak_chunk(file: sf.SoundFile) -> None:
+    """Tell libsndfile not to add the PEAK chunk to a float file: it holds the time of
+    writing, so the same audio written twice would never be byte-identical. soundfile does
+    not wrap ``sf_command``; its cffi handles do (an older soundfile without them: a
+    warning, the files are still correct)."""
+    lib, ffi = getattr(sf, "_snd", None), getattr(sf, "_ffi", None)
+    handle = getattr(file, "_file", None)
+    if lib is None or ffi is None or handle is None:
+        log.warning("%s: this soundfile cannot drop the PEAK chunk (a timestamp)", file.name)
+        return
+    lib.sf_command(handle, SFC_SET_ADD_PEAK_CHUNK, ffi.NULL, 0)
 
 
 def parse_bitrate(bitrate: str | int | float | None) -> int | None:
@@ -110,7 +143,10 @@ class AudioWriter:
             )
         except (sf.LibsndfileError, RuntimeError, OSError) as exc:
             _remove(self.tmp)
-            raise LongsepError(f"{self.path}: cannot write audio ({_reason(exc)})") from None
+            reason = _write_reason(exc, self.path.parent)
+            raise LongsepError(f"{self.path}: cannot write audio ({reason})") from None
+        if not self.clips:
+            _no_peak_chunk(self.file)
 
     def write(self, audio: torch.Tensor | np.ndarray) -> None:
         """Append ``(channels, samples)`` audio."""
@@ -123,7 +159,8 @@ class AudioWriter:
             self.file.write(data)
         except (sf.LibsndfileError, RuntimeError, OSError, ValueError) as exc:
             self.abort()
-            raise LongsepError(f"{self.path}: cannot write audio ({_reason(exc)})") from None
+            reason = _write_reason(exc, self.tmp.parent)
+            raise LongsepError(f"{self.path}: cannot write audio ({reason})") from None
 
     def commit(self) -> Path:
         """Finish the file and move it into place; returns its path."""
@@ -132,7 +169,8 @@ class AudioWriter:
             os.replace(self.tmp, self.path)
         except (sf.LibsndfileError, RuntimeError, OSError) as exc:
             self.abort()
-            raise LongsepError(f"{self.path}: cannot write audio ({_reason(exc)})") from None
+            reason = _write_reason(exc, self.tmp.parent)
+            raise LongsepError(f"{self.path}: cannot write audio ({reason})") from None
         if self.clips and self.peak > 1.0:
             log.warning("%s: peak %.3f clipped to [-1, 1] for %s", self.path, self.peak, self.codec)
         return self.path

@@ -19,7 +19,7 @@ from longsep.cli.common import names, seconds
 from longsep.errors import LongsepError
 from longsep.inference.export import ExportError, check_filename_format, plan_outputs
 from longsep.inference.separator import SEPARATOR_OPTIONS, Separator
-from longsep.io import remove_stale_temporaries
+from longsep.io import check_writable, remove_stale_temporaries
 from longsep.store import default_model
 
 log = logging.getLogger(__name__)
@@ -59,6 +59,11 @@ def collect_inputs(spec: str, out_dir: Path) -> list[Path]:
         return files
     path = Path(spec).expanduser()
     if not path.exists():
+        if path.is_symlink():
+            raise LongsepError(
+                f"input={spec} is a symbolic link that leads nowhere (its target is missing, "
+                "or it points back at itself)"
+            )
         raise LongsepError(f"input={spec} does not exist")
     if path.is_dir():
         files = _audio_in_folder(path, exclude)
@@ -152,6 +157,7 @@ def separate(cfg: DictConfig) -> None:
         inputs = inputs[: int(cfg.limit)]
     separator = separator_from_config(cfg)
     plan_outputs(inputs, out_dir, cfg.filename_format, separator.targets, cfg.codec)
+    check_writable(out_dir, "out_dir")  # before minutes of separation, not after
     remove_stale_temporaries(out_dir)
     log.info(
         "%d input(s); targets %s; segment %s s; device %s",

@@ -33,10 +33,12 @@ from longsep.models.build import (
 )
 from longsep.spectral import STFTConfig
 from longsep.store import (
+    InitWeights,
     StoreEntry,
     init_separator,
     load_state,
     read_checkpoint,
+    read_init_weights,
     resolve_model,
     save_store,
     separator_state,
@@ -269,8 +271,10 @@ def train(cfg: DictConfig) -> float | None:
                 record.update(status="skipped", reason=reason)
                 records.write_result(output_dir, record)
                 return None
+            pick_accelerator(cfg.get("gpu"))  # a missing GPU: before data generation
+            weights = init_weights(cfg)
             log.info("run %s, identity %s", output_dir, record["identity"])
-            return _train(cfg, output_dir, record, ckpt_path, request)
+            return _train(cfg, output_dir, record, ckpt_path, weights, request)
         except Interrupted as exc:
             record = record or records.new_record(run_dir=str(output_dir))
             step = exc.step if exc.step is not None else record.get("global_step")
@@ -307,6 +311,11 @@ def _discard_unused(cfg: DictConfig, output_dir: Path) -> bool:
     if (output_dir / "checkpoints").exists() or (output_dir / "model").exists():
         return False
     shutil.rmtree(output_dir, ignore_errors=True)
+    log_dir = Path(cfg.paths.log_dir).resolve()
+    parent = output_dir.resolve().parent
+    while parent != log_dir and log_dir in parent.parents and not any(parent.iterdir()):
+        parent.rmdir()  # the run name's folder, when this was its only run
+        parent = parent.parent
     return True
 
 
@@ -346,19 +355,27 @@ def evaluate_run(cfg: DictConfig, model: Path) -> dict[str, Any]:
     )
 
 
-def initialise(cfg: DictConfig, separator: torch.nn.Module, stft: STFTConfig) -> bool:
-    """Load ``cfg.init_from``'s weights into ``separator``; True when its input statistics
-    are kept (``init_from_stats=keep``), False when the run computes them from the data."""
-    init_from, stats = cfg.get("init_from"), str(cfg.get("init_from_stats") or "keep")
+def init_weights(cfg: DictConfig) -> InitWeights | None:
+    """``cfg.init_from``'s weights, read and checked before any long work (None without)."""
+    stats = str(cfg.get("init_from_stats") or "keep")
     if stats not in INIT_STATS:
         raise LongsepError(f"init_from_stats={stats} is not one of {', '.join(INIT_STATS)}")
-    if not init_from:
+    init_from = cfg.get("init_from")
+    return read_init_weights(str(init_from), target_name(cfg.src)) if init_from else None
+
+
+def initialise(
+    cfg: DictConfig, separator: torch.nn.Module, stft: STFTConfig, weights: InitWeights | None
+) -> bool:
+    """Load the ``init_from`` weights into ``separator``; True when their input statistics
+    are kept (``init_from_stats=keep``), False when the run computes them from the data."""
+    if weights is None:
         return False
     src = target_name(cfg.src)
-    found = init_separator(separator, str(init_from), src, stft)
+    found = init_separator(separator, weights, stft)
     if found != src:
-        log.info("fine-tuning %s weights from %s for src=%s", found, init_from, src)
-    return stats == "keep"
+        log.info("fine-tuning %s weights from %s for src=%s", found, cfg.init_from, src)
+    return str(cfg.get("init_from_stats") or "keep") == "keep"
 
 
 def _train(
@@ -366,6 +383,7 @@ def _train(
     output_dir: Path,
     record: dict[str, Any],
     ckpt_path: str | None,
+    weights: InitWeights | None,
     request: InterruptRequest,
 ) -> float | None:
     """Fit, export, evaluate and record one run (see :func:`train`)."""
@@ -378,7 +396,7 @@ def _train(
     datamodule.setup("fit")
     stft = STFTConfig(**cfg.stft)
     separator = instantiate_separator(cfg)
-    if not initialise(cfg, separator, stft):
+    if not initialise(cfg, separator, stft, weights):
         stats_file = datamodule.stats_dir / f"stats-train-{stft.n_fft}-{stft.hop_length}.npz"
         mean, std = input_statistics(datamodule.train_mixtures(), stft, stats_file)
         set_input_statistics(separator, mean, std)
