@@ -59,9 +59,7 @@ def test_every_data_module_names_the_track_set_it_uses(tmp_path):
         for name, cls in inspect.getmembers(datamodules, inspect.isclass)
         if issubclass(cls, TrackDataModule) and cls is not TrackDataModule
     }
-    assert {m for m in TRACK_SETS if ".datamodules." in m} == modules
-    for module in TRACK_SETS:  # and at their former homes, for old configs
-        assert get_class(module) is getattr(datamodules, module.rsplit(".", 1)[1]), module
+    assert set(TRACK_SETS) == modules
     for path in sorted((CONF / "data").glob("*.yaml")):
         target = compose_train([f"data={path.stem}"], tmp_path / "run", tmp_path).data._target_
         assert target in TRACK_SETS or target.endswith("CombinedDataModule"), path.name

@@ -20,10 +20,9 @@ separator built elsewhere (fine-tuning).
 from __future__ import annotations
 
 import logging
-import pickle
 import re
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -33,55 +32,23 @@ from safetensors import SafetensorError, safe_open
 from safetensors.torch import load_file, save_file
 from torch import nn
 
-from longsep import TARGETS
+from longsep import store_openunmix as umx_files
 from longsep.errors import LongsepError
 from longsep.io import atomic_write
 from longsep.models.build import separator_from_node
 from longsep.spectral import STFTConfig
+from longsep.store_format import (
+    PathLike,
+    StoreEntry,
+    one_line,
+    ordered_targets,
+    refusal,
+)
 
 log = logging.getLogger(__name__)
 
-STORE_VERSION = 1
 STATE_PREFIX = "separator."  # SeparationModule's attribute holding the network
-PathLike = str | Path
 _TIMESTAMP = re.compile(r"^\d{4}-\d{2}-\d{2}([_T]\d{2}-\d{2}-\d{2})?$")
-
-
-@dataclass
-class StoreEntry:
-    """Metadata of one target in a model store."""
-
-    target: str
-    separator: dict[str, Any]
-    stft: STFTConfig
-    seq_len: float | None = None
-    nb_channels: int = 2
-    info: dict[str, Any] = field(default_factory=dict)
-
-    def to_dict(self) -> dict[str, Any]:
-        return {
-            "version": STORE_VERSION,
-            "target": self.target,
-            "separator": self.separator,
-            "stft": self.stft.to_dict(),
-            "seq_len": self.seq_len,
-            "nb_channels": self.nb_channels,
-            "info": self.info,
-        }
-
-    @classmethod
-    def from_dict(cls, data: dict[str, Any], source: str) -> StoreEntry:
-        try:
-            return cls(
-                target=data["target"],
-                separator=data["separator"],
-                stft=STFTConfig(**data["stft"]),
-                seq_len=data.get("seq_len"),
-                nb_channels=int(data.get("nb_channels", 2)),
-                info=data.get("info") or {},
-            )
-        except (KeyError, TypeError) as exc:
-            raise LongsepError(f"{source} is not a longsep model description: {exc}") from exc
 
 
 STORE_DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}
@@ -155,17 +122,17 @@ def store_targets(store_dir: PathLike) -> list[str]:
 
 def is_model_dir(folder: PathLike) -> bool:
     """Whether ``folder`` is a model store or an Open-Unmix model directory."""
-    from longsep.store_openunmix import is_openunmix_dir
-
-    return bool(_store_yamls(Path(folder))) or is_openunmix_dir(folder)
+    return bool(_store_yamls(Path(folder))) or umx_files.is_openunmix_dir(folder)
 
 
 def published_name(path: PathLike | Sequence[PathLike]) -> str | None:
     """The published Open-Unmix name (``umxhq``, ``umxl``, ``umx``) that ``path`` spells,
     unless a file or folder of that name exists."""
-    from longsep.store_openunmix import OPENUNMIX_MODELS
-
-    if isinstance(path, str | Path) and str(path) in OPENUNMIX_MODELS and not Path(path).exists():
+    if (
+        isinstance(path, str | Path)
+        and str(path) in umx_files.OPENUNMIX_MODELS
+        and not Path(path).exists()
+    ):
         return str(path)
     return None
 
@@ -195,11 +162,6 @@ def load_store(store_dir: PathLike, target: str) -> tuple[nn.Module, StoreEntry]
         raise LongsepError(f"cannot read weights {weights}: {one_line(exc)}") from exc
     load_state(model, state, str(weights))
     return model.eval(), entry
-
-
-def one_line(exc: BaseException) -> str:
-    """The first line of an exception's message."""
-    return (str(exc).strip().splitlines() or [type(exc).__name__])[0]
 
 
 def _yaml_problem(exc: BaseException) -> str:
@@ -255,14 +217,6 @@ def load_state(model: nn.Module, state: dict[str, torch.Tensor], source: str) ->
     model.load_state_dict(state, strict=True)
 
 
-def refusal(exc: BaseException) -> str:
-    """Why ``torch.load(weights_only=True)`` refused a file, in one line of our own (torch's
-    message ends in advice to load it unsafely)."""
-    if isinstance(exc, pickle.UnpicklingError):
-        return "it holds pickled Python objects, which longsep never loads (no code runs)"
-    return one_line(exc)
-
-
 def read_checkpoint(path: PathLike) -> dict[str, Any]:
     """Load a Lightning checkpoint safely (``weights_only=True``)."""
     path = Path(path)
@@ -309,19 +263,11 @@ def load_checkpoint(path: PathLike) -> tuple[nn.Module, StoreEntry]:
     return model.eval(), entry
 
 
-def ordered_targets(names: Sequence[str]) -> list[str]:
-    """MUSDB's order first (vocals, drums, bass, other), then the rest alphabetically."""
-    rank = {name: i for i, name in enumerate(TARGETS)}
-    return sorted(dict.fromkeys(names), key=lambda n: (rank.get(n, len(rank)), n))
-
-
 def load_models(
     path: PathLike | Sequence[PathLike], targets: Sequence[str] | None = None
 ) -> tuple[dict[str, nn.Module], list[StoreEntry]]:
     """Per-target models and their entries from a store, checkpoint(s), Open-Unmix dir or
     published Open-Unmix name."""
-    from longsep import store_openunmix as umx_files
-
     name = published_name(path)
     if name:
         return _as_dicts(umx_files.load_published(name, list(targets or [])))
@@ -388,8 +334,6 @@ def read_init_weights(source: PathLike, target: str) -> InitWeights:
     """The weights of ``source`` for ``target``: a model store, a longsep checkpoint, an
     Open-Unmix model dir or ``.pth`` file, or a published name. Its ``target`` is taken,
     else its only target."""
-    from longsep import store_openunmix as umx_files
-
     name = published_name(str(source))
     path = Path(str(source)).expanduser()
     if not name and not path.exists():

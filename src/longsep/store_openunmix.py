@@ -1,4 +1,4 @@
-"""Open-Unmix model files, read by :mod:`longsep.store` (which imports this module lazily).
+"""Open-Unmix model files, read by :mod:`longsep.store` (this module does not import it).
 
 Open-Unmix distributes a model as ``<target>-<sha256 prefix>.pth`` (the state dict) plus
 ``<target>.json`` (the training ``args``: nfft, nhop, nb_channels, ...); a ``separator.json``
@@ -24,7 +24,7 @@ import torch
 from longsep.errors import LongsepError
 from longsep.models.umx import UMX
 from longsep.spectral import STFTConfig
-from longsep.store import PathLike, StoreEntry, one_line, ordered_targets, refusal
+from longsep.store_format import PathLike, StoreEntry, one_line, ordered_targets, refusal
 
 log = logging.getLogger(__name__)
 

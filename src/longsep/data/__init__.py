@@ -9,7 +9,6 @@ tracks alone, which evaluation uses so that it does not import Lightning (second
 from __future__ import annotations
 
 import inspect
-from collections.abc import Callable
 from typing import Any
 
 from hydra.errors import InstantiationException
@@ -27,29 +26,9 @@ _TRACK_SETS = {  # data module (in datamodules.py) -> its track set
     "TrackFolderVarDataModule": "openunmix.TrackFolderVarTracks",
 }
 TRACK_SETS = {
-    f"longsep.data.{home}.{module}": f"longsep.data.{tracks}"
+    f"longsep.data.datamodules.{module}": f"longsep.data.{tracks}"
     for module, tracks in _TRACK_SETS.items()
-    # a data module also answers at its former home, its track set's module (run configs
-    # saved before it moved to datamodules.py)
-    for home in ("datamodules", tracks.split(".")[0])
 }
-
-
-def former_home(module: str) -> Callable[[str], Any]:
-    """A ``__getattr__`` for track-set ``module``: its data modules, imported from
-    :mod:`longsep.data.datamodules` on first use (imports and configs from before they
-    moved there keep working; only they import Lightning)."""
-    here = module.rsplit(".", 1)[1]
-    names = {m for m, tracks in _TRACK_SETS.items() if tracks.split(".")[0] == here}
-
-    def __getattr__(name: str) -> Any:
-        if name in names:
-            from longsep.data import datamodules
-
-            return getattr(datamodules, name)
-        raise AttributeError(f"module {module!r} has no attribute {name!r}")
-
-    return __getattr__
 
 
 def instantiate_data(data: Any) -> Any:

@@ -19,7 +19,6 @@ from pathlib import Path
 import numpy as np
 
 from longsep import audio
-from longsep.data import former_home
 from longsep.errors import LongsepError
 
 log = logging.getLogger(__name__)
@@ -162,6 +161,3 @@ class FolderTracks:
                 f"no train tracks in data.root={self.folder}: expected {self.layout}"
             )
         return out
-
-
-__getattr__ = former_home(__name__)  # its data modules' old import path

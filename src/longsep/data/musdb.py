@@ -21,7 +21,6 @@ import torch
 from torchaudio.functional import resample
 
 from longsep import TARGETS, audio
-from longsep.data import former_home
 from longsep.data.cache import TrackCache
 from longsep.errors import LongsepError
 from longsep.io import file_lock
@@ -157,6 +156,3 @@ class MUSDBTracks:
     def tracks(self, split: str) -> list:
         """The ``musdb`` track objects of ``split``."""
         return open_musdb(self.root, split, self.is_wav, self.download, self.setup_file)
-
-
-__getattr__ = former_home(__name__)  # its data modules' old import path

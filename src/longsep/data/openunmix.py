@@ -25,7 +25,6 @@ import logging
 from collections.abc import Sequence
 from pathlib import Path
 
-from longsep.data import former_home
 from longsep.data.folder import (
     MIXTURE,
     FileTrack,
@@ -162,6 +161,3 @@ class TrackFolderVarTracks:
         if not out and split == "train":
             raise _no_tracks(self.folder, split, self.layout)
         return out
-
-
-__getattr__ = former_home(__name__)  # its data modules' old import path
