@@ -44,6 +44,7 @@ def _one_error(proc: subprocess.CompletedProcess, *needles: str) -> str:
     assert proc.returncode == 2, said[-3000:]
     errors = [line for line in said.splitlines() if line.startswith("error:")]
     assert len(errors) == 1, said[-3000:]
+    assert said.count(errors[0].removeprefix("error: ")) == 1, "the error is printed once"
     assert "Traceback" not in said and "weights_only=False" not in said
     for needle in needles:
         assert needle in errors[0], errors[0]

@@ -17,6 +17,7 @@ import numpy as np
 import pytest
 import simplejson
 import torch
+import yaml
 from hydra import compose, initialize_config_dir
 from hydra.core.global_hydra import GlobalHydra
 from jsonschema import validate
@@ -387,6 +388,35 @@ def test_command_line_bad_ckpt_is_one_line(tmp_path):
     assert result.returncode == 2
     assert result.stderr.count("\n") == 1 and "nowhere does not exist" in result.stderr
     assert sorted(p.name for p in tmp_path.iterdir()) == []
+
+
+@pytest.mark.integration
+def test_a_run_is_evaluated_on_its_own_data_set(synth_root, tmp_path):
+    """`evaluate.py ckpt=<run>` with no data keys reads the run's data node (its generate
+    values included): the default set is not generated, the run's is not regenerated."""
+    run = tmp_path / "runs" / "umx-vocals-2s" / "2025-01-01_00-00-00"
+    _store(run / "model", targets=["vocals"])
+    (run / "checkpoints").mkdir()
+    data = {
+        "_target_": "longsep.data.datamodules.MUSDBDataModule",
+        "root": str(synth_root),
+        "setup_file": "setup.yaml",
+        "generate": SYNTH,
+        "seq_len": 2.0,
+    }
+    (run / "config.yaml").write_text(yaml.safe_dump({"data": data, "seed": 1}))
+    (run / ".hydra").mkdir()
+    choices = {"hydra": {"runtime": {"choices": {"data": "synth_tiny"}}}}
+    (run / ".hydra" / "hydra.yaml").write_text(yaml.safe_dump(choices))
+    before = {p: p.stat().st_mtime_ns for p in synth_root.rglob("*.wav")}
+    env_root = tmp_path / "elsewhere"
+    env_root.mkdir()
+    result = _cli([f"ckpt={run}", "backend=fast", "progress=false", "niter=0"], env_root)
+    assert result.returncode == 0, result.stderr[-3000:]
+    summary = json.loads((run / "eval" / "synth_tiny" / "test" / "summary.json").read_text())
+    assert summary["n_tracks"] == SYNTH["n_test"]
+    assert {p: p.stat().st_mtime_ns for p in synth_root.rglob("*.wav")} == before
+    assert not (env_root / "data").exists(), "the default data set was generated"
 
 
 def test_compare_table_and_box_plots(synth_root, evaluated, in_tmp, capsys):

@@ -218,6 +218,35 @@ def test_ensure_dataset_reuses_extends_and_regenerates(tmp_path):
     assert len(list(reseeded.rglob("mixture.wav"))) == 3
 
 
+def test_a_set_another_process_reads_is_not_regenerated_under_it(tmp_path):
+    """Two runs on one data.root with different generate values: while the first reads the
+    set, the second gets one line and deletes nothing; once the first ends, it may."""
+    params = dict(n_train=1, n_valid=0, n_test=1, seed=2, min_seconds=4.0, max_seconds=5.0)
+    reader = (
+        "import sys, time\n"
+        "from longsep.data.musdb import MUSDBTracks\n"
+        f"MUSDBTracks(root={str(tmp_path / 'set')!r}, generate={params!r}).prepare()\n"
+        "print('reading', flush=True)\n"
+        "sys.stdin.read()\n"
+    )
+    proc = subprocess.Popen(
+        [sys.executable, "-c", reader], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True
+    )
+    from longsep.data.musdb import MUSDBTracks
+
+    try:
+        assert proc.stdout.readline().strip() == "reading"
+        before = mtimes(tmp_path / "set")
+        other = MUSDBTracks(root=str(tmp_path / "set"), generate={**params, "seed": 3})
+        with pytest.raises(LongsepError, match=r"set is in use by another process.*2 tracks"):
+            other.prepare()
+        assert mtimes(tmp_path / "set") == before
+    finally:
+        proc.communicate("")
+    other.prepare()
+    assert manifest(tmp_path / "set")["params"]["seed"] == 3
+
+
 def test_interrupted_generation_resumes(tmp_path):
     params = dict(n_train=2, n_valid=0, n_test=0, seed=9, min_seconds=4.0, max_seconds=4.0)
     root = synth.generate_dataset(tmp_path, **params)

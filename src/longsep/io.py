@@ -41,6 +41,51 @@ def file_lock(path: str | Path) -> Iterator[None]:
             fcntl.flock(handle, fcntl.LOCK_UN)
 
 
+_READING: dict[Path, Any] = {}  # folder -> the handle of this process's shared lock on it
+
+
+def _readers_lock(folder: Path) -> Path:
+    return folder.parent / f".{folder.name}.readers.lock"
+
+
+def hold_for_reading(folder: str | Path) -> None:
+    """Mark ``folder`` as read by this process until it ends (a shared ``flock``, released
+    when the process dies): :func:`exclusive_use` in another process then refuses to
+    change it. Waits while another process changes it."""
+    folder = Path(folder).expanduser().resolve()
+    if folder in _READING:
+        return
+    path = _readers_lock(folder)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    handle = path.open("a")
+    fcntl.flock(handle, fcntl.LOCK_SH)
+    _READING[folder] = handle
+
+
+@contextmanager
+def exclusive_use(folder: str | Path, why: str) -> Iterator[None]:
+    """Hold ``folder`` alone for a change that would break its readers (deleting files);
+    a one-line error, without waiting, when another process reads it
+    (:func:`hold_for_reading`). This process's own reading does not count."""
+    folder = Path(folder).expanduser().resolve()
+    own = _READING.get(folder)
+    handle = own or _readers_lock(folder).open("a")
+    try:
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            raise LongsepError(
+                f"{folder} is in use by another process, and {why}: wait for it to end, "
+                "or use another folder"
+            ) from None
+        yield
+    finally:
+        if own is None:
+            handle.close()
+        else:
+            fcntl.flock(handle, fcntl.LOCK_SH)  # back to reading
+
+
 def temp_sibling(path: Path, suffix: str = "") -> Path:
     """A hidden, unique temporary name next to ``path`` (``.<name>.tmp-<pid>-<id><suffix>``)."""
     return path.with_name(f".{path.name}.tmp-{os.getpid()}-{uuid.uuid4().hex[:8]}{suffix}")

@@ -396,6 +396,12 @@ class ModelSource:
     model: Path
     eval_root: Path
     label: str
+    run: Path | None = None  # the training run the model comes from, if any
+
+
+def _if_run(folder: Path) -> Path | None:
+    """``folder`` if it is a training run's directory (it holds the run's config.yaml)."""
+    return folder if (folder / "config.yaml").is_file() else None
 
 
 def _run_label(run: Path) -> str:
@@ -434,17 +440,19 @@ def resolve_model(ckpt: str | Path) -> ModelSource:
         )
     if path.is_file():
         run = path.parent.parent if path.parent.name == "checkpoints" else path.parent
-        return ModelSource(path, run / "eval" / path.stem, f"{_run_label(run)}:{path.stem}")
+        label = f"{_run_label(run)}:{path.stem}"
+        return ModelSource(path, run / "eval" / path.stem, label, _if_run(run))
     if is_model_dir(path / "model"):
-        return ModelSource(path / "model", path / "eval", _run_label(path))
+        return ModelSource(path / "model", path / "eval", _run_label(path), _if_run(path))
     if is_model_dir(path):
         in_run = path.name == "model" and (path.parent / "checkpoints").is_dir()
         run = path.parent if in_run else path
-        return ModelSource(path, run / "eval", _run_label(run))
+        return ModelSource(path, run / "eval", _run_label(run), _if_run(run))
     if (path / "checkpoints").is_dir():
         checkpoint = _run_checkpoint(path / "checkpoints")
         log.info("run %s has no exported model/: evaluating %s", path, checkpoint.name)
-        return ModelSource(checkpoint, path / "eval", f"{_run_label(path)}:{checkpoint.stem}")
+        label = f"{_run_label(path)}:{checkpoint.stem}"
+        return ModelSource(checkpoint, path / "eval", label, _if_run(path))
     raise LongsepError(
         f"ckpt={ckpt} holds no model: expected a model store (<target>.safetensors + "
         "<target>.yaml), an Open-Unmix dir (<target>.pth + .json), or a run dir with model/ "

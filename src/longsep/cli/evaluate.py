@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from hydra.core.hydra_config import HydraConfig
-from omegaconf import DictConfig
+from omegaconf import DictConfig, OmegaConf, open_dict
 
 from longsep.cli.common import names
 from longsep.errors import LongsepError
@@ -34,16 +34,49 @@ from longsep.evaluation.oracle import ORACLES, OracleEstimator
 from longsep.evaluation.results import format_summary
 from longsep.inference.separator import SEPARATOR_OPTIONS
 from longsep.store import resolve_model
+from longsep.training import runs
 
 log = logging.getLogger(__name__)
 
 
 def _data_name(cfg: DictConfig) -> str:
+    if cfg.get("data_name"):  # the evaluated run's data choice
+        return str(cfg.data_name)
     if HydraConfig.initialized():
         choice = HydraConfig.get().runtime.choices.get("data")
         if choice:
             return str(choice)
     return Path(str(cfg.data.get("root") or "data")).name or "data"
+
+
+def _data_overridden() -> bool:
+    """Whether the command line sets anything of the data group (``data=``, ``data.x=``)."""
+    if not HydraConfig.initialized():
+        return True
+    return any(
+        o.lstrip("+~").split("=", 1)[0].split(".", 1)[0] == "data"
+        for o in HydraConfig.get().overrides.task
+    )
+
+
+def use_run_data(cfg: DictConfig, run: Path | None) -> None:
+    """Evaluate a training run's model on the run's own data set: without ``data`` keys on
+    the command line, ``cfg.data`` becomes the data node of the run's ``config.yaml`` (a
+    synthetic set is then never generated anew with other parameters)."""
+    if run is None or _data_overridden():
+        return
+    node = (runs.read_config(run) or {}).get("data")
+    if not isinstance(node, dict):
+        return
+    hydra = run / ".hydra" / "hydra.yaml"
+    name = None
+    if hydra.is_file():
+        choices = OmegaConf.select(OmegaConf.load(hydra), "hydra.runtime.choices", default={})
+        name = choices.get("data") if choices else None
+    with open_dict(cfg):
+        cfg.data = OmegaConf.create(node)
+        cfg.data_name = name
+    log.info("data: the run's own (%s, %s)", name or "data", node.get("root"))
 
 
 def _plan(cfg: DictConfig) -> tuple[Callable[[], Any], Path, str]:
@@ -71,6 +104,8 @@ def _plan(cfg: DictConfig) -> tuple[Callable[[], Any], Path, str]:
             f"or oracle={'|'.join(ORACLES)}, estimates=<dir>, or compare=[dirA,dirB]"
         )
     source = resolve_model(cfg.ckpt)
+    use_run_data(cfg, source.run)
+    data = _data_name(cfg)
     options = {k: cfg.get(k) for k in SEPARATOR_OPTIONS}
     return (
         lambda: model_estimator(source, targets, options),

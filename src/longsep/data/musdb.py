@@ -23,7 +23,7 @@ from torchaudio.functional import resample
 from longsep import TARGETS, audio
 from longsep.data.cache import TrackCache
 from longsep.errors import LongsepError
-from longsep.io import file_lock
+from longsep.io import file_lock, hold_for_reading
 
 SPLITS = {
     "train": {"subsets": "train", "split": "train"},
@@ -152,6 +152,7 @@ class MUSDBTracks:
             root = Path(str(self.root)).expanduser()
             with file_lock(root.parent / f".{root.name}.lock"):  # jobs of a sweep at once
                 ensure_dataset(self.root, **self.generate)
+                hold_for_reading(root)  # no other process regenerates it under this one
 
     def tracks(self, split: str) -> list:
         """The ``musdb`` track objects of ``split``."""

@@ -69,7 +69,7 @@ from scipy.signal import butter, sosfilt
 
 from longsep import TARGETS
 from longsep.errors import LongsepError
-from longsep.io import atomic_write, read_json, replace_dir, write_text
+from longsep.io import atomic_write, exclusive_use, read_json, replace_dir, write_text
 
 log = logging.getLogger(__name__)
 
@@ -1171,10 +1171,13 @@ def _prepare_root(root: Path, params: SynthParams, jobs: list[TrackJob], overwri
     existing = _existing_tracks(root)
     same = (read_json(root / CONTENT_FILE) or {}) == params.content() and not overwrite
     wanted = {job.folder(root) for job in jobs}
-    for folder in existing:
-        if not same or folder not in wanted:
-            log.info("removing stale synthetic track %s", folder)
-            shutil.rmtree(folder)
+    stale = [folder for folder in existing if not same or folder not in wanted]
+    if stale:
+        why = f"data.generate asks for another synthetic set there ({len(stale)} tracks to remove)"
+        with exclusive_use(root, why):
+            for folder in stale:
+                log.info("removing stale synthetic track %s", folder)
+                shutil.rmtree(folder)
     (root / MANIFEST).unlink(missing_ok=True)
     shutil.rmtree(root / ".synth-staging", ignore_errors=True)
     write_text(root / CONTENT_FILE, json.dumps(params.content()))
