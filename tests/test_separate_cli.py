@@ -180,7 +180,7 @@ def test_directory_with_a_bad_file_separates_the_rest(files, tmp_path, capsys, m
         f"{song}/{t}.flac" for song in ("good", "mono") for t in TARGETS
     )
     assert audio.info(tmp_path / "out" / "mono" / "vocals.flac").channels == 1
-    assert "separated 2 song(s), 1 failed" in caplog.text
+    assert "separated 2 song(s) into 8 files, 1 failed" in caplog.text
 
 
 def _log(capsys) -> str:
@@ -249,23 +249,44 @@ def test_command_line_error_is_one_line_unless_verbose(files, tmp_path):
 
 
 def test_failed_exports_are_counted_per_song(files, tmp_path, capsys, monkeypatch, caplog):
-    """out_dir under a regular file: every song fails to write, and the summary says so."""
+    """Every song fails to write (a disk that fills up after the start): the summary says
+    so, counts what is on disk, and no partial file is left."""
+    from longsep.audio import encode
+    from longsep.errors import LongsepError
+
     caplog.set_level(logging.INFO, logger="longsep")
     songs = tmp_path / "songs"
     songs.mkdir()
     for key in ("good", "mono"):
         (songs / files[key].name).write_bytes(files[key].read_bytes())
-    blocker = tmp_path / "file"
-    blocker.write_text("not a folder")
+
+    def full(self):
+        self.abort()
+        raise LongsepError(f"{self.path}: cannot write audio (no space left on device)")
+
+    monkeypatch.setattr(encode.AudioWriter, "commit", full)
+    out = tmp_path / "out"
     code, _, err = run_cli(
-        [f"model={files['store']}", f"input={songs}", f"out_dir={blocker / 'out'}"],
-        capsys,
-        monkeypatch,
+        [f"model={files['store']}", f"input={songs}", f"out_dir={out}"], capsys, monkeypatch
     )
     assert code == 2 and "Traceback" not in err
-    assert "2 of 2 inputs failed" in err
-    assert "separated 0 song(s), 2 failed" in caplog.text
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["file", "songs"]
+    assert "2 of 2 inputs failed" in err and "no space left on device" in err
+    assert "separated 0 song(s) into 0 files, 2 failed" in caplog.text
+    assert _outputs(out) == [] and not list(out.rglob(".*.tmp-*"))
+
+
+def test_an_out_dir_that_cannot_be_written_fails_before_separating(
+    files, tmp_path, capsys, monkeypatch
+):
+    blocker = tmp_path / "file"
+    blocker.write_text("not a folder")
+    args = [f"model={files['store']}", f"input={files['good']}", f"out_dir={blocker / 'out'}"]
+    code, _, err = run_cli(args, capsys, monkeypatch)
+    assert (
+        code == 2
+        and err.strip() == f"error: out_dir={blocker / 'out'} is not writable: Not a directory"
+    )
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["file"]
 
 
 def test_single_song_into_a_file_path_is_one_line(files, tmp_path, capsys, monkeypatch):

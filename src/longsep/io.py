@@ -9,6 +9,7 @@ jobs of a sweep at once) between processes.
 
 from __future__ import annotations
 
+import contextlib
 import fcntl
 import json
 import logging
@@ -92,9 +93,15 @@ def temp_sibling(path: Path, suffix: str = "") -> Path:
 
 
 def check_writable(folder: str | Path, key: str) -> None:
-    """Create ``folder`` if needed and check that a file can be written in it (a one-line
-    error naming ``key`` otherwise), before long work whose results would go there."""
+    """Check that a file can be written in ``folder`` (a one-line error naming ``key``
+    otherwise), before long work whose results would go there. Folders it had to create
+    for the check are removed again."""
     folder = Path(folder)
+    created = []
+    parent = folder
+    while not parent.exists() and not parent.is_symlink() and parent != parent.parent:
+        created.append(parent)
+        parent = parent.parent
     try:
         folder.mkdir(parents=True, exist_ok=True)
         probe = temp_sibling(folder / "write-check")
@@ -103,6 +110,10 @@ def check_writable(folder: str | Path, key: str) -> None:
     except OSError as exc:
         reason = exc.strerror or type(exc).__name__
         raise LongsepError(f"{key}={folder} is not writable: {reason}") from None
+    finally:
+        for made in created:  # deepest first
+            with contextlib.suppress(OSError):
+                made.rmdir()
 
 
 def atomic_write(path: str | Path, write: Callable[[Path], Any], suffix: str = "") -> Path:

@@ -156,7 +156,7 @@ def separate(cfg: DictConfig) -> None:
     if cfg.get("limit") is not None:
         inputs = inputs[: int(cfg.limit)]
     separator = separator_from_config(cfg)
-    plan_outputs(inputs, out_dir, cfg.filename_format, separator.targets, cfg.codec)
+    plan = plan_outputs(inputs, out_dir, cfg.filename_format, separator.targets, cfg.codec)
     check_writable(out_dir, "out_dir")  # before minutes of separation, not after
     remove_stale_temporaries(out_dir)
     log.info(
@@ -169,7 +169,8 @@ def separate(cfg: DictConfig) -> None:
     if len(inputs) == 1:
         started = time.perf_counter()
         _separate_one(separator, cfg, inputs[0], out_dir, duration, synchronous=True)
-        _summary(1, 0, _seconds(inputs[0], cfg.start, duration), time.perf_counter() - started)
+        seconds = _seconds(inputs[0], cfg.start, duration)
+        _summary(plan, [], seconds, time.perf_counter() - started)
         return
     failures: dict[Path, None] = {}  # ordered set of failed inputs
     audio_seconds, started = 0.0, time.perf_counter()
@@ -191,9 +192,7 @@ def separate(cfg: DictConfig) -> None:
         except ExportError as exc:  # songs separated but not written
             failures.update(dict.fromkeys(exc.inputs))
             _report_failure(out_dir, exc, bool(cfg.get("verbose")))
-    _summary(
-        len(inputs) - len(failures), len(failures), audio_seconds, time.perf_counter() - started
-    )
+    _summary(plan, list(failures), audio_seconds, time.perf_counter() - started)
     if failures:
         raise LongsepError(f"{len(failures)} of {len(inputs)} inputs failed (see above)")
 
@@ -219,12 +218,19 @@ def _separate_one(
     log.debug("%s -> %s", path, ", ".join(str(p) for p in outputs.values()))
 
 
-def _summary(done: int, failed: int, seconds: float, wall: float) -> None:
+def _summary(
+    plan: dict[Path, dict[str, Path]], failed: list[Path], seconds: float, wall: float
+) -> None:
+    """What is on disk: songs whose every planned file exists, their files, the failures."""
+    done = [song for song, outs in plan.items() if all(p.is_file() for p in outs.values())]
+    files = sum(len(plan[song]) for song in done)
     rtf = wall / seconds if seconds else float("nan")
     log.info(
-        "separated %d song(s)%s: %.1f min of audio in %.1f s, real-time factor %.3f (%.1fx)",
-        done,
-        f", {failed} failed" if failed else "",
+        "separated %d song(s) into %d files%s: %.1f min of audio in %.1f s, real-time factor "
+        "%.3f (%.1fx)",
+        len(done),
+        files,
+        f", {len(failed)} failed" if failed else "",
         seconds / 60,
         wall,
         rtf,
