@@ -234,3 +234,36 @@ def test_killed_study_sweep_skips_done_jobs_and_resumes_the_other(tmp_path):
     result = json.loads((second / "result.json").read_text())
     assert result["status"] == "ok" and result["global_step"] == 24 > at_kill
     assert result["test"]["drums"]["SDR"] is not None
+
+
+@pytest.mark.integration
+@pytest.mark.timeout(900)
+def test_an_interrupted_sweep_records_it_stops_and_resumes_when_run_again(tmp_path):
+    """The CPU study's sweep narrowed to 2 jobs: SIGTERM in the first job records
+    ``interrupted`` there and ends the sweep with 143; the same command finishes both."""
+    args = [
+        "+experiment=seq_len_study_cpu",
+        *SHRINK,
+        "callbacks.last_checkpoint.every_n_train_steps=0",
+        "hydra.sweeper.params.separator=umx_small",
+        "hydra.sweeper.params.attention=default",
+        "hydra.sweeper.params.seq_len=2",
+        "hydra.sweeper.params.src='vocals,drums'",
+        "hydra.sweeper.params.seed=42",
+        "trainer.max_steps=12",
+        "evaluate_after.enabled=false",
+    ]
+    sweep = tmp_path / "runs" / "multirun" / "seq_len_study_cpu"
+    first, second = sweep / "umx_small-vocals-2s-seed42", sweep / "umx_small-drums-2s-seed42"
+    proc = _interrupt_at(args, tmp_path, signal.SIGTERM, step=4)
+    assert proc.returncode == 143, (tmp_path / "console.log").read_text()[-3000:]
+    record = json.loads((first / "result.json").read_text())
+    assert record["status"] == "interrupted" and record["signal"] == "SIGTERM"
+    assert record["global_step"] == _step(first / "checkpoints" / "last.ckpt") >= 4
+    assert not second.exists(), "the sweep went on after the interrupt"
+
+    proc = _run(args, tmp_path)
+    assert f"resuming from {first / 'checkpoints' / 'last.ckpt'}" in proc.stdout + proc.stderr
+    for job in (first, second):
+        record = json.loads((job / "result.json").read_text())
+        assert record["status"] == "ok" and record["global_step"] == 12
