@@ -331,8 +331,7 @@ def test_empty_split_and_missing_arguments(synth_root, tmp_path):
         evaluate(cfg)
 
 
-@pytest.mark.parametrize("home", ["datamodules", "musdb"])  # musdb: run configs before 12/2026
-def test_evaluation_lists_tracks_without_importing_lightning(synth_root, home):
+def test_evaluation_lists_tracks_without_importing_lightning(synth_root):
     """Reading a split goes through the track sets alone: Lightning takes seconds to import."""
     script = f"""
 import sys
@@ -340,7 +339,7 @@ from omegaconf import OmegaConf
 import longsep.cli.evaluate
 from longsep.evaluation.evaluate import load_tracks
 data = OmegaConf.create({{
-    "_target_": "longsep.data.{home}.MUSDBDataModule", "root": {str(synth_root)!r},
+    "_target_": "longsep.data.datamodules.MUSDBDataModule", "root": {str(synth_root)!r},
     "setup_file": "setup.yaml", "target": "vocals", "seq_len": 6.0, "batch_size": None,
 }})
 tracks = load_tracks(data, "test")

@@ -27,6 +27,8 @@ from longsep.cli.evaluate import evaluate
 from longsep.cli.study import main as study_main
 from longsep.cli.train import EVALUATE_AFTER_KEYS, excluded_by, train
 from longsep.errors import LongsepError
+from longsep.evaluation.evaluate import ScoringOptions
+from longsep.inference.options import InferenceOptions
 from longsep.models import is_valid_combination
 from longsep.models.build import instantiate_separator
 from longsep.study import records, report
@@ -154,13 +156,21 @@ def test_report_of_the_sweep(sweep, tmp_path):
     assert {p.name: p.read_bytes() for p in out.glob("results.*")} == first
 
 
-def test_single_run_failure_raises_and_is_recorded(tmp_path, tiny_data_dir):
+def test_single_run_failure_raises_and_is_recorded_once_it_has_trained(tmp_path, tiny_data_dir):
+    """A config error leaves no run directory; a failure after training (here a bad
+    evaluate_after key) keeps the run and records ``failed``."""
     run = tmp_path / "run"
     cfg = compose_train([*FAST, "separator=umx_small", "src=bogus"], run, tiny_data_dir)
     with pytest.raises(LongsepError, match="bogus"):
         train(cfg)
+    assert not run.exists()
+    overrides = [*FAST, *ONE_STEP, "separator=umx_small", "evaluate_after.enabled=true"]
+    cfg = compose_train([*overrides, "+evaluate_after.bogus=1"], run, tiny_data_dir)
+    with pytest.raises(LongsepError, match="evaluate_after.bogus is not an option"):
+        train(cfg)
     record = json.loads((run / "result.json").read_text())
-    assert record["status"] == "failed" and "bogus" in record["error"]
+    assert record["status"] == "failed" and "evaluate_after.bogus" in record["error"]
+    assert (run / "checkpoints" / "last.ckpt").is_file()
 
 
 def test_exclude_patterns(tmp_path, tiny_data_dir):
@@ -520,7 +530,8 @@ def test_original_recipe_lands_where_intended(tmp_path):
     )
     after = cfg.evaluate_after
     assert (after.segment, after.overlap, after.niter, after.split) == (7, 0, 0, "test")
-    assert set(after) <= EVALUATE_AFTER_KEYS
+    known = {*EVALUATE_AFTER_KEYS, *InferenceOptions.names(), *ScoringOptions.names()}
+    assert set(after) <= known
     job = OmegaConf.to_container(cfg, resolve=True)
     assert job["evaluate_after"]["enabled"] and job["data"]["batch_size"] == 8
     model = instantiate_separator(cfg)

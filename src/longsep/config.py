@@ -13,10 +13,13 @@ composes ``conf/`` only has to ``import longsep.config`` first:
 
 from __future__ import annotations
 
+import dataclasses
+import functools
 import os
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
+import yaml
 from omegaconf import OmegaConf
 
 from longsep.errors import LongsepError
@@ -39,6 +42,52 @@ def root_dir() -> str:
     """Where ``data/``, ``runs/`` and ``.cache/`` go: ``$LONGSEP_ROOT``, else the working
     directory (read when a config is resolved, in any process: sweeps and launchers too)."""
     return os.path.abspath(os.environ.get("LONGSEP_ROOT") or os.getcwd())
+
+
+@functools.cache
+def group_defaults(group: str) -> dict[str, Any]:
+    """The values of ``conf/<group>/default.yaml``: the one declaration of a settings group
+    that several commands compose (``inference``, ``evaluation``)."""
+    path = conf_dir() / group / "default.yaml"
+    values = yaml.safe_load(path.read_text())
+    if not isinstance(values, dict):
+        raise LongsepError(f"{path} is not a mapping of settings")
+    return values
+
+
+class GroupOptions:
+    """Base of a frozen dataclass whose fields are the keys of ``conf/<GROUP>/default.yaml``
+    and whose defaults are that file's values (declared once, there)."""
+
+    GROUP: ClassVar[str]
+
+    @classmethod
+    def names(cls) -> tuple[str, ...]:
+        return tuple(f.name for f in dataclasses.fields(cls))  # type: ignore[arg-type]
+
+    @classmethod
+    def of(cls, values: Any = None, **changes: Any) -> Any:
+        """The defaults, then ``values`` (an object of this class, or a mapping such as a
+        command's config, whose other keys are ignored), then ``changes`` (each must be a
+        setting of the group: a one-line error otherwise)."""
+        names = cls.names()
+        if isinstance(values, cls):
+            base = dataclasses.asdict(values)  # type: ignore[call-overload]
+        else:
+            base = dict(group_defaults(cls.GROUP))
+            if set(base) != set(names):
+                raise LongsepError(f"conf/{cls.GROUP}/default.yaml must set {', '.join(names)}")
+            base.update({k: v for k, v in (values or {}).items() if k in names})
+        unknown = sorted(set(changes) - set(names))
+        if unknown:
+            raise LongsepError(
+                f"{unknown[0]} is not one of the {cls.GROUP} settings ({', '.join(names)})"
+            )
+        return cls(**{**base, **changes})
+
+    def settings(self) -> dict[str, Any]:
+        """The settings as a plain dict (for records)."""
+        return dataclasses.asdict(self)  # type: ignore[call-overload]
 
 
 def nb_bins(n_fft: int) -> int:

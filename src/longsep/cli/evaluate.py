@@ -26,13 +26,14 @@ from longsep.cli.common import names
 from longsep.errors import LongsepError
 from longsep.evaluation.evaluate import (
     FolderEstimator,
+    ScoringOptions,
+    evaluate_model,
     evaluate_tracks,
     load_tracks,
-    model_estimator,
 )
 from longsep.evaluation.oracle import ORACLES, OracleEstimator
 from longsep.evaluation.results import format_summary
-from longsep.inference.separator import SEPARATOR_OPTIONS
+from longsep.inference.options import InferenceOptions
 from longsep.store import resolve_model
 from longsep.training import runs
 
@@ -80,46 +81,51 @@ def use_run_data(cfg: DictConfig, run: Path | None) -> None:
 
 
 def _plan(cfg: DictConfig) -> tuple[Callable[[], Any], Path, str]:
-    """(estimator builder, default out_dir, name) for ``ckpt=``, ``oracle=`` or ``estimates=``.
-
-    Arguments are checked here; the model itself is loaded by the builder.
-    """
+    """(estimator builder, default out_dir, name) for ``oracle=`` or ``estimates=``."""
     data, split = _data_name(cfg), str(cfg.split)
     targets = names(cfg.get("targets"))
-    given = [key for key in ("ckpt", "oracle", "estimates") if cfg.get(key)]
-    if len(given) > 1:
-        raise LongsepError(f"{' and '.join(given)} given: use one of ckpt, oracle, estimates")
     if cfg.get("estimates"):
         root = Path(str(cfg.estimates))
         folder = FolderEstimator(root, targets)
         return lambda: folder, root / "eval" / data / split, root.resolve().name
-    if cfg.get("oracle"):
-        method = str(cfg.oracle).lower()
-        estimator = OracleEstimator(method, cfg.oracle_n_fft, cfg.oracle_hop, targets)
-        out = Path(cfg.paths.root_dir) / "eval" / f"oracle-{method}" / data / split
-        return lambda: estimator, out, f"oracle-{method}"
-    if not cfg.get("ckpt"):
-        raise LongsepError(
-            "ckpt=... is required (a model store, a checkpoint or a training run dir); "
-            f"or oracle={'|'.join(ORACLES)}, estimates=<dir>, or compare=[dirA,dirB]"
-        )
-    source = resolve_model(cfg.ckpt)
-    use_run_data(cfg, source.run)
-    data = _data_name(cfg)
-    options = {k: cfg.get(k) for k in SEPARATOR_OPTIONS}
-    return (
-        lambda: model_estimator(source, targets, options),
-        source.eval_root / data / split,
-        source.label,
-    )
+    method = str(cfg.oracle).lower()
+    estimator = OracleEstimator(method, cfg.oracle_n_fft, cfg.oracle_hop, targets)
+    out = Path(cfg.paths.root_dir) / "eval" / f"oracle-{method}" / data / split
+    return lambda: estimator, out, f"oracle-{method}"
 
 
 def run_evaluation(cfg: DictConfig) -> str:
     """Evaluate ``cfg.ckpt``, ``cfg.oracle`` or ``cfg.estimates`` on ``cfg.split``; return
     the summary table."""
+    given = [key for key in ("ckpt", "oracle", "estimates") if cfg.get(key)]
+    if len(given) > 1:
+        raise LongsepError(f"{' and '.join(given)} given: use one of ckpt, oracle, estimates")
+    if not given:
+        raise LongsepError(
+            "ckpt=... is required (a model store, a checkpoint or a training run dir); "
+            f"or oracle={'|'.join(ORACLES)}, estimates=<dir>, or compare=[dirA,dirB]"
+        )
+    scoring = ScoringOptions.of(cfg)
+    if cfg.get("ckpt"):
+        source = resolve_model(cfg.ckpt)
+        use_run_data(cfg, source.run)
+        default_out = source.eval_root / _data_name(cfg) / scoring.split
+        summary = evaluate_model(
+            source,
+            cfg.data,
+            Path(str(cfg.out_dir)) if cfg.get("out_dir") else default_out,
+            inference=InferenceOptions.of(cfg),
+            scoring=scoring,
+            targets=names(cfg.get("targets")),
+            tracks=names(cfg.get("tracks")),
+            name=cfg.get("name"),
+            data_name=_data_name(cfg),
+            progress=bool(cfg.get("progress", True)),
+        )
+        return format_summary(summary)
     build, default_out, name = _plan(cfg)
-    estimator = build()  # a bad model fails before the data set is read (or generated)
-    tracks = load_tracks(cfg.data, str(cfg.split), names(cfg.get("tracks")))
+    estimator = build()
+    tracks = load_tracks(cfg.data, scoring.split, names(cfg.get("tracks")))
     if isinstance(estimator, FolderEstimator):  # every file there before any is scored
         estimator.check([t.name for t in tracks])
     summary = evaluate_tracks(
@@ -127,11 +133,11 @@ def run_evaluation(cfg: DictConfig) -> str:
         estimator,
         Path(str(cfg.out_dir)) if cfg.get("out_dir") else default_out,
         name=str(cfg.get("name") or name),
-        meta={"root": cfg.data.get("root"), "split": cfg.split, "data": _data_name(cfg)},
-        backend=str(cfg.backend),
-        workers=int(cfg.workers),
-        overwrite=bool(cfg.overwrite),
-        save_estimates=bool(cfg.save_estimates),
+        meta={"root": cfg.data.get("root"), "split": scoring.split, "data": _data_name(cfg)},
+        backend=scoring.backend,
+        workers=scoring.workers,
+        overwrite=scoring.overwrite,
+        save_estimates=scoring.save_estimates,
         progress=bool(cfg.get("progress", True)),
     )
     return format_summary(summary)

@@ -18,7 +18,8 @@ from longsep import audio
 from longsep.cli.common import names, seconds
 from longsep.errors import LongsepError
 from longsep.inference.export import ExportError, check_filename_format, plan_outputs
-from longsep.inference.separator import SEPARATOR_OPTIONS, Separator
+from longsep.inference.options import InferenceOptions
+from longsep.inference.separator import Separator
 from longsep.io import check_writable, remove_stale_temporaries
 from longsep.store import default_model
 
@@ -96,8 +97,7 @@ def separator_from_config(cfg: DictConfig) -> Separator:
         log.info("no model= given: separating with the default model %s", model)
     paths = list(model) if OmegaConf.is_list(model) else str(model)
     targets = names(cfg.get("targets"))
-    options = {k: cfg.get(k) for k in SEPARATOR_OPTIONS}
-    separator = Separator.from_pretrained(paths, targets, **options)
+    separator = Separator.from_pretrained(paths, targets, InferenceOptions.of(cfg))
     if stems == 2:
         separator.regroup(two_stems(separator.sources))
     return separator

@@ -23,8 +23,8 @@ from longsep.cli.common import pick_accelerator, seconds
 from longsep.data import instantiate_data
 from longsep.data.chunks import target_name
 from longsep.errors import LongsepError
-from longsep.evaluation.evaluate import evaluate_tracks, load_tracks, model_estimator
-from longsep.inference.separator import SEPARATOR_OPTIONS
+from longsep.evaluation.evaluate import ScoringOptions, evaluate_model
+from longsep.inference.options import InferenceOptions
 from longsep.models.build import (
     instantiate_separator,
     is_no_attention,
@@ -52,19 +52,8 @@ from longsep.training.module import SeparationModule, input_statistics, set_inpu
 
 log = logging.getLogger(__name__)
 
-# keys of evaluate_after: enabled, the evaluation's own and the Separator's options
-EVALUATE_AFTER_KEYS = {
-    "enabled",
-    "split",
-    "tracks",
-    "targets",
-    "backend",
-    "workers",
-    "overwrite",
-    "save_estimates",
-    "out_dir",
-    *SEPARATOR_OPTIONS,
-}
+# keys of evaluate_after besides the inference and scoring settings
+EVALUATE_AFTER_KEYS = {"enabled", "targets", "tracks", "out_dir"}
 INIT_STATS = ("keep", "recompute")
 
 
@@ -322,35 +311,32 @@ def _discard_unused(cfg: DictConfig, output_dir: Path) -> bool:
 def evaluate_run(cfg: DictConfig, model: Path) -> dict[str, Any]:
     """Evaluate the target this run trained, from its exported model store, as
     ``evaluate.py ckpt=<model> targets=<src>`` would (with a residual), with the run's data
-    set and the options of ``cfg.evaluate_after``, into the run's ``eval/<data>/<split>``
-    (a store shared by several runs holds other targets and evaluations); return the
-    summary."""
+    set and the settings of ``cfg.evaluate_after`` (conf/inference and conf/evaluation),
+    into the run's ``eval/<data>/<split>`` (a store shared by several runs holds other
+    targets and evaluations); return the summary."""
     options = OmegaConf.to_container(cfg.evaluate_after, resolve=True)
-    unknown = sorted(set(options) - EVALUATE_AFTER_KEYS)
+    known = {*EVALUATE_AFTER_KEYS, *InferenceOptions.names(), *ScoringOptions.names()}
+    unknown = sorted(set(options) - known)
     if unknown:
         raise LongsepError(
-            f"evaluate_after.{unknown[0]} is not an option: use "
-            f"{', '.join(sorted(EVALUATE_AFTER_KEYS))}"
+            f"evaluate_after.{unknown[0]} is not an option: use {', '.join(sorted(known))}"
         )
     if options.get("device") in (None, "auto") and cfg.get("gpu") is not None:
         options["device"] = f"cuda:{int(cfg.gpu)}"
-    source = resolve_model(model)
-    split = str(options.get("split", "test"))
+    scoring = ScoringOptions.of(options)
     data_name = _choices().get("data") or "data"
-    tracks = load_tracks(cfg.data, split, options.get("tracks"))
-    separator_options = {k: options[k] for k in SEPARATOR_OPTIONS if k in options}
-    targets = options.get("targets") or [target_name(cfg.src)]
-    out_dir = options.get("out_dir") or Path(cfg.paths.output_dir) / "eval" / data_name / split
-    return evaluate_tracks(
-        tracks,
-        model_estimator(source, targets, separator_options),
+    out_dir = (
+        options.get("out_dir") or Path(cfg.paths.output_dir) / "eval" / data_name / scoring.split
+    )
+    return evaluate_model(
+        resolve_model(model),
+        cfg.data,
         out_dir,
-        name=source.label,
-        meta={"root": cfg.data.get("root"), "split": split, "data": data_name},
-        backend=str(options.get("backend", "fast")),
-        workers=int(options.get("workers", 1)),
-        overwrite=bool(options.get("overwrite", True)),
-        save_estimates=bool(options.get("save_estimates", False)),
+        inference=InferenceOptions.of(options),
+        scoring=scoring,
+        targets=options.get("targets") or [target_name(cfg.src)],
+        tracks=options.get("tracks"),
+        data_name=data_name,
         progress=False,
     )
 

@@ -34,16 +34,20 @@ log = logging.getLogger(__name__)
 
 class ResumableLoader(DataLoader):
     """A training loader whose position in the epoch travels with a checkpoint: Lightning
-    saves :meth:`state_dict` and hands it back on resume, where the
-    :class:`~longsep.data.chunks.EpochSampler` skips the chunks already seen."""
+    saves :meth:`state_dict` and hands it back on resume, where ``epoch_sampler`` skips
+    the chunks already seen. It is a constructor argument, not ``self.sampler``: under DDP
+    Lightning rebuilds the loader with its distributed sampler wrapped around this one."""
 
-    sampler: EpochSampler
+    def __init__(self, *args: Any, epoch_sampler: EpochSampler, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.epoch_sampler = epoch_sampler
 
     def state_dict(self) -> dict[str, int]:
-        return {"epoch": self.sampler.epoch, "consumed": self.sampler.consumed()}
+        sampler = self.epoch_sampler
+        return {"epoch": sampler.epoch, "consumed": sampler.consumed()}
 
     def load_state_dict(self, state: Mapping[str, int]) -> None:
-        self.sampler.resume(int(state["epoch"]), int(state["consumed"]))
+        self.epoch_sampler.resume(int(state["epoch"]), int(state["consumed"]))
 
 
 class ChunkDataModule(pl.LightningDataModule):
@@ -80,9 +84,10 @@ class ChunkDataModule(pl.LightningDataModule):
         raise NotImplementedError
 
     def _loader(self, dataset: Dataset, sampler: Sampler | None, batch_size: int) -> DataLoader:
-        kind = ResumableLoader if isinstance(sampler, EpochSampler) else DataLoader
-        return kind(
+        resumable = {"epoch_sampler": sampler} if isinstance(sampler, EpochSampler) else {}
+        return (ResumableLoader if resumable else DataLoader)(
             dataset,
+            **resumable,
             batch_size=batch_size,
             sampler=sampler,
             num_workers=self.num_workers,

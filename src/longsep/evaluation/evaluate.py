@@ -30,6 +30,7 @@ import numpy as np
 import torch
 
 from longsep import TARGETS, audio
+from longsep.config import GroupOptions
 from longsep.data import instantiate_tracks
 from longsep.data.musdb import MUSDBTracks, read_track_audio
 from longsep.errors import LongsepError
@@ -42,7 +43,8 @@ from longsep.evaluation.results import (
     order_targets,
     summarize,
 )
-from longsep.inference.separator import SEPARATOR_OPTIONS, Separator
+from longsep.inference.options import InferenceOptions
+from longsep.inference.separator import Separator
 from longsep.inference.streaming import fit_length
 from longsep.store import ModelSource
 
@@ -360,16 +362,10 @@ def load_tracks(data: Any, split: str, names: Sequence[str] | None = None) -> li
 
 
 def model_estimator(
-    source: ModelSource, targets: Sequence[str] | None, options: Mapping[str, Any]
+    source: ModelSource, targets: Sequence[str] | None, options: InferenceOptions
 ) -> ModelEstimator:
-    """A :class:`ModelEstimator` for the model of ``source`` with Separator ``options``
-    (keys of :data:`SEPARATOR_OPTIONS`; missing ones take the Separator's defaults)."""
-    unknown = sorted(set(options) - set(SEPARATOR_OPTIONS))
-    if unknown:
-        raise LongsepError(
-            f"{unknown[0]} is not a separator option ({', '.join(SEPARATOR_OPTIONS)})"
-        )
-    separator = Separator.from_pretrained(str(source.model), targets, **options)
+    """A :class:`ModelEstimator` for the model of ``source`` with the inference ``options``."""
+    separator = Separator.from_pretrained(str(source.model), targets, options)
     settings = {
         "model": str(source.model.resolve()),
         "targets": list(separator.targets),
@@ -388,6 +384,54 @@ def model_estimator(
         separator.device,
     )
     return ModelEstimator(separator, settings)
+
+
+@dataclass(frozen=True)
+class ScoringOptions(GroupOptions):
+    """How an evaluation scores (defaults: ``conf/evaluation/default.yaml``): the
+    ``split``, the BSSEval ``backend`` (``fast`` | ``museval``), scoring ``workers``,
+    ``overwrite`` (rescore finished tracks) and ``save_estimates``."""
+
+    GROUP = "evaluation"
+
+    split: str
+    backend: str
+    workers: int
+    overwrite: bool
+    save_estimates: bool
+
+
+def evaluate_model(
+    source: ModelSource,
+    data: Any,
+    out_dir: str | Path,
+    *,
+    inference: InferenceOptions,
+    scoring: ScoringOptions,
+    targets: Sequence[str] | None = None,
+    tracks: Sequence[str] | None = None,
+    name: str | None = None,
+    data_name: str = "data",
+    progress: bool = True,
+) -> dict[str, Any]:
+    """Separate the ``scoring.split`` of the data set ``data`` (a data config node) with the
+    model of ``source`` and score it into ``out_dir``; return the summary. What
+    ``evaluate.py ckpt=``, training's ``evaluate_after`` and the study's analyses run. The
+    model is loaded first, so a bad one fails before the data set is read (or generated)."""
+    estimator = model_estimator(source, targets, inference)
+    songs = load_tracks(data, scoring.split, tracks)
+    return evaluate_tracks(
+        songs,
+        estimator,
+        out_dir,
+        name=name or source.label,
+        meta={"root": data.get("root"), "split": scoring.split, "data": data_name},
+        backend=scoring.backend,
+        workers=scoring.workers,
+        overwrite=scoring.overwrite,
+        save_estimates=scoring.save_estimates,
+        progress=progress,
+    )
 
 
 def evaluate_tracks(

@@ -21,6 +21,7 @@ song (Open-Unmix's behaviour; memory then grows with the song).
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import logging
 from collections.abc import Iterator, Mapping, Sequence
@@ -37,6 +38,7 @@ from longsep.errors import LongsepError
 from longsep.heap import unmap_large_blocks
 from longsep.inference.device import resolve_device
 from longsep.inference.export import ExportQueue, SongExport, check_filename_format, output_path
+from longsep.inference.options import InferenceOptions
 from longsep.inference.streaming import (
     MappedSource,
     MixtureFrames,
@@ -55,17 +57,6 @@ from longsep.store import load_models
 
 log = logging.getLogger(__name__)
 
-# keyword options of Separator that separate.py / evaluate.py take as keys of the same name
-SEPARATOR_OPTIONS: tuple[str, ...] = (
-    "niter",
-    "softmask",
-    "alpha",
-    "residual",
-    "wiener_win_len",
-    "segment",
-    "overlap",
-    "device",
-)
 DEFAULT_SEGMENT = 30.0  # seconds, for models that do not record their training length
 PathLike = str | Path
 
@@ -77,37 +68,26 @@ class Separator(nn.Module):
         target_models: one separator per target name, each mapping a magnitude
             ``(batch, channels, bins, frames)`` to the same shape.
         stft: the transform the models were trained with.
-        niter: EM iterations of the Wiener filter (0: mixture phase / soft mask only).
-        softmask: initial estimates by ratio masks instead of the mixture phase.
-        alpha: exponent applied to the magnitude estimates in the filter.
-        residual: add a ``residual`` target, the mixture minus all others.
-        wiener_win_len: frames filtered together (None: the whole song at once).
-        segment: model window in seconds; ``"auto"`` the models' training length
-            (``seq_len``, else 30 s), None one pass over the whole song.
-        overlap: fraction of a window shared with the next one, in ``[0, 0.5]``.
+        options: the inference settings (:class:`~longsep.inference.options.InferenceOptions`
+            or a mapping of some of them); defaults from ``conf/inference/default.yaml``.
         seq_len: the models' training length in seconds, used by ``segment="auto"``.
         nb_channels: channels the models take (1 or 2).
-        device: where the models run (``auto``: the GPU if any; ``cpu``, ``cuda:N``, N);
-            audio buffers stay where the input is.
         batch_windows: windows sent through a model together.
+        **changes: single options by name (``niter=0``, ``device="cpu"``), over ``options``.
+
+    Audio buffers stay where the input is; the models run on ``options.device``.
     """
 
     def __init__(
         self,
         target_models: Mapping[str, nn.Module],
         stft: STFTConfig | None = None,
+        options: InferenceOptions | Mapping[str, Any] | None = None,
         *,
-        niter: int = 1,
-        softmask: bool = False,
-        alpha: float = 1.0,
-        residual: bool = False,
-        wiener_win_len: int | None = 300,
-        segment: float | str | None = "auto",
-        overlap: float = 0.25,
         seq_len: float | None = None,
         nb_channels: int = 2,
-        device: str | int | torch.device | None = "cpu",
         batch_windows: int = 1,
+        **changes: Any,
     ) -> None:
         super().__init__()
         if not target_models:
@@ -116,15 +96,21 @@ class Separator(nn.Module):
         if not self.stft_config.center:
             raise LongsepError("stft.center=false: separation needs a centred STFT")
         self.target_models = nn.ModuleDict(dict(target_models))
-        self.niter, self.softmask, self.alpha = int(niter), bool(softmask), float(alpha)
-        self.residual = bool(residual)
-        self.wiener_win_len = int(wiener_win_len) if wiener_win_len else None
-        self.segment = self._resolve_segment(segment, seq_len)
-        self.overlap = float(overlap)
+        self.options = InferenceOptions.of(options, **changes)
+        opts = self.options
+        self.niter, self.softmask, self.alpha = (
+            int(opts.niter),
+            bool(opts.softmask),
+            float(opts.alpha),
+        )
+        self.residual = bool(opts.residual)
+        self.wiener_win_len = int(opts.wiener_win_len) if opts.wiener_win_len else None
+        self.segment = self._resolve_segment(opts.segment, seq_len)
+        self.overlap = float(opts.overlap)
         self.nb_channels = int(nb_channels)
         self.batch_windows = max(1, int(batch_windows))
         self._check_options()
-        self.device = resolve_device(device)
+        self.device = resolve_device(opts.device)
         self.to(self.device).eval().requires_grad_(False)
         self._exports = ExportQueue(depth=2)
         self._groups: dict[str, list[int]] = {}
@@ -195,15 +181,18 @@ class Separator(nn.Module):
         cls,
         path: PathLike | Sequence[PathLike],
         targets: Sequence[str] | None = None,
-        **options: Any,
+        options: InferenceOptions | Mapping[str, Any] | None = None,
+        **changes: Any,
     ) -> Separator:
         """Load a model store dir, checkpoint file(s) or an Open-Unmix model directory.
 
-        ``options`` are the constructor's keyword arguments (niter, segment, device, ...).
+        ``options`` and ``changes`` as for the constructor (``batch_windows`` too).
         Targets must share the STFT and channel count; ``segment="auto"`` uses the shortest
         training length. With one target and ``niter > 0`` the ``residual`` target is added,
         since the Wiener EM needs two or more.
         """
+        batch_windows = changes.pop("batch_windows", 1)
+        opts = InferenceOptions.of(options, **changes)
         models, entries = load_models(path, targets)
         first = entries[0]
         for entry in entries[1:]:
@@ -215,11 +204,17 @@ class Separator(nn.Module):
         lengths = [e.seq_len for e in entries if e.seq_len]
         if len(set(lengths)) > 1:
             log.warning("targets were trained on %s s: segment=auto uses the shortest", lengths)
-        options.setdefault("seq_len", min(lengths) if lengths else None)
-        if len(models) == 1 and int(options.get("niter", 1)) > 0 and not options.get("residual"):
+        if len(models) == 1 and int(opts.niter) > 0 and not opts.residual:
             log.info("one target (%s): adding the residual target for the Wiener EM", *models)
-            options["residual"] = True
-        return cls(models, first.stft, nb_channels=first.nb_channels, **options)
+            opts = dataclasses.replace(opts, residual=True)
+        return cls(
+            models,
+            first.stft,
+            opts,
+            seq_len=min(lengths) if lengths else None,
+            nb_channels=first.nb_channels,
+            batch_windows=batch_windows,
+        )
 
     def _windows(self, frames: int) -> list[tuple[int, int, Tensor]]:
         if self.segment is None:

@@ -31,7 +31,8 @@ from torch import Tensor
 
 from longsep import audio
 from longsep.errors import LongsepError
-from longsep.evaluation.evaluate import evaluate_tracks, load_tracks, model_estimator
+from longsep.evaluation.evaluate import ScoringOptions, evaluate_model, load_tracks
+from longsep.inference.options import InferenceOptions
 from longsep.io import atomic_write, write_json, write_text
 from longsep.models.attention import base as attention_base
 from longsep.spectral import STFTConfig, magnitude, make_transforms
@@ -92,27 +93,29 @@ def window_sweep(
     run: TrainedRun,
     windows: Sequence[float | None] = WINDOWS,
     split: str = "test",
-    niter: int = 1,
+    niter: int | None = None,
     backend: str = "fast",
     workers: int = 1,
 ) -> list[dict[str, Any]]:
     """Median test SDR of the run's source for each test-time window; evaluations go to
-    ``<run>/context/window-<w>/`` (resumable like any evaluation)."""
-    tracks = load_tracks(run.data, split)
+    ``<run>/context/window-<w>/`` (resumable like any evaluation). ``niter``: None for the
+    inference default (conf/inference)."""
     source = resolve_model(run.run_dir / "model")
+    scoring = ScoringOptions.of(split=split, backend=backend, workers=workers, overwrite=False)
     rows = []
     for window in windows:
-        options = {"segment": window, "niter": niter, "residual": True}  # BSSEval: 2 sources
-        estimator = model_estimator(source, None, options)
+        changes = {"segment": window, "residual": True}  # BSSEval: 2 sources
+        if niter is not None:
+            changes["niter"] = niter
         out = run.run_dir / "context" / f"window-{_window_name(window)}" / split
-        summary = evaluate_tracks(
-            tracks,
-            estimator,
+        summary = evaluate_model(
+            source,
+            run.data,
             out,
+            inference=InferenceOptions.of(**changes),
+            scoring=scoring,
             name=f"{run.model}@{_window_name(window)}",
-            meta={"root": run.data.get("root"), "split": split, "data": "context"},
-            backend=backend,
-            workers=workers,
+            data_name="context",
             progress=False,
         )
         sdr = summary["median"].get(run.src, {}).get("SDR")
@@ -322,7 +325,7 @@ def analyse(
     path: str | Path,
     out_dir: str | Path,
     windows: Sequence[float | None] = WINDOWS,
-    niter: int = 1,
+    niter: int | None = None,
 ) -> list[Path]:
     """Both analyses for every finished run under ``path``; the report goes to ``out_dir``."""
     runs = trained_runs(path)
