@@ -63,11 +63,18 @@ study-rendered: install  ## the study on rendered music with models that learn, 
 CONTROL_ARMS := runs/multirun/context_control_arms_cpu
 CONTEXT := runs/multirun/context_study_rendered
 JOBLIB2 := hydra/launcher=joblib hydra.launcher.n_jobs=2
+SCRIPTS ?= .
 study-context: install  ## the pre-registered context study (experiments/README.md): control, then the grid; resumes
+	$(MAKE) study-context-steps
+
+study-context-pinned: install  ## the same from a copy of the code pinned at HEAD (.sweep/): edit freely while it runs
+	experiments/run_pinned.sh
+
+study-context-steps:  # the study's commands (SCRIPTS: where train.py is, for a pinned copy)
 	$(BIN)/python -m longsep.data.render --out data/rendered --sample-rate 22050 --workers 2
-	OMP_NUM_THREADS=1 $(BIN)/python train.py +experiment=context_control_arms_cpu $(JOBLIB2)
+	OMP_NUM_THREADS=1 $(BIN)/python $(SCRIPTS)/train.py +experiment=context_control_arms_cpu $(JOBLIB2)
 	$(BIN)/python -m longsep.study.control $(CONTROL_ARMS) --out experiments/results/context_control
-	OMP_NUM_THREADS=1 $(BIN)/python train.py +experiment=context_study_rendered $(JOBLIB2)
+	OMP_NUM_THREADS=1 $(BIN)/python $(SCRIPTS)/train.py +experiment=context_study_rendered $(JOBLIB2)
 	$(BIN)/python -m longsep.study $(CONTEXT) --arms --out experiments/results/context_rendered \
 	  --oracle $(RENDERED_OUT)/oracle_irm2
 

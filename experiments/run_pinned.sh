@@ -1,0 +1,19 @@
+#!/usr/bin/env bash
+# `make study-context` from a copy of the code pinned at a commit (default HEAD), checked out
+# as a git worktree in .sweep/: the sweep runs for hours while the working tree is edited, and
+# a job started later must import the code the sweep started with (a changed callback once
+# failed 8 control jobs at their start). Data, runs/ and results stay in this checkout
+# (LONGSEP_ROOT); the pinned package comes first on PYTHONPATH, before the editable install.
+#   experiments/run_pinned.sh [commit]
+set -eu
+cd "$(dirname "$0")/.."
+root=$(pwd)
+commit=$(git rev-parse "${1:-HEAD}")
+if [ -d .sweep ]; then
+  git -C .sweep checkout -q --detach "$commit"
+else
+  git worktree add -q --detach .sweep "$commit"
+fi
+echo "sweep code pinned at $commit (.sweep/)"
+export LONGSEP_ROOT="$root" PYTHONPATH="$root/.sweep/src${PYTHONPATH:+:$PYTHONPATH}"
+exec make -f .sweep/Makefile study-context-steps SCRIPTS=.sweep BIN="$root/.venv/bin"
