@@ -109,7 +109,10 @@ def child(args: argparse.Namespace) -> None:
 
         sep = load_separator(str(args.models), targets=list(TARGETS), niter=args.niter).eval()
         sep.freeze()
-    if args.input:  # ours, file to files
+    if args.input:  # ours, file to files, with the heap policy separate.py sets
+        from longsep.heap import unmap_large_blocks
+
+        unmap_large_blocks()
         stems = args.input.parent / "stems"
 
         def run() -> dict:

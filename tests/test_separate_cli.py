@@ -150,6 +150,12 @@ def test_bad_targets_are_one_line(files, tmp_path, capsys, monkeypatch, model, t
 
 
 def test_silence_separates_to_silence(files, tmp_path, capsys, monkeypatch):
+    """Silence in, silence out; and the command sets the heap policy for long songs (the
+    library does not)."""
+    from longsep import heap
+
+    calls = []
+    monkeypatch.setattr(heap, "_mallopt", lambda *args: calls.append(args) or True)
     code, _, _ = run_cli(
         [f"model={files['store']}", f"input={files['silence']}", f"out_dir={tmp_path}"],
         capsys,
@@ -159,6 +165,7 @@ def test_silence_separates_to_silence(files, tmp_path, capsys, monkeypatch):
     for target in TARGETS:
         out = audio.load(tmp_path / "silence" / f"{target}.wav", sample_rate=RATE)
         assert out.shape == (2, RATE) and torch.isfinite(out).all() and out.abs().max() == 0
+    assert calls == [(heap._M_MMAP_THRESHOLD, 1 << 20)]
 
 
 def test_directory_with_a_bad_file_separates_the_rest(files, tmp_path, capsys, monkeypatch, caplog):

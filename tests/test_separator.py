@@ -398,6 +398,20 @@ def test_asynchronous_export_and_join(tmp_path):
     assert track_name(tmp_path / "a" / "mixture.wav") == "a" and track_name("x/song.mp3") == "song"
 
 
+def test_the_library_leaves_the_process_heap_policy_alone(tmp_path, monkeypatch):
+    """Constructing a Separator, separating tensors and files never calls mallopt: that
+    process-wide choice is separate.py's (tested there), not an embedded library's."""
+    from longsep import heap
+
+    calls = []
+    monkeypatch.setattr(heap, "_mallopt", lambda *args: calls.append(args) or True)
+    sep = Separator(small_models(), SMALL, segment=0.5)
+    sep(music(1.0)[None])
+    sf.write(tmp_path / "song.wav", music(1.0).T.numpy(), RATE)
+    sep.separate_to_file(tmp_path / "song.wav", tmp_path / "out")
+    assert calls == []
+
+
 def test_separate_to_file_start_duration_and_format(tmp_path):
     sep = Separator(small_models(), SMALL, segment=0.5)
     sf.write(tmp_path / "in.wav", music(2.0).T.numpy(), RATE)

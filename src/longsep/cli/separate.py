@@ -17,6 +17,7 @@ from omegaconf import DictConfig, OmegaConf
 from longsep import audio
 from longsep.cli.common import names, seconds
 from longsep.errors import LongsepError
+from longsep.heap import unmap_large_blocks
 from longsep.inference.export import ExportError, check_filename_format, plan_outputs
 from longsep.inference.options import InferenceOptions
 from longsep.inference.separator import Separator
@@ -148,6 +149,7 @@ def separate(cfg: DictConfig) -> None:
     if cfg.get("verbose"):
         os.environ["HYDRA_FULL_ERROR"] = "1"
         logging.getLogger("longsep").setLevel(logging.DEBUG)
+    unmap_large_blocks()  # freed window tensors leave the resident set: long songs stay small
     out_dir = Path(cfg.out_dir)
     duration = duration_seconds(cfg.get("duration"))
     check_filename_format(cfg.filename_format)

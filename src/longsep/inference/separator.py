@@ -22,10 +22,8 @@ song (Open-Unmix's behaviour; memory then grows with the song).
 from __future__ import annotations
 
 import dataclasses
-import functools
 import logging
 from collections.abc import Iterator, Mapping, Sequence
-from concurrent.futures import wait
 from pathlib import Path
 from typing import Any
 
@@ -35,9 +33,8 @@ from torch import Tensor, nn
 
 from longsep import audio
 from longsep.errors import LongsepError
-from longsep.heap import unmap_large_blocks
 from longsep.inference.device import resolve_device
-from longsep.inference.export import ExportQueue, SongExport, check_filename_format, output_path
+from longsep.inference.files import FileSeparation
 from longsep.inference.options import InferenceOptions
 from longsep.inference.streaming import (
     MappedSource,
@@ -112,7 +109,7 @@ class Separator(nn.Module):
         self._check_options()
         self.device = resolve_device(opts.device)
         self.to(self.device).eval().requires_grad_(False)
-        self._exports = ExportQueue(depth=2)
+        self._files: FileSeparation | None = None  # separate_to_file's, made on first use
         self._groups: dict[str, list[int]] = {}
 
     @staticmethod
@@ -273,7 +270,8 @@ class Separator(nn.Module):
             if hi > lo:
                 yield lo, chunk[..., lo - first : hi - first]
 
-    def _check_length(self, channels: int, samples: int) -> None:
+    def check_length(self, channels: int, samples: int) -> None:
+        """A one-line error for audio this separator cannot take (channels, too short)."""
         if channels not in (1, 2):
             raise LongsepError(f"audio has {channels} channels: longsep separates mono or stereo")
         if samples < self.stft_config.n_fft:
@@ -285,14 +283,14 @@ class Separator(nn.Module):
     def _check_audio(self, audio_: Tensor) -> Tensor:
         if audio_.dim() != 3:
             raise LongsepError(f"audio of shape {tuple(audio_.shape)}: expected 3-D input")
-        self._check_length(audio_.shape[1], audio_.shape[-1])
+        self.check_length(audio_.shape[1], audio_.shape[-1])
         if not audio_.is_floating_point():
             audio_ = audio_.float()
         if not all_finite(audio_):
             raise LongsepError("audio contains NaN or infinite samples")
         return audio_
 
-    def _chunks(self, source: Source, batch: int, channels: int) -> Iterator[tuple[int, Tensor]]:
+    def chunks(self, source: Source, batch: int, channels: int) -> Iterator[tuple[int, Tensor]]:
         """Separated ``(batch, targets, channels, n)`` chunks of checked audio read from
         ``source`` (``(batch, channels, n)`` blocks), consecutive from sample 0 to the end,
         with their first sample.
@@ -328,7 +326,7 @@ class Separator(nn.Module):
         out = torch.zeros(
             batch, len(self.targets), channels, samples, dtype=audio.dtype, device=audio.device
         )
-        for start, chunk in self._chunks(TensorSource(audio), batch, channels):
+        for start, chunk in self.chunks(TensorSource(audio), batch, channels):
             out[..., start : start + chunk.shape[-1]] = chunk.to(out.device, out.dtype)
         return out
 
@@ -363,66 +361,18 @@ class Separator(nn.Module):
         duration: float | None = None,
         synchronous: bool = True,
     ) -> dict[str, Path]:
-        """Separate an audio file and write one file per target; return their paths.
-
-        The input is read window by window (:class:`longsep.audio.SeekableAudio`: in place,
-        or from a temporary raw file at the model rate) and the targets are written while
-        the song is separated, chunk by chunk, by a background thread (resampled back to the
-        file's rate on the fly), so memory holds neither the input nor the outputs. Files
-        appear complete or not at all. With ``synchronous=False`` the call returns once the
-        song is separated while its files are finished in the background (at most one
-        earlier song stays in flight); call :meth:`join` to wait for them and to raise
-        export errors.
-        """
-        check_filename_format(filename_format, self.targets)
-        audio.check_codec(codec, bitrate)
-        unmap_large_blocks()  # freed window tensors leave the resident set
-        path = Path(input_path)
-        with audio.SeekableAudio(path, self.sample_rate, start, duration) as file:
-            try:
-                self._check_length(file.channels, file.samples)
-            except LongsepError as exc:
-                raise LongsepError(f"{path}: {exc}") from exc
-            return self._separate_file(
-                path, file, out_dir, codec, bitrate, filename_format, synchronous
-            )
-
-    def _separate_file(
-        self,
-        path: Path,
-        file: audio.SeekableAudio,
-        out_dir: PathLike,
-        codec: str,
-        bitrate: str | int | None,
-        filename_format: str,
-        synchronous: bool,
-    ) -> dict[str, Path]:
-        """Stream the separation of an opened file into its target files."""
-        outputs = {
-            target: output_path(out_dir, filename_format, path, target, codec)
-            for target in self.targets
-        }
-        export = SongExport(
-            outputs, file.file_rate, file.channels, codec, bitrate, length=file.length
+        """Separate an audio file and write one file per target; return their paths
+        (:meth:`longsep.inference.files.FileSeparation.separate`: bounded memory, files
+        complete or absent). With ``synchronous=False`` the files are finished in the
+        background; call :meth:`join` to wait for them and to raise export errors."""
+        if self._files is None:
+            self._files = FileSeparation()
+        return self._files.separate(
+            self, input_path, out_dir, codec, bitrate, filename_format, start, duration, synchronous
         )
-        future = self._exports.submit(
-            path, functools.partial(export.run, self.sample_rate, file.samples)
-        )
-        try:
-            with torch.inference_mode():
-                source = MappedSource(file, lambda x: x[None])
-                for _, chunk in self._chunks(source, 1, file.channels):
-                    export.put(chunk[0])
-        except BaseException:
-            export.put(None)
-            wait([future])
-            raise
-        export.put(SongExport.END)
-        if synchronous:
-            self._exports.join()
-        return outputs
 
     def join(self) -> None:
-        """Wait for all background exports; raise one :class:`ExportError` naming every
-        song whose files could not be written."""
-        self._exports.join()
+        """Wait for the files of :meth:`separate_to_file` still being written; raise one
+        :class:`~longsep.inference.export.ExportError` naming every song that failed."""
+        if self._files is not None:
+            self._files.join()
