@@ -82,8 +82,14 @@ default-model: install  ## train the default model (models/umx_small_rendered) o
 	$(BIN)/python -m longsep.data.render --out data/rendered --sample-rate 22050 --workers 2
 	$(BIN)/python train.py +experiment=default_model
 
-test: dev  ## the test suite (fast tests; `$(BIN)/pytest -m slow` for the long ones)
+test: dev  ## the fast and integration tiers (what CI runs; README commands verbatim included)
+	$(BIN)/pytest -m "not slow"
+
+test-fast: dev  ## the fast in-process tier alone (daily work)
 	$(BIN)/pytest
+
+test-all: dev  ## every tier: fast, integration and slow (DDP, wheel, benchmarks, all models)
+	$(BIN)/pytest -m ""
 
 lint:
 	$(BIN)/ruff check . && $(BIN)/ruff format --check .

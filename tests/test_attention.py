@@ -473,6 +473,7 @@ def peak_growth(batches: dict[str, int], dim: int, heads: int = 4) -> dict[str, 
     return {name: {int(f): kib for f, kib in by.items()} for name, by in peaks.items()}
 
 
+@pytest.mark.integration
 def test_original_designs_memory_is_linear_in_length():
     """60-s peak within 9x the 7-s peak (linear: 8.6x; a frames x frames matrix: ~70x).
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 import shutil
 import subprocess
+from types import SimpleNamespace
 
 import numpy as np
 import pytest
@@ -12,7 +13,7 @@ import soundfile as sf
 import torch
 
 from longsep import audio
-from longsep.audio import decode
+from longsep.audio import decode, encode
 from longsep.errors import LongsepError
 
 RATE = 44100
@@ -222,3 +223,18 @@ def test_load_long_file_in_blocks_equals_soundfile(tmp_path, monkeypatch):
     sf.write(tmp_path / "x.wav", data, 44100, subtype="FLOAT")
     got = audio.load(tmp_path / "x.wav", start=0.25, duration=0.5)
     assert got.is_contiguous() and torch.equal(got, torch.from_numpy(data[11025:33075].T))
+
+
+def test_a_full_disk_is_named_as_such(tmp_path, monkeypatch):
+    """libsndfile reports ENOSPC as "System error."; the writer looks at the free space."""
+    writer = encode.AudioWriter(tmp_path / "x.wav", 22050, 2)
+    full = SimpleNamespace(total=1 << 30, used=1 << 30, free=0)
+    monkeypatch.setattr(encode.shutil, "disk_usage", lambda folder: full)
+
+    def fail(data):
+        raise RuntimeError("System error.")
+
+    monkeypatch.setattr(writer.file, "write", fail)
+    with pytest.raises(LongsepError, match=r"x\.wav: cannot write audio \(no space left on dev"):
+        writer.write(np.zeros((2, 100), np.float32))
+    assert list(tmp_path.iterdir()) == []

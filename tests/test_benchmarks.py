@@ -10,6 +10,8 @@ from pathlib import Path
 
 import pytest
 
+pytestmark = pytest.mark.slow
+
 ROOT = Path(__file__).resolve().parents[1]
 ATTENTIONS = ("mha", "qkv1D", "qkv2D", "qkvg1D")
 STUDY_MODELS = {"umx"} | {

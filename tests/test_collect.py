@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import json
 
+import pytest
+
 from longsep.study.collect import collect
 from longsep.study.records import load_study
 
@@ -44,6 +46,7 @@ def test_collect_copies_finished_jobs_small_files_and_the_copy_reads_as_a_sweep(
     assert record["track_sdr"] == {"song a": 5.0, "song b": 6.0}  # eval dir re-rooted
 
 
+@pytest.mark.integration
 def test_file_lock_serialises_two_processes(tmp_path):
     """Two jobs of a sweep preparing one data set: the second waits for the first."""
     import subprocess

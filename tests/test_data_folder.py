@@ -187,7 +187,11 @@ def test_evaluation_reads_folder_tracks(root, tmp_path):
 
 
 @pytest.mark.parametrize(
-    "src, store", [("accompaniment", "accompaniment"), ("[guitar,keys]", "guitar+keys")]
+    "src, store",
+    [
+        ("[guitar,keys]", "guitar+keys"),
+        pytest.param("accompaniment", "accompaniment", marks=pytest.mark.slow),
+    ],
 )
 def test_train_cli_on_own_stems(root, tmp_path, src, store):
     run = train_cli(tmp_path, "data=folder", f"data.root={root}", f"src={src}")

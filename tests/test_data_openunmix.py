@@ -131,14 +131,40 @@ def test_trackfolder_var_sums_whatever_sources_a_track_has(roots, tmp_path):
     "folder, args",
     [
         ("aligned", ["data=aligned", "src=vocals", "data.samples_per_track=1"]),
-        ("sources", ["data=sourcefolder", "src=speech", "data.interferer_dirs=[noise]",
-                     "data.nb_train_samples=4", "data.nb_valid_samples=2"]),
-        ("fix", ["data=trackfolder_fix", "src=vocals", "data.random_mix=true",
-                 "data.samples_per_track=1"]),
-        ("var", ["data=trackfolder_var", "src=vocals", "data.random_mix=true",
-                 "data.silence_missing=true", "data.samples_per_track=1"]),
+        pytest.param(
+            "sources",
+            [
+                "data=sourcefolder",
+                "src=speech",
+                "data.interferer_dirs=[noise]",
+                "data.nb_train_samples=4",
+                "data.nb_valid_samples=2",
+            ],
+            marks=pytest.mark.slow,
+        ),
+        pytest.param(
+            "fix",
+            [
+                "data=trackfolder_fix",
+                "src=vocals",
+                "data.random_mix=true",
+                "data.samples_per_track=1",
+            ],
+            marks=pytest.mark.slow,
+        ),
+        pytest.param(
+            "var",
+            [
+                "data=trackfolder_var",
+                "src=vocals",
+                "data.random_mix=true",
+                "data.silence_missing=true",
+                "data.samples_per_track=1",
+            ],
+            marks=pytest.mark.slow,
+        ),
     ],
-)  # fmt: skip
+)  # fmt: skip  (the fast tier trains on one layout; each layout's tracks are read in-process above)
 def test_train_cli_on_openunmix_layouts(roots, tmp_path, folder, args):
     run = train_cli(tmp_path, f"data.root={roots / folder}", *args)
     target = args[1].split("=")[1]

@@ -331,6 +331,7 @@ def test_empty_split_and_missing_arguments(synth_root, tmp_path):
         evaluate(cfg)
 
 
+@pytest.mark.integration
 def test_evaluation_lists_tracks_without_importing_lightning(synth_root):
     """Reading a split goes through the track sets alone: Lightning takes seconds to import."""
     script = f"""
@@ -382,6 +383,7 @@ def _cli(args: list[str], cwd: Path) -> subprocess.CompletedProcess:
     )
 
 
+@pytest.mark.integration
 def test_command_line_bad_ckpt_is_one_line(tmp_path):
     result = _cli([f"ckpt={tmp_path / 'nowhere'}", f"paths.root_dir={tmp_path}"], tmp_path)
     assert result.returncode == 2

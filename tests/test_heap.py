@@ -63,6 +63,7 @@ def _run(body: str) -> list[int]:
     return list(map(int, out))
 
 
+@pytest.mark.integration
 def test_unmap_large_blocks_returns_freed_tensors_to_the_os():
     """After unmap_large_blocks, a freed 16-MB tensor leaves the resident set even after a
     larger block was freed, which raises glibc's default (dynamic) mmap threshold above it and
@@ -71,6 +72,7 @@ def test_unmap_large_blocks_returns_freed_tensors_to_the_os():
     assert grown >= 12 and left <= 4
 
 
+@pytest.mark.integration
 def test_reuse_freed_blocks_reuses_pages_then_restores_the_policy():
     """Inside reuse_freed_blocks, once the heap has settled, freed 16-MB tensors' pages serve
     the next ones (no new page faults, against 16 MB a tensor outside) and stay resident; on

@@ -167,7 +167,12 @@ def test_neg_si_sdr_loss_trains():
 
 
 @pytest.mark.parametrize(
-    ("nsrc", "seconds"), [(2, 3.0), pytest.param(3, 2.0, marks=pytest.mark.slow), (4, 1.0)]
+    ("nsrc", "seconds"),
+    [
+        (2, 3.0),
+        pytest.param(3, 2.0, marks=pytest.mark.slow),
+        pytest.param(4, 1.0, marks=pytest.mark.slow),
+    ],
 )
 def test_fast_matches_museval_on_music(nsrc, seconds):
     refs = music(nsrc, seconds, seed=nsrc)

@@ -117,6 +117,7 @@ def test_pickled_checkpoint_is_not_unpickled(tmp_path):
     assert not marker.exists()
 
 
+@pytest.mark.integration
 def test_separate_and_evaluate_refuse_the_payload_in_one_line(tmp_path):
     """The commands users type: exit 2, one line naming the file, nothing executed."""
     marker = tmp_path / "pwned"
@@ -174,6 +175,7 @@ def test_truncated_safetensors_and_orphan_yaml_are_one_line_errors(tmp_path):
         ("separate.py", ["model=m", "input=song.wav", "bitrate=fast"], "bitrate=fast"),
     ],
 )
+@pytest.mark.integration
 def test_bad_keys_exit_with_one_line(tmp_path, script, args, message):
     proc = subprocess.run(
         [sys.executable, str(ROOT / script), *args],

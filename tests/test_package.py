@@ -18,6 +18,8 @@ from longsep.models.umx import UMX
 from longsep.spectral import STFTConfig
 from longsep.store import StoreEntry, save_store
 
+pytestmark = pytest.mark.slow
+
 
 @pytest.fixture(scope="module")
 def installed(tmp_path_factory) -> Path:

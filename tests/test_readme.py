@@ -256,6 +256,7 @@ def _run(command: str, extra: list[str], cwd: Path) -> subprocess.CompletedProce
     return proc
 
 
+@pytest.mark.integration
 @pytest.mark.timeout(1800)
 @pytest.mark.parametrize(("command", "extra"), RUN_HERE)
 def test_command_runs_as_typed(command, extra, workspace):

@@ -124,6 +124,7 @@ def test_clear_errors(tmp_path, monkeypatch):
         render.fluidsynth_version()
 
 
+@pytest.mark.integration
 def test_cli_error_is_one_line(tmp_path):
     result = subprocess.run(
         [sys.executable, "-m", "longsep.data.render", "--out", str(tmp_path / "o"),

@@ -17,6 +17,8 @@ from conftest import ROOT, TINY_SYNTH
 
 from longsep.store import read_checkpoint
 
+pytestmark = pytest.mark.integration
+
 # shrinking overrides only: tiny data, short chunks, small batches, a checkpoint every 3 steps
 SHRINK = [
     *TINY_SYNTH,
@@ -78,7 +80,6 @@ def uninterrupted(tmp_path_factory) -> dict:
     return read_checkpoint(last)
 
 
-@pytest.mark.integration
 @pytest.mark.timeout(900)
 def test_sigkill_mid_epoch_then_ckpt_path_last_is_bit_identical(tmp_path, uninterrupted):
     args = COMMAND
@@ -116,7 +117,6 @@ def _interrupt_at(args: list[str], root: Path, signum: int, step: int) -> subpro
     return proc
 
 
-@pytest.mark.integration
 @pytest.mark.timeout(900)
 @pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM], ids=["SIGINT", "SIGTERM"])
 def test_sigint_or_sigterm_saves_records_and_resumes_exactly(tmp_path, uninterrupted, signum):
@@ -146,7 +146,6 @@ def test_sigint_or_sigterm_saves_records_and_resumes_exactly(tmp_path, uninterru
     _assert_same_state(uninterrupted, read_checkpoint(last), 20)
 
 
-@pytest.mark.integration
 @pytest.mark.timeout(900)
 def test_ckpt_path_last_resumes_the_run_of_its_own_seed_only(tmp_path):
     """Two runs with one name, seeds 1 and 2, both interrupted: each resumes its own; a
@@ -202,24 +201,30 @@ def test_truncated_or_missing_checkpoint_is_a_one_line_error(tmp_path):
         assert "Traceback" not in proc.stderr
 
 
-@pytest.mark.integration
+# the CPU study's sweep narrowed to 2 jobs, one source each
+STUDY_SWEEP = [
+    "+experiment=seq_len_study_cpu",
+    *SHRINK,
+    "hydra.sweeper.params.separator=umx_small",
+    "hydra.sweeper.params.attention=default",
+    "hydra.sweeper.params.seq_len=2",
+    "hydra.sweeper.params.src='vocals,drums'",
+    "hydra.sweeper.params.seed=42",
+]
+
+
+def _sweep_jobs(root: Path) -> tuple[Path, Path]:
+    """The directories of :data:`STUDY_SWEEP`'s two jobs, in the order they run."""
+    sweep = root / "runs" / "multirun" / "seq_len_study_cpu"
+    return sweep / "umx_small-vocals-2s-seed42", sweep / "umx_small-drums-2s-seed42"
+
+
 @pytest.mark.timeout(900)
 def test_killed_study_sweep_skips_done_jobs_and_resumes_the_other(tmp_path):
     """The CPU study command as typed, narrowed to 2 jobs: kill it in the second job,
     run the same command again."""
-    args = [
-        "+experiment=seq_len_study_cpu",
-        *SHRINK,
-        "hydra.sweeper.params.separator=umx_small",
-        "hydra.sweeper.params.attention=default",
-        "hydra.sweeper.params.seq_len=2",
-        "hydra.sweeper.params.src='vocals,drums'",
-        "hydra.sweeper.params.seed=42",
-        "trainer.max_steps=24",
-        "trainer.val_check_interval=12",
-    ]
-    sweep = tmp_path / "runs" / "multirun" / "seq_len_study_cpu"
-    first, second = sweep / "umx_small-vocals-2s-seed42", sweep / "umx_small-drums-2s-seed42"
+    args = [*STUDY_SWEEP, "trainer.max_steps=24", "trainer.val_check_interval=12"]
+    first, second = _sweep_jobs(tmp_path)
     _kill_when(args, tmp_path, lambda: _step(second / "checkpoints" / "last.ckpt") >= 6)
     assert json.loads((first / "result.json").read_text())["status"] == "ok"
     done_at = (first / "result.json").stat().st_mtime_ns
@@ -236,25 +241,17 @@ def test_killed_study_sweep_skips_done_jobs_and_resumes_the_other(tmp_path):
     assert result["test"]["drums"]["SDR"] is not None
 
 
-@pytest.mark.integration
 @pytest.mark.timeout(900)
 def test_an_interrupted_sweep_records_it_stops_and_resumes_when_run_again(tmp_path):
     """The CPU study's sweep narrowed to 2 jobs: SIGTERM in the first job records
     ``interrupted`` there and ends the sweep with 143; the same command finishes both."""
     args = [
-        "+experiment=seq_len_study_cpu",
-        *SHRINK,
+        *STUDY_SWEEP,
         "callbacks.last_checkpoint.every_n_train_steps=0",
-        "hydra.sweeper.params.separator=umx_small",
-        "hydra.sweeper.params.attention=default",
-        "hydra.sweeper.params.seq_len=2",
-        "hydra.sweeper.params.src='vocals,drums'",
-        "hydra.sweeper.params.seed=42",
         "trainer.max_steps=12",
         "evaluate_after.enabled=false",
     ]
-    sweep = tmp_path / "runs" / "multirun" / "seq_len_study_cpu"
-    first, second = sweep / "umx_small-vocals-2s-seed42", sweep / "umx_small-drums-2s-seed42"
+    first, second = _sweep_jobs(tmp_path)
     proc = _interrupt_at(args, tmp_path, signal.SIGTERM, step=4)
     assert proc.returncode == 143, (tmp_path / "console.log").read_text()[-3000:]
     record = json.loads((first / "result.json").read_text())

@@ -232,6 +232,7 @@ def _subprocess(args: list[str], cwd: Path, **env: str) -> subprocess.CompletedP
     )
 
 
+@pytest.mark.integration
 def test_command_line_run_summary_and_no_run_directories(files, tmp_path):
     result = _subprocess(
         [f"model={files['store']}", f"input={files['good']}", "out_dir=separated", "codec=ogg"],
@@ -245,6 +246,7 @@ def test_command_line_run_summary_and_no_run_directories(files, tmp_path):
     assert sorted(p.name for p in tmp_path.iterdir()) == ["separated"]
 
 
+@pytest.mark.integration
 def test_command_line_error_is_one_line_unless_verbose(files, tmp_path):
     args = [f"model={files['store']}", f"input={files['corrupt']}", "out_dir=separated"]
     result = _subprocess(args, tmp_path)
@@ -307,6 +309,7 @@ def test_single_song_into_a_file_path_is_one_line(files, tmp_path, capsys, monke
     assert code == 2 and err.count("\n") == 1 and str(blocker / "out") in err
 
 
+@pytest.mark.integration
 def test_temporaries_of_a_killed_run_are_removed_by_the_next(files, tmp_path, capsys, monkeypatch):
     """A real separate.py killed while writing leaves hidden .tmp stems; the next run into
     the same out_dir removes them (only those of dead processes)."""

@@ -433,7 +433,14 @@ def _sweep_points(cfg) -> list[dict[str, str | None]]:
     return [dict(point) for point in itertools.product(*axes)]
 
 
-@pytest.mark.parametrize("launcher", [[], ["hydra/launcher=joblib"], ["hydra/launcher=slurm"]])
+@pytest.mark.parametrize(
+    "launcher",
+    [
+        [],
+        pytest.param(["hydra/launcher=joblib"], marks=pytest.mark.slow),
+        pytest.param(["hydra/launcher=slurm"], marks=pytest.mark.slow),
+    ],
+)
 @pytest.mark.parametrize(
     "experiment, data, trained, models, seeds",
     [

@@ -218,6 +218,7 @@ def test_ensure_dataset_reuses_extends_and_regenerates(tmp_path):
     assert len(list(reseeded.rglob("mixture.wav"))) == 3
 
 
+@pytest.mark.integration
 def test_a_set_another_process_reads_is_not_regenerated_under_it(tmp_path):
     """Two runs on one data.root with different generate values: while the first reads the
     set, the second gets one line and deletes nothing; once the first ends, it may."""
@@ -287,6 +288,7 @@ def test_bad_parameters_are_one_line_errors(tmp_path, params, message):
     assert "\n" not in str(info.value)
 
 
+@pytest.mark.integration
 def test_cli_writes_a_set_and_prints_one_line(tmp_path):
     args = ["--tracks", "1", "--valid-tracks", "0", "--test-tracks", "1", "--seed", "3"]
     args += ["--min-seconds", "3", "--max-seconds", "4", "--out", str(tmp_path / "cli")]

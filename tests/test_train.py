@@ -35,8 +35,15 @@ def test_run_name():
     assert run_name("umx", None, "drums", 7.5) == "umx-drums-7.5s"
 
 
+FAMILY_RUNS = {("umx", None), ("umx_transformer", "qkvg1D"), ("auto_transformer", "qkv2D")}
+
+
 @pytest.mark.parametrize(
-    "separator, attention", valid_combinations(["umx", "umx_transformer", "auto_transformer"])
+    "separator, attention",
+    [
+        pytest.param(*pair, marks=() if pair in FAMILY_RUNS else pytest.mark.slow)
+        for pair in valid_combinations(["umx", "umx_transformer", "auto_transformer"])
+    ],
 )
 def test_fast_dev_run_every_combination(tmp_path, tiny_data_dir, separator, attention):
     overrides = [*FAST, small(separator), "+trainer.fast_dev_run=true"]
@@ -97,6 +104,7 @@ def _multirun(tmp_path, tiny_data_dir, *overrides: str) -> subprocess.CompletedP
     return subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=900)
 
 
+@pytest.mark.integration
 def test_cli_multirun_sweep(tmp_path, tiny_data_dir):
     """A 2x2 sweep gives 4 run directories, each with config, checkpoint and model store."""
     sweep = ["separator=umx_transformer_small,auto_transformer_small", "attention=qkv1D,qkvg1D"]
@@ -115,6 +123,7 @@ def test_cli_multirun_sweep(tmp_path, tiny_data_dir):
         assert (run / "model" / "vocals.safetensors").exists()
 
 
+@pytest.mark.integration
 def test_cli_multirun_skips_invalid_pairs(tmp_path, tiny_data_dir):
     result = _multirun(tmp_path, tiny_data_dir, "separator=umx_small", "attention=qkv1D")
     assert result.returncode == 0, result.stderr[-3000:]
@@ -132,6 +141,7 @@ def test_loss_options_train(tmp_path, tiny_data_dir, loss):
     train(cfg)
 
 
+@pytest.mark.slow
 def test_ddp_two_cpu_processes(tmp_path, tiny_data_dir):
     """trainer=ddp on CPU: 2 processes (gloo) train, rank 0 exports the model."""
     run = tmp_path / "ddp"
