@@ -32,16 +32,15 @@ from safetensors import SafetensorError, safe_open
 from safetensors.torch import load_file, save_file
 from torch import nn
 
+from longsep import order_targets
 from longsep import store_openunmix as umx_files
-from longsep.errors import LongsepError
+from longsep.errors import LongsepError, one_line
 from longsep.io import atomic_write
 from longsep.models.build import separator_from_node
 from longsep.spectral import STFTConfig
 from longsep.store_format import (
     PathLike,
     StoreEntry,
-    one_line,
-    ordered_targets,
     refusal,
 )
 
@@ -117,7 +116,7 @@ def store_targets(store_dir: PathLike) -> list[str]:
                 "is missing (copy it next to the yaml, or remove the yaml)"
             )
         targets.append(meta.stem)
-    return ordered_targets(targets)
+    return order_targets(targets)
 
 
 def is_model_dir(folder: PathLike) -> bool:
@@ -281,7 +280,7 @@ def load_models(
         folder = paths[0]
         if store_targets(folder):
             names = (
-                list(dict.fromkeys(targets)) if targets else ordered_targets(store_targets(folder))
+                list(dict.fromkeys(targets)) if targets else order_targets(store_targets(folder))
             )
             return _as_dicts([load_store(folder, t) for t in names])
         if umx_files.is_openunmix_dir(folder):
@@ -311,7 +310,7 @@ def _from_checkpoints(
         if entry.target in loaded:
             raise LongsepError(f"model={p}: a second checkpoint for target {entry.target!r}")
         loaded[entry.target] = (model, entry)
-    wanted = list(dict.fromkeys(targets)) if targets else ordered_targets(loaded)
+    wanted = list(dict.fromkeys(targets)) if targets else order_targets(loaded)
     for name in wanted:
         if name not in loaded:
             raise LongsepError(
@@ -345,7 +344,7 @@ def read_init_weights(source: PathLike, target: str) -> InitWeights:
         model, _ = umx_files.umx_from_state(umx_files.read_weights(path), path)
         return InitWeights(model.state_dict(), umx_files.weights_target(path), str(path), None)
     if name:
-        have: list[str] = ordered_targets(umx_files.OPENUNMIX_MODELS[name])
+        have: list[str] = order_targets(umx_files.OPENUNMIX_MODELS[name])
     else:
         have = (store_targets(path) or umx_files.openunmix_targets(path)) if path.is_dir() else []
     if len(have) > 1 and target not in have:

@@ -5,13 +5,11 @@
 from __future__ import annotations
 
 import pickle
-from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from longsep import TARGETS
-from longsep.errors import LongsepError
+from longsep.errors import LongsepError, one_line
 from longsep.spectral import STFTConfig
 
 STORE_VERSION = 1
@@ -53,17 +51,6 @@ class StoreEntry:
             )
         except (KeyError, TypeError) as exc:
             raise LongsepError(f"{source} is not a longsep model description: {exc}") from exc
-
-
-def ordered_targets(names: Sequence[str]) -> list[str]:
-    """MUSDB's order first (vocals, drums, bass, other), then the rest alphabetically."""
-    rank = {name: i for i, name in enumerate(TARGETS)}
-    return sorted(dict.fromkeys(names), key=lambda n: (rank.get(n, len(rank)), n))
-
-
-def one_line(exc: BaseException) -> str:
-    """The first line of an exception's message."""
-    return (str(exc).strip().splitlines() or [type(exc).__name__])[0]
 
 
 def refusal(exc: BaseException) -> str:

@@ -21,10 +21,11 @@ from typing import Any
 
 import torch
 
-from longsep.errors import LongsepError
+from longsep import order_targets
+from longsep.errors import LongsepError, one_line
 from longsep.models.umx import UMX
 from longsep.spectral import STFTConfig
-from longsep.store_format import PathLike, StoreEntry, one_line, ordered_targets, refusal
+from longsep.store_format import PathLike, StoreEntry, refusal
 
 log = logging.getLogger(__name__)
 
@@ -59,7 +60,7 @@ _WEIGHTS = re.compile(r"^(?P<target>[A-Za-z0-9_]+?)(-(?P<hash>[0-9a-f]+))?\.pth$
 def openunmix_targets(folder: PathLike) -> list[str]:
     """Targets of an Open-Unmix model directory (``<target>.pth`` or ``<target>-<hash>.pth``)."""
     found = [_WEIGHTS.match(p.name) for p in Path(folder).glob("*.pth")]
-    return ordered_targets([m["target"] for m in found if m])
+    return order_targets([m["target"] for m in found if m])
 
 
 def weights_target(weights: Path) -> str:
@@ -252,6 +253,6 @@ def published_files(name: str, targets: list[str]) -> dict[str, Path]:
 
 def load_published(name: str, targets: list[str] | None) -> list[tuple[UMX, StoreEntry]]:
     """The targets of a published Open-Unmix model (all four by default)."""
-    wanted = list(dict.fromkeys(targets)) if targets else ordered_targets(OPENUNMIX_MODELS[name])
+    wanted = list(dict.fromkeys(targets)) if targets else order_targets(OPENUNMIX_MODELS[name])
     files = published_files(name, wanted)
     return [load_openunmix_file(files[t], t, PUBLISHED_SETTINGS) for t in wanted]

@@ -22,7 +22,7 @@ from pytorch_lightning.utilities import rank_zero_only
 from longsep.cli.common import pick_accelerator, seconds
 from longsep.data import instantiate_data
 from longsep.data.chunks import target_name
-from longsep.errors import LongsepError
+from longsep.errors import LongsepError, one_line
 from longsep.evaluation.evaluate import ScoringOptions, evaluate_model
 from longsep.inference.options import InferenceOptions
 from longsep.models.build import (
@@ -275,7 +275,7 @@ def train(cfg: DictConfig) -> float | None:
             if not _is_multirun() and _discard_unused(cfg, output_dir):
                 raise
             record = record or records.new_record(run_dir=str(output_dir))
-            record.update(status="failed", error=records.one_line(exc))
+            record.update(status="failed", error=one_line(exc))
             if rank_zero_only.rank == 0:
                 records.write_result(output_dir, record)
             if not _is_multirun():

@@ -19,6 +19,7 @@ from pathlib import Path
 
 import numpy as np
 
+from longsep import order_targets
 from longsep.errors import LongsepError
 from longsep.evaluation.results import (
     METRICS,
@@ -26,7 +27,6 @@ from longsep.evaluation.results import (
     SUMMARY_FILE,
     ResultStore,
     aggregate,
-    order_targets,
     score_rows,
 )
 

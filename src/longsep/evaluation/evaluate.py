@@ -29,7 +29,7 @@ from typing import Any, Protocol
 import numpy as np
 import torch
 
-from longsep import TARGETS, audio
+from longsep import TARGETS, audio, order_targets
 from longsep.config import GroupOptions
 from longsep.data import instantiate_tracks
 from longsep.data.musdb import MUSDBTracks, read_track_audio
@@ -40,7 +40,6 @@ from longsep.evaluation.results import (
     ResultStore,
     format_summary,
     nan_median,
-    order_targets,
     summarize,
 )
 from longsep.inference.options import InferenceOptions

@@ -28,7 +28,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import torch
 
-from longsep import TARGETS
+from longsep import order_targets
 from longsep.errors import LongsepError
 from longsep.evaluation.bsseval import BSS_METRICS
 from longsep.evaluation.metrics import save_museval_json, to_museval_json
@@ -156,12 +156,6 @@ class ResultStore:
     def extra(self, name: str) -> dict[str, Any]:
         path = self.extra_json(name)
         return json.loads(path.read_text()) if path.is_file() else {}
-
-
-def order_targets(targets: Iterable[str]) -> list[str]:
-    """MUSDB's order (vocals, drums, bass, other), then accompaniment, residual, the rest."""
-    rank = {t: i for i, t in enumerate((*TARGETS, "accompaniment", "residual"))}
-    return sorted(dict.fromkeys(targets), key=lambda t: (rank.get(t, len(rank)), t))
 
 
 def score_rows(store: ResultStore, names: Sequence[str] | None = None) -> list[dict[str, Any]]:

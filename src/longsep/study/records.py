@@ -28,7 +28,7 @@ from typing import Any
 
 import yaml
 
-from longsep import TARGETS
+from longsep import target_rank
 from longsep.errors import LongsepError
 from longsep.evaluation.results import SCORES_FILE
 from longsep.io import write_json
@@ -122,17 +122,6 @@ def new_record(**fields: Any) -> dict[str, Any]:
     return record
 
 
-def one_line(exc: BaseException, limit: int = 500) -> str:
-    """``exc`` as one line: the message of a LongsepError (also when Hydra wrapped it, as
-    its instantiate does), else ``Type: message``."""
-    cause: BaseException | None = exc
-    while cause is not None and not isinstance(cause, LongsepError):
-        cause = cause.__cause__ or cause.__context__
-    text = str(cause) if cause is not None else f"{type(exc).__name__}: {exc}"
-    text = " ".join(text.split())
-    return text if len(text) <= limit else text[: limit - 3] + "..."
-
-
 def write_result(run_dir: str | Path, record: Mapping[str, Any]) -> Path:
     """Write ``<run_dir>/result.json`` atomically (NaN as null)."""
     if record.get("status") not in STATUSES:
@@ -206,13 +195,10 @@ def read_result(job: str | Path) -> dict[str, Any]:
 
 
 def _order(record: Mapping[str, Any]) -> tuple:
-    src = record.get("src") or ""
-    rank = TARGETS.index(src) if src in TARGETS else len(TARGETS)
     seq_len = record.get("seq_len")
     seed = record.get("seed")
     return (
-        rank,
-        src,
+        *target_rank(record.get("src") or ""),
         record.get("model") or "",
         float(seq_len) if seq_len is not None else math.inf,
         int(seed) if seed is not None else -1,

@@ -24,9 +24,9 @@ from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from longsep import TARGETS
+from longsep import order_targets
 from longsep.errors import LongsepError
-from longsep.evaluation.results import METRICS, nan_median, order_targets
+from longsep.evaluation.results import METRICS, nan_median
 from longsep.io import atomic_write
 from longsep.study.intervals import (
     RESAMPLES,
@@ -137,8 +137,7 @@ def _seq_lens(series: Iterable[Series]) -> list[float]:
 
 
 def _sources(records: Iterable[Mapping[str, Any]]) -> list[str]:
-    found = {r["src"] for r in records if r.get("status") == "ok" and r.get("src")}
-    return sorted(found, key=lambda s: (TARGETS.index(s) if s in TARGETS else len(TARGETS), s))
+    return order_targets(r["src"] for r in records if r.get("status") == "ok" and r.get("src"))
 
 
 def _md_table(header: Sequence[str], rows: Iterable[Sequence[str]]) -> list[str]:
