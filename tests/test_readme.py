@@ -137,6 +137,7 @@ RUN_HERE = [
     ("python separate.py model=path/to/store input=\"'songs/*.flac'\" codec=mp3 bitrate=320 "
      "niter=1", []),
     ("python separate.py model=path/to/umxhq input=songs/ targets=[vocals] residual=true", []),
+    ("python -m longsep separate song.mp3 songs/one.flac -o separated -t vocals,drums", []),
     ("python evaluate.py ckpt=runs/quickstart", EVAL_SHRINK),
     pytest.param("python evaluate.py ckpt=path/to/store data=musdb data.root=$HOME/musdb18 "
                  "workers=4", WAV, marks=SLOW),

@@ -16,11 +16,11 @@ USAGE = """usage: longsep <command> [overrides ...]
 
 commands:
   train      train a separator          longsep train separator=umx_transformer seq_len=30
-  separate   separate audio files       longsep separate model=<store> input=song.mp3
+  separate   separate audio files       longsep separate song.mp3 other.flac -o out/
   evaluate   score a model or oracle    longsep evaluate ckpt=<run or store>
   study      report of a study sweep    longsep study runs/multirun/seq_len_study --context
 
-`longsep <command> --help` shows a command's options (Hydra's for the first three)."""
+`longsep <command> --help` lists a command's options with their defaults."""
 
 
 def _hydra_command(config_name: str, task: Callable[[Any], Any]) -> Callable[[], Any]:
@@ -71,6 +71,15 @@ def main(argv: Sequence[str] | None = None) -> int:
     if command not in HYDRA_COMMANDS:
         print(f"error: unknown command {command!r}\n\n{USAGE}", file=sys.stderr)
         return 2
+    from longsep.cli.help import describe, separate_overrides
+
+    if command == "separate":
+        rest = separate_overrides(rest)  # positional inputs and short flags; exits on --help
+    elif "-h" in rest or "--help" in rest:
+        sweep = " [-m: a sweep over comma-separated values]" if command == "train" else ""
+        print(f"usage: longsep {command} [key=value ...]{sweep}\n\n{describe(command)}")
+        print("\nHydra's own help (config groups, flags): --hydra-help")
+        return 0
     sys.argv = [f"longsep-{command}", *rest]
     _hydra_command(command, HYDRA_COMMANDS[command])()
     return 0

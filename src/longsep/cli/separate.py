@@ -154,7 +154,8 @@ def separate(cfg: DictConfig) -> None:
     duration = duration_seconds(cfg.get("duration"))
     check_filename_format(cfg.filename_format)
     audio.check_codec(cfg.codec, cfg.bitrate)
-    inputs = collect_inputs(str(_required(cfg, "input", "a file, directory or glob")), out_dir)
+    specs = names(_required(cfg, "input", "a file, directory or glob, or a list of them"))
+    inputs = list(dict.fromkeys(p for spec in specs or [] for p in collect_inputs(spec, out_dir)))
     if cfg.get("limit") is not None:
         inputs = inputs[: int(cfg.limit)]
     separator = separator_from_config(cfg)
