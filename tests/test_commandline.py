@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import importlib.util
 import os
 import subprocess
 import sys
@@ -10,7 +11,8 @@ import sys
 import numpy as np
 import pytest
 import soundfile as sf
-from conftest import CONF
+import torch
+from conftest import CONF, ROOT
 from hydra import compose, initialize_config_dir
 from hydra.core.global_hydra import GlobalHydra
 
@@ -70,3 +72,17 @@ def test_separate_two_songs_from_another_directory(tmp_path):
     )
     stems = ("bass", "drums", "other", "vocals")
     assert written == sorted(f"{song}/{s}.wav" for song in ("my song", "other") for s in stems)
+
+
+def test_torch_hub_loads_the_default_model_from_a_clone():
+    """``torch.hub.load(<repo>, "default")`` as from a clone torch.hub made (source=local)."""
+    separator = torch.hub.load(str(ROOT), "default", source="local", device="cpu", niter=0)
+    assert separator.targets == ["vocals", "drums", "bass", "other"] and separator.niter == 0
+    song = torch.randn(1, 2, separator.sample_rate)
+    stems = separator(song)
+    assert stems.shape == (1, 4, 2, separator.sample_rate)
+    spec = importlib.util.spec_from_file_location("hubconf", ROOT / "hubconf.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    assert {"default", "umxhq", "umxl"} <= {n for n in dir(module) if not n.startswith("_")}
+    assert "torch" in module.dependencies
