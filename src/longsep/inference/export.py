@@ -10,6 +10,7 @@ from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor, wait
 from pathlib import Path
 
+import torch
 from torch import Tensor
 
 from longsep import audio
@@ -138,9 +139,12 @@ class SongExport:
         codec: str,
         bitrate: str | int | None,
         length: int,
+        complete: tuple[Callable[[Tensor, Tensor], Tensor], audio.SeekableAudio] | None = None,
     ) -> None:
         self.outputs, self.sample_rate, self.channels = dict(outputs), sample_rate, channels
         self.codec, self.length = codec, length
+        # (add_the_rest(estimates, input), the input at the file's rate): closed by run()
+        self.complete = complete
         self.bitrate = audio.parse_bitrate(bitrate)
         self.queue: queue.Queue = queue.Queue(maxsize=2)
 
@@ -165,14 +169,23 @@ class SongExport:
             }
         except Exception as exc:  # re-raised once the queue is drained
             error = exc
+        done = 0  # samples written at the file's rate
         while (item := self.queue.get()) is not None and item is not self.END:
             if error is not None:
                 continue
             try:
-                for chunk, (target, writer) in zip(item, writers.items(), strict=True):
-                    writer.write(resamplers[target].push(chunk))
+                chunks = [resamplers[t].push(c) for c, t in zip(item, writers, strict=True)]
+                if self.complete is not None and chunks[0].shape[-1]:
+                    add_the_rest, source = self.complete
+                    n = chunks[0].shape[-1]
+                    chunks = list(add_the_rest(torch.stack(chunks), source.read(done, done + n)))
+                    done += n
+                for chunk, writer in zip(chunks, writers.values(), strict=True):
+                    writer.write(chunk)
             except Exception as exc:  # re-raised once the queue is drained
                 error = exc
+        if self.complete is not None:
+            self.complete[1].close()
         if item is None or error is not None:
             for writer in writers.values():
                 writer.abort()

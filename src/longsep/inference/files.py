@@ -67,8 +67,12 @@ class FileSeparation:
                 target: output_path(out_dir, filename_format, path, target, codec)
                 for target in separator.targets
             }
+            complete = None
+            if file.file_rate != separator.sample_rate and separator.band_target is not None:
+                native = audio.SeekableAudio(path, file.file_rate, start, duration)
+                complete = (separator.complete, native)  # the band above the model's
             export = SongExport(
-                outputs, file.file_rate, file.channels, codec, bitrate, length=file.length
+                outputs, file.file_rate, file.channels, codec, bitrate, file.length, complete
             )
             future = self._exports.submit(
                 path, lambda: export.run(separator.sample_rate, file.samples)

@@ -173,6 +173,33 @@ class Separator(nn.Module):
             )
         self._groups = {name: [self.sources.index(n) for n in m] for name, m in groups.items()}
 
+    @property
+    def band_target(self) -> str | None:
+        """The output that also receives what the outputs leave of an input at another
+        rate than the model's (above the model's band, and what resampling to its rate and
+        back loses): the one holding ``residual``, else ``other``. None when the outputs do
+        not add up to the input (``niter=0`` without ``residual``) or there is no such
+        target."""
+        if not (self.residual or self.niter > 0):
+            return None
+        source = "residual" if self.residual else "other"
+        if source not in self.sources:
+            return None
+        index = self.sources.index(source)
+        if not self._groups:
+            return source
+        return next((g for g, members in self._groups.items() if index in members), None)
+
+    def complete(self, estimates: Tensor, mixture: Tensor) -> Tensor:
+        """Add to :attr:`band_target` what ``estimates`` ``(targets, channels, n)`` leave
+        of ``mixture`` ``(channels, n)``, at the file's rate: the outputs then sum to the
+        input, the band above the model's included. Unchanged without a band target."""
+        target = self.band_target
+        if target is not None:
+            index = self.targets.index(target)
+            estimates[index] += mixture.to(estimates) - estimates.sum(dim=0)
+        return estimates
+
     @classmethod
     def from_pretrained(
         cls,
@@ -347,7 +374,7 @@ class Separator(nn.Module):
         estimates = self(audio_[None])[0]
         if rate != self.sample_rate:
             estimates = audio.resample(estimates, self.sample_rate, rate)
-            estimates = fit_length(estimates, length)
+            estimates = self.complete(fit_length(estimates, length), channels_first(waveform))
         return dict(zip(self.targets, estimates.unbind(0), strict=True))
 
     def separate_to_file(
