@@ -374,6 +374,7 @@ def model_estimator(
         "wiener_win_len": separator.wiener_win_len,
         "segment": separator.segment,
         "overlap": separator.overlap,
+        "band_target": separator.band_target,  # gets what the model's band leaves of a song
     }
     log.info(
         "model %s: targets %s, segment %s s, device %s",
