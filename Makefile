@@ -78,7 +78,7 @@ study-context-steps:  # the study's commands (SCRIPTS: where train.py is, for a 
 	$(BIN)/python -m longsep.study $(CONTEXT) --arms --out experiments/results/context_rendered \
 	  --oracle $(RENDERED_OUT)/oracle_irm2
 
-default-model: install  ## train the default model (models/umx_small_rendered) on the rendered set
+default-model: install  ## train the default model (src/longsep/pretrained/umx_small_rendered) on the rendered set
 	$(BIN)/python -m longsep.data.render --out data/rendered --sample-rate 22050 --workers 2
 	$(BIN)/python train.py +experiment=default_model
 

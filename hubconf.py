@@ -24,7 +24,7 @@ def _separator(model, targets=None, **options):
 
 
 def default(targets=None, **options):
-    """The model that ships with the repository, ``models/umx_small_rendered``: four small
+    """The model that ships with the package, ``umx_small_rendered``: four small
     UMX networks (vocals, drums, bass, other) trained on CPU on rendered General-MIDI songs
     at 16 kHz; a starting point, not Open-Unmix quality (``models/README.md``)."""
     from longsep.store import default_model

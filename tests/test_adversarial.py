@@ -1,9 +1,10 @@
 """Bad input and hostile files against the real commands: each case asserts the exit code,
 the one-line message and what is on disk afterwards.
 
-The model-file cases start from the shipped default model (``models/umx_small_rendered``),
-changed the way a broken or malicious download would be. Each command runs as a user types
-it (a subprocess), so the whole path from Hydra to the error line is covered.
+The model-file cases start from the shipped default model
+(``src/longsep/pretrained/umx_small_rendered``), changed the way a broken or malicious
+download would be. Each command runs as a user types it (a subprocess), so the whole path
+from Hydra to the error line is covered.
 """
 
 from __future__ import annotations
@@ -23,7 +24,7 @@ import yaml
 from conftest import ROOT
 from safetensors.torch import load_file, save_file
 
-DEFAULT_MODEL = ROOT / "models" / "umx_small_rendered"
+DEFAULT_MODEL = ROOT / "src" / "longsep" / "pretrained" / "umx_small_rendered"
 RATE = 22050
 pytestmark = pytest.mark.integration
 

@@ -86,6 +86,17 @@ def test_installed_command_separates_from_another_directory(installed, tmp_path)
         "drums.wav",
         "vocals.wav",
     ]
+    # the person's form with the default model that ships in the wheel
+    default = _longsep(installed, ["separate", str(song), "-o", "stems"], elsewhere)
+    assert default.returncode == 0, default.stderr[-2000:]
+    assert "the default model" in default.stdout + default.stderr
+    assert str(installed) in default.stdout + default.stderr  # the packaged copy, not the clone's
+    assert sorted(p.name for p in (elsewhere / "stems" / "song").iterdir()) == [
+        "bass.wav",
+        "drums.wav",
+        "other.wav",
+        "vocals.wav",
+    ]
     code = "import longsep.config as c; print(c.conf_dir())"
     env = {**os.environ, "PYTHONPATH": str(installed)}
     shown = subprocess.run(

@@ -275,7 +275,7 @@ def test_command_runs_as_typed(command, extra, workspace):
     elif command.startswith("python separate.py"):
         assert "separated" in proc.stdout + proc.stderr
     if "+experiment=default_model" in command:  # exported in half precision
-        store = workspace / "models" / "umx_small_rendered"
+        store = workspace / "src" / "longsep" / "pretrained" / "umx_small_rendered"
         weights = load_file(store / "vocals.safetensors")
         assert {w.dtype for w in weights.values() if w.is_floating_point()} == {torch.float16}
         # the run evaluates its own target, with a residual, into its own run dir

@@ -11,9 +11,10 @@ import sys
 import pytest
 import torch
 from conftest import ROOT, TINY_SYNTH, compose_train
+from omegaconf import open_dict
 
 from longsep.cli.common import run_name
-from longsep.cli.train import init_weights, initialise, train
+from longsep.cli.train import build_trainer, init_weights, initialise, train
 from longsep.errors import LongsepError
 from longsep.models import valid_combinations
 from longsep.models.attention import ATTENTIONS
@@ -289,3 +290,20 @@ def test_init_from_trains_from_a_store_and_an_openunmix_dir(tmp_path, tiny_data_
     for key in ("input_mean", "input_scale"):  # the data's statistics, as in the first run
         assert (got["recompute"][key] - fresh[key]).abs().max() < step
         assert (got["umx"][key] - umx[key]).abs().max() < step
+
+
+class LoggerWithoutItsPackage:
+    """Stands for a logger whose package is missing, as WandbLogger without wandb."""
+
+    def __init__(self, **_):
+        raise ModuleNotFoundError("`wandb` is not installed")
+
+
+def test_a_logger_without_its_package_is_one_line_naming_the_extra(tmp_path, tiny_data_dir):
+    cfg = compose_train([*FAST, small("umx")], tmp_path / "r", tiny_data_dir)
+    with open_dict(cfg):
+        cfg.logger = {"wandb": {"_target_": "test_train.LoggerWithoutItsPackage"}}
+    with pytest.raises(
+        LongsepError, match=r"^logger=wandb needs .*pip install 'longsep\[wandb\]'$"
+    ):
+        build_trainer(cfg, tmp_path / "r")

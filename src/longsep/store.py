@@ -56,7 +56,7 @@ DEFAULT_MODEL = "umx_small_rendered"  # models/<name>: used by separate.py witho
 
 def default_model() -> Path:
     """The model store shipped in the repository's ``models/`` (a clone or editable install)."""
-    store = Path(__file__).resolve().parents[2] / "models" / DEFAULT_MODEL
+    store = Path(__file__).resolve().parent / "pretrained" / DEFAULT_MODEL
     if not is_model_dir(store):
         raise LongsepError(
             f"model=... is not given and the default model {store} is not in this installation "

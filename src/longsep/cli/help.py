@@ -72,7 +72,7 @@ def separate_overrides(argv: list[str]) -> list[str]:
     the Hydra form, pass through unchanged). ``--help`` prints the options and exits."""
     parser = argparse.ArgumentParser(
         prog="longsep separate",
-        description="Separate audio files into stems (default model: models/umx_small_rendered).",
+        description="Separate audio files into stems (default model: umx_small_rendered, shipped).",
         epilog=describe("separate") + "\n\nAny option above may also be given as key=value.",
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )

@@ -129,7 +129,20 @@ def _callbacks(cfg: DictConfig) -> list[pl.Callback]:
 
 def build_trainer(cfg: DictConfig, output_dir: Path) -> pl.Trainer:
     """The Lightning Trainer of ``cfg.trainer`` with callbacks, loggers and device choice."""
-    loggers = [instantiate(c) for c in (cfg.get("logger") or {}).values() if c]
+    loggers = []
+    for name, node in (cfg.get("logger") or {}).items():
+        if not node:
+            continue
+        try:
+            loggers.append(instantiate(node))
+        except Exception as exc:  # Hydra wraps the logger's ImportError
+            missing = exc.__cause__ or exc.__context__ or exc
+            if isinstance(missing, ModuleNotFoundError) or "not installed" in str(missing):
+                raise LongsepError(
+                    f"logger={name} needs a package that is not installed: "
+                    f"pip install 'longsep[{name}]'"
+                ) from exc
+            raise
     kwargs: dict[str, Any] = {"callbacks": _callbacks(cfg), "logger": loggers or False}
     if "accelerator" not in cfg.trainer:
         kwargs.update(pick_accelerator(cfg.get("gpu")))
