@@ -26,10 +26,10 @@ render-deps:  ## fluidsynth, a General-MIDI SoundFont and the MIDI songs of the 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
 
-install: ffmpeg render-deps $(BIN)/python  ## runtime dependencies + the package (editable)
+install: ffmpeg $(BIN)/python  ## runtime dependencies + the package (editable); no rendering packages
 	$(BIN)/pip install -q -r requirements.txt
 
-dev: ffmpeg render-deps $(BIN)/python  ## + test and lint dependencies (pytest, ruff, openunmix)
+dev: ffmpeg render-deps $(BIN)/python  ## + test and lint dependencies (pytest, ruff, openunmix) and render-deps
 	$(BIN)/pip install -q -r requirements-dev.txt
 
 quickstart: install  ## separate a song with the default model, then train a small UMX on CPU and separate with it
@@ -50,7 +50,7 @@ study-cpu: install  ## the reduced sequence-length study on CPU (experiments/REA
 STUDY_RENDERED := runs/multirun/seq_len_study_rendered
 CONTROL := runs/multirun/context_control_cpu
 RENDERED_OUT := experiments/results/rendered_cpu
-study-rendered: install  ## the study on rendered music with models that learn, and the long-context controls
+study-rendered: install render-deps  ## the study on rendered music with models that learn, and the long-context controls
 	$(BIN)/python -m longsep.data.render --out data/rendered --sample-rate 22050 --workers 2
 	$(BIN)/python evaluate.py data=rendered oracle=irm2 stft.sample_rate=16000 oracle_n_fft=1024 \
 	  oracle_hop=256 backend=fast out_dir=$(RENDERED_OUT)/oracle_irm2
@@ -64,10 +64,10 @@ CONTROL_ARMS := runs/multirun/context_control_arms_cpu
 CONTEXT := runs/multirun/context_study_rendered
 JOBLIB2 := hydra/launcher=joblib hydra.launcher.n_jobs=2
 SCRIPTS ?= .
-study-context: install  ## the pre-registered context study (experiments/README.md): control, then the grid; resumes
+study-context: install render-deps  ## the pre-registered context study (experiments/README.md): control, then the grid; resumes
 	$(MAKE) study-context-steps
 
-study-context-pinned: install  ## the same from a copy of the code pinned at HEAD (.sweep/): edit freely while it runs
+study-context-pinned: install render-deps  ## the same from a copy of the code pinned at HEAD (.sweep/): edit freely while it runs
 	experiments/run_pinned.sh
 
 study-context-steps:  # the study's commands (SCRIPTS: where train.py is, for a pinned copy)
@@ -78,7 +78,7 @@ study-context-steps:  # the study's commands (SCRIPTS: where train.py is, for a 
 	$(BIN)/python -m longsep.study $(CONTEXT) --arms --out experiments/results/context_rendered \
 	  --oracle $(RENDERED_OUT)/oracle_irm2
 
-default-model: install  ## train the default model (src/longsep/pretrained/umx_small_rendered) on the rendered set
+default-model: install render-deps  ## train the default model (src/longsep/pretrained/umx_small_rendered) on the rendered set
 	$(BIN)/python -m longsep.data.render --out data/rendered --sample-rate 22050 --workers 2
 	$(BIN)/python train.py +experiment=default_model
 

@@ -309,6 +309,8 @@ def test_resolve_ckpt_layouts(tmp_path):
     assert resolve_model(run / "model").eval_root == run / "eval"
     last = resolve_model(run / "checkpoints" / "last.ckpt")
     assert last.model.name == "last.ckpt" and last.eval_root == run / "eval" / "last"
+    alone = _store(tmp_path / "downloaded" / "umx-store", targets=["vocals"])
+    assert resolve_model(alone).eval_root == Path.cwd() / "eval" / "umx-store"
     with pytest.raises(LongsepError, match="does not exist"):
         resolve_model(tmp_path / "missing")
     (tmp_path / "empty").mkdir()

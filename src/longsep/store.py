@@ -426,7 +426,8 @@ def resolve_model(ckpt: str | Path) -> ModelSource:
 
     A training run dir (``model/`` + ``checkpoints/``) gives its exported ``model/`` store,
     else its best checkpoint. Evaluations default to ``<run dir>/eval``, and to
-    ``./eval/<name>`` for a published name (fetched when its targets are loaded).
+    ``./eval/<name>`` for a store of its own or a published name (fetched when its targets
+    are loaded): a model folder is never written into.
     """
     name = published_name(str(ckpt))
     if name:
@@ -444,9 +445,11 @@ def resolve_model(ckpt: str | Path) -> ModelSource:
     if is_model_dir(path / "model"):
         return ModelSource(path / "model", path / "eval", _run_label(path), _if_run(path))
     if is_model_dir(path):
-        in_run = path.name == "model" and (path.parent / "checkpoints").is_dir()
-        run = path.parent if in_run else path
-        return ModelSource(path, run / "eval", _run_label(run), _if_run(run))
+        if path.name == "model" and (path.parent / "checkpoints").is_dir():  # a run's store
+            run = path.parent
+            return ModelSource(path, run / "eval", _run_label(run), _if_run(run))
+        # a store of its own (the shipped default model, a download): never written into
+        return ModelSource(path, Path.cwd() / "eval" / path.name, _run_label(path))
     if (path / "checkpoints").is_dir():
         checkpoint = _run_checkpoint(path / "checkpoints")
         log.info("run %s has no exported model/: evaluating %s", path, checkpoint.name)
