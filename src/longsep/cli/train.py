@@ -430,21 +430,16 @@ def _train(
     score = float(score) if isinstance(score, torch.Tensor) else None
     if not trainer.is_global_zero:
         return score
-    peak_mb, peak_source = memory.read()
     timer = next((c for c in trainer.callbacks if isinstance(c, StepTimer)), None)
-    record.update(
+    records.add_training(
+        record,
         global_step=trainer.global_step,
         batch_size=datamodule.batch_size,
         world_size=trainer.world_size,
-        train_audio_seconds=trainer.global_step
-        * datamodule.batch_size
-        * trainer.world_size
-        * float(cfg.seq_len),
+        seq_len=float(cfg.seq_len),
         train_seconds=train_seconds,
         step_seconds=timer.mean if timer else None,
-        steps_per_second=1.0 / timer.mean if timer and timer.mean else None,
-        peak_memory_mb=peak_mb,
-        peak_memory_source=peak_source,
+        peak_memory=memory.read(),
         device=str(trainer.strategy.root_device),
         best_val_loss=score,
     )
@@ -453,13 +448,7 @@ def _train(
     if cfg.get("evaluate_after") and cfg.evaluate_after.get("enabled"):
         started = time.perf_counter()
         summary = evaluate_run(cfg, store)
-        record.update(
-            eval_seconds=time.perf_counter() - started,
-            eval_tracks=summary["n_tracks"],
-            eval_dir=summary["out_dir"],
-            test=summary["median"],
-        )
-        record["test_sdr"] = records.source_sdr(record)
+        records.add_evaluation(record, summary, time.perf_counter() - started)
         src = target_name(cfg.src)
         log.info("test medians of %s: %s", src, summary["median"].get(src))
     record["status"] = "ok"

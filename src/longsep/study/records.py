@@ -122,6 +122,51 @@ def new_record(**fields: Any) -> dict[str, Any]:
     return record
 
 
+def add_training(
+    record: dict[str, Any],
+    *,
+    global_step: int,
+    batch_size: int,
+    world_size: int,
+    seq_len: float,
+    train_seconds: float,
+    step_seconds: float | None,
+    peak_memory: tuple[float | None, str | None],
+    device: str,
+    best_val_loss: float | None,
+) -> dict[str, Any]:
+    """Fill in what a finished training gives: steps, audio seen, times, memory, device."""
+    record.update(
+        global_step=global_step,
+        batch_size=batch_size,
+        world_size=world_size,
+        train_audio_seconds=global_step * batch_size * world_size * float(seq_len),
+        train_seconds=train_seconds,
+        step_seconds=step_seconds,
+        steps_per_second=1.0 / step_seconds if step_seconds else None,
+        peak_memory_mb=peak_memory[0],
+        peak_memory_source=peak_memory[1],
+        device=device,
+        best_val_loss=best_val_loss,
+    )
+    return record
+
+
+def add_evaluation(
+    record: dict[str, Any], summary: Mapping[str, Any], seconds: float
+) -> dict[str, Any]:
+    """Fill in an evaluation's summary (:func:`longsep.evaluation.evaluate.evaluate_model`):
+    its medians (``test``), the trained source's SDR (``test_sdr``), time and folder."""
+    record.update(
+        eval_seconds=seconds,
+        eval_tracks=summary["n_tracks"],
+        eval_dir=summary["out_dir"],
+        test=summary["median"],
+    )
+    record["test_sdr"] = source_sdr(record)
+    return record
+
+
 def write_result(run_dir: str | Path, record: Mapping[str, Any]) -> Path:
     """Write ``<run_dir>/result.json`` atomically (NaN as null)."""
     if record.get("status") not in STATUSES:
