@@ -323,3 +323,8 @@ def test_datamodule_generates_on_first_use(tmp_path):
     batch = next(iter(dm.val_dataloader()))
     assert batch["mixture"].shape == (1, 2, 2 * RATE)
     assert float(batch["target"].abs().max()) > 0
+
+
+def test_a_rate_the_instruments_do_not_fit_in_is_one_line():
+    with pytest.raises(LongsepError, match="sample_rate=16000: the instruments reach 8 kHz"):
+        synth.plan_song(1, 50.0, 16000)

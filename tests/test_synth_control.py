@@ -11,7 +11,10 @@ import pytest
 from conftest import compose_train
 from scipy import stats
 
+from longsep import TARGETS
 from longsep.data import synth
+from longsep.data.synth import instruments
+from longsep.data.synth.cli import main
 from longsep.errors import LongsepError
 
 RATE = 44100
@@ -80,13 +83,13 @@ def test_positive_exposes_the_vocals_alone_far_from_the_duet(pair):
         return 10 * np.log10(np.mean(frames.astype(np.float64) ** 2))
 
     assert abs(level(song["vocals"], vocals) - level(distractor, second)) < 4.0
-    assert set(solo.stems) == set(synth.TARGETS) and "distractor" not in solo.stems
+    assert set(solo.stems) == set(TARGETS) and "distractor" not in solo.stems
 
 
 def test_distractor_timbre_and_melodies_are_drawn_like_the_vocals():
     specs = [synth.plan_song(seed, 48.0, control="positive") for seed in range(400)]
-    singers = {"vocals": [synth._Vocals(s) for s in specs]}
-    singers["distractor"] = [synth._Distractor(s) for s in specs]
+    singers = {"vocals": [instruments.Vocals(s) for s in specs]}
+    singers["distractor"] = [instruments.Distractor(s) for s in specs]
     for name in TIMBRE:
         a, b = (np.array([getattr(v, name) for v in singers[k]]) for k in singers)
         assert stats.ks_2samp(a, b, method="asymp").pvalue > 0.01, name  # same distribution
@@ -122,7 +125,7 @@ def test_negative_is_the_positive_without_its_solo(pair):
     assert all("distractor" in s.stems for s in negative.sections if "vocals" in s.stems)
     assert positive.name.endswith(" (positive)") and negative.name.endswith(" (negative)")
     assert negative.distractor_voice == positive.distractor_voice
-    for cls in (synth._Vocals, synth._Distractor):
+    for cls in (instruments.Vocals, instruments.Distractor):
         a, b = cls(positive), cls(negative)
         assert [getattr(a, t) for t in TIMBRE] == [getattr(b, t) for t in TIMBRE]
     assert negative.to_dict()["removed"] == [solo.kind, solo.start, solo.length]
@@ -155,7 +158,7 @@ def test_default_songs_are_unchanged(seed, seconds, digest):
 def test_cli_writes_a_control_set(tmp_path, capsys):
     args = ["--tracks", "0", "--valid-tracks", "0", "--test-tracks", "1", "--seed", "1"]
     args += ["--min-seconds", "48", "--max-seconds", "48", "--out", str(tmp_path)]
-    assert synth.main([*args, "--control", "negative"]) == 0
+    assert main([*args, "--control", "negative"]) == 0
     assert capsys.readouterr().out.startswith("wrote 0 train + 0 valid + 1 test songs")
     manifest = json.loads((tmp_path / synth.MANIFEST).read_text())
     assert manifest["params"]["control"] == "negative"
