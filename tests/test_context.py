@@ -49,6 +49,7 @@ def test_section_labels_from_the_manifest(tmp_path):
     assert labels[8:12].tolist() == [[2, 0]] * 4 and labels[12].tolist() == [-1, -1]
 
 
+@pytest.mark.slow
 def test_both_analyses_on_a_trained_run(tmp_path, tiny_data_dir):
     run = tmp_path / "run"
     overrides = [

@@ -83,6 +83,7 @@ def test_bad_combinations_are_one_line_errors(roots, tmp_path):
         CombinedDataModule(mixed)
 
 
+@pytest.mark.slow
 def test_train_cli_on_two_combined_data_sets(roots, tmp_path):
     musdb, stems = roots
     run = train_cli(

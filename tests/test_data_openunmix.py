@@ -130,7 +130,11 @@ def test_trackfolder_var_sums_whatever_sources_a_track_has(roots, tmp_path):
 @pytest.mark.parametrize(
     "folder, args",
     [
-        ("aligned", ["data=aligned", "src=vocals", "data.samples_per_track=1"]),
+        pytest.param(
+            "aligned",
+            ["data=aligned", "src=vocals", "data.samples_per_track=1"],
+            marks=pytest.mark.slow,
+        ),
         pytest.param(
             "sources",
             [

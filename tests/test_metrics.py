@@ -251,6 +251,7 @@ def test_torch_float32_input_matches_numpy():
         np.testing.assert_array_equal(from_torch[m], from_numpy[m])
 
 
+@pytest.mark.slow
 def test_lists_of_sources_equal_stacked_arrays():
     refs = music(3, 2.0, seed=16).astype(np.float32)
     ests = separated(refs, seed=16).astype(np.float32)

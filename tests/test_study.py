@@ -444,7 +444,7 @@ def _sweep_points(cfg) -> list[dict[str, str | None]]:
 @pytest.mark.parametrize(
     "experiment, data, trained, models, seeds",
     [
-        (
+        pytest.param(  # 432 jobs composed: slow (README's --cfg job of it runs in integration)
             "seq_len_study",
             "musdb",
             4 * 108,  # 9 models x 3 arms x 4 sources per seed
@@ -455,6 +455,7 @@ def _sweep_points(cfg) -> list[dict[str, str | None]]:
                 for a in ("mha", "qkv1D", "qkv2D", "qkvg1D")
             },
             {42, 43, 44, 45},
+            marks=pytest.mark.slow,
         ),
         (
             "seq_len_study_cpu",

@@ -54,6 +54,7 @@ def centroid(x: np.ndarray) -> float:
     return float((power * np.fft.rfftfreq(len(x), 1 / RATE)).sum() / power.sum())
 
 
+@pytest.mark.slow
 def test_musdb_reads_every_track_with_exact_sums(small_set):
     info = manifest(small_set)
     samples = {t["name"]: t["samples"] for split in info["tracks"].values() for t in split}

@@ -168,7 +168,11 @@ def test_ddp_two_cpu_processes(tmp_path, tiny_data_dir):
 
 
 @pytest.mark.parametrize(
-    "logger, pattern", [("tensorboard", "tensorboard/events.*"), ("wandb", "wandb/offline-run-*")]
+    "logger, pattern",
+    [
+        ("tensorboard", "tensorboard/events.*"),
+        pytest.param("wandb", "wandb/offline-run-*", marks=pytest.mark.slow),
+    ],
 )
 def test_loggers_record_metrics_and_media(tmp_path, tiny_data_dir, monkeypatch, logger, pattern):
     """TensorBoard and W&B (offline: no login, no network) get metrics, figure and audio."""
@@ -261,6 +265,7 @@ def test_init_from_loads_weights_before_training(tmp_path, tiny_data_dir):
     assert "\n" not in str(err.value)
 
 
+@pytest.mark.slow
 def test_init_from_trains_from_a_store_and_an_openunmix_dir(tmp_path, tiny_data_dir):
     """One step from the weights: close to them, far from a fresh start; keep leaves the
     source's input statistics, recompute replaces them by the data's."""
