@@ -176,6 +176,7 @@ NOT_HERE: dict[str, str] = {
     "make study-cpu": "the 20-minute CPU study; tests/test_resume.py runs its sweep narrowed",
     "make study-rendered": "hours on 2 cores; its commands are run here one by one, narrowed",
     "make study-context": "days on 2 cores; its commands are run here one by one, narrowed",
+    "make study-context-pinned": "make study-context from a git worktree; the same commands",
     "make default-model": "25 minutes; `python train.py +experiment=default_model` runs here",
     "python train.py ... ckpt_path=last": "a pattern; tests/test_resume.py kills and resumes",
     "python benchmarks/seq_len_scaling.py --device cuda > seq_len_scaling.jsonl": "needs a GPU",
