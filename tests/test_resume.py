@@ -101,8 +101,11 @@ def test_sigkill_mid_epoch_then_ckpt_path_last_is_bit_identical(tmp_path, uninte
     _assert_same_state(uninterrupted, read_checkpoint(first), 20)
 
 
-def _interrupt_at(args: list[str], root: Path, signum: int, step: int) -> subprocess.Popen:
-    """Run train.py, send ``signum`` once its log shows ``step``; return the ended process."""
+def _interrupt_at(
+    args: list[str], root: Path, signum: int | None, step: int, check=lambda: None
+) -> subprocess.Popen:
+    """Run train.py; once its log shows ``step``, call ``check()`` and send ``signum`` (None:
+    let it run on); return the ended process."""
     log = root / "console.log"
     cmd = [sys.executable, str(ROOT / "train.py"), *args, "trainer.log_every_n_steps=1"]
     with open(log, "w") as out:
@@ -112,7 +115,9 @@ def _interrupt_at(args: list[str], root: Path, signum: int, step: int) -> subpro
             assert proc.poll() is None, log.read_text()[-3000:]
             assert time.monotonic() < deadline, "timed out waiting for the step"
             time.sleep(0.02)
-        proc.send_signal(signum)
+        check()
+        if signum is not None:
+            proc.send_signal(signum)
         proc.wait(timeout=300)
     return proc
 
@@ -259,8 +264,13 @@ def test_an_interrupted_sweep_records_it_stops_and_resumes_when_run_again(tmp_pa
     assert record["global_step"] == _step(first / "checkpoints" / "last.ckpt") >= 4
     assert not second.exists(), "the sweep went on after the interrupt"
 
-    proc = _run(args, tmp_path)
-    assert f"resuming from {first / 'checkpoints' / 'last.ckpt'}" in proc.stdout + proc.stderr
+    def no_record_while_it_runs() -> None:  # a collector must not land it as finished
+        assert not (first / "result.json").exists()
+
+    proc = _interrupt_at(args, tmp_path, None, step=8, check=no_record_while_it_runs)
+    console = (tmp_path / "console.log").read_text()
+    assert proc.returncode == 0, console[-3000:]
+    assert f"resuming from {first / 'checkpoints' / 'last.ckpt'}" in console
     for job in (first, second):
         record = json.loads((job / "result.json").read_text())
         assert record["status"] == "ok" and record["global_step"] == 12

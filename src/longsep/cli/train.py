@@ -265,6 +265,8 @@ def train(cfg: DictConfig) -> float | None:
                 if done["status"] == "ok":
                     log.info("%s is done (result.json): not training it again", output_dir)
                     return done.get("best_val_loss")
+                # run again: until it ends it has no record (collectors see it as running)
+                (output_dir / records.RESULT_FILE).unlink()
             ckpt_path, output_dir = resume_checkpoint(cfg, output_dir)
             record = _base_record(cfg, choices)
             reason = _skip_reason(cfg, record["separator"], choices.get("attention"))
