@@ -69,7 +69,7 @@ from omegaconf import OmegaConf
 
 from longsep import TARGETS
 from longsep.config import conf_dir
-from longsep.models import build_separator, valid_combinations
+from longsep.models import build_network, valid_combinations
 from longsep.models.build import DEFAULT_ATTENTION, is_no_attention
 from longsep.spectral import STFTConfig
 
@@ -173,7 +173,7 @@ def make_train_step(
 
     separator, _, attention = model.partition(":")
     name = f"{separator}_small" if small else separator
-    net = build_separator(name, attention or None, seq_len=seq_len)
+    net = build_network(name, attention or None, seq_len=seq_len)
     stft = STFTConfig()
     module = SeparationModule(net, target=TARGETS[0], stft=stft, loss="mse").to(device).train()
     optimizer = instantiate(_conf("module").optimizer)(module.parameters())
@@ -279,7 +279,7 @@ def check_separate(args: argparse.Namespace) -> dict[str, Any]:
     try:
         _free(device)
         torch.manual_seed(0)
-        models = {target: build_separator(name) for target in TARGETS}
+        models = {target: build_network(name) for target in TARGETS}
         separator = Separator(models, STFTConfig(), niter=1, device=device)
         row["segment_s"] = separator.segment
         song = make_song(args.song_seconds, separator.sample_rate)

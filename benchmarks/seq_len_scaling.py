@@ -50,12 +50,12 @@ def measure(model: str, seq_len: float, small: bool, bf16: bool, device: str) ->
     """Build ``model`` (``separator[:attention]``) and time one forward + backward pass."""
     import torch
 
-    from longsep.models import build_separator
+    from longsep.models import build_network
     from longsep.spectral import STFTConfig
 
     separator, _, attention = model.partition(":")
     name = f"{separator}_small" if small else separator
-    net = build_separator(name, attention or None, seq_len=seq_len).to(device).train()
+    net = build_network(name, attention or None, seq_len=seq_len).to(device).train()
     frames = STFTConfig().seconds_to_frames(seq_len)
     cuda = device.startswith("cuda")
     with torch.autocast(device.split(":")[0], dtype=torch.bfloat16, enabled=bf16):

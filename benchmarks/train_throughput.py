@@ -26,7 +26,7 @@ import torch.nn.functional as F
 
 from longsep.data.datamodules import MUSDBDataModule
 from longsep.data.synth import ensure_dataset
-from longsep.models import build_separator
+from longsep.models import build_network
 from longsep.training.module import SeparationModule
 
 
@@ -49,7 +49,7 @@ def ours(
     )  # fmt: skip
     dm.prepare_data()
     dm.setup("fit")
-    model = build_separator(separator, attention, seq_len=seq_len)
+    model = build_network(separator, attention, seq_len=seq_len)
     module = SeparationModule(model, target="vocals")
     optimizer = torch.optim.Adam(module.parameters(), lr=1e-3, weight_decay=1e-5)
 

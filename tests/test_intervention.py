@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from longsep.inference.separator import Separator
-from longsep.models.build import compose_separator, separator_config, separator_from_node
+from longsep.models.build import compose_network, network_config, network_from_node
 from longsep.models.layers import reach_pieces
 from longsep.spectral import STFTConfig
 from longsep.store import StoreEntry, save_store
@@ -19,11 +19,11 @@ STFT_NODE = {"n_fft": 1024, "hop_length": 256, "center": True, "sample_rate": 16
 
 def _separator(tmp_path, name, reach):
     torch.manual_seed(0)  # the same weights with and without the reach limit
-    cfg = compose_separator(
+    cfg = compose_network(
         "umx_transformer_small", "qkvg1D", seq_len=8, reach=reach, stft=STFT_NODE, bandwidth=8000
     )
-    node = separator_config(cfg)
-    model = separator_from_node(node, "test")
+    node = network_config(cfg)
+    model = network_from_node(node, "test")
     with torch.no_grad():  # masks that depend on the core's output (random weights don't)
         hidden = model.hidden_size
         model.fc2.weight[:, hidden:] *= 20.0

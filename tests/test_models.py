@@ -20,10 +20,10 @@ from longsep.models import (
     UMX,
     AutoTransformer,
     UMXTransformer,
-    build_separator,
-    instantiate_separator,
+    build_network,
+    instantiate_network,
     is_valid_combination,
-    separator_config,
+    network_config,
     valid_combinations,
 )
 from longsep.models.attention import (
@@ -125,7 +125,7 @@ def test_output_is_a_mask_of_the_mixture_below_max_bin(kind):
     "separator", ["umx_small", "umx_transformer_small", "auto_transformer_small"]
 )
 def test_small_presets_take_2600_frames(separator):
-    model = build_separator(separator, None, seq_len=60).eval()
+    model = build_network(separator, None, seq_len=60).eval()
     mag = torch.rand(1, 2, 2049, 2600)
     with torch.no_grad():
         assert model(mag).shape == mag.shape
@@ -250,7 +250,7 @@ def test_resolvers_match_open_unmix_values():
 
 @pytest.mark.parametrize(("separator", "attention"), valid_combinations(FULL_SIZE))
 def test_build_every_valid_combination(separator, attention):
-    model = build_separator(f"{separator}_small", attention, seq_len=7).eval()
+    model = build_network(f"{separator}_small", attention, seq_len=7).eval()
     classes = {"umx": UMX, "umx_transformer": UMXTransformer, "auto_transformer": AutoTransformer}
     assert type(model) is classes[separator]
     assert model.nb_bins == 1487 and model.nb_output_bins == 2049 and model.hidden_size == 128
@@ -262,12 +262,12 @@ def test_build_every_valid_combination(separator, attention):
 
 
 def test_full_size_configs():
-    umx = build_separator("umx", None)
+    umx = build_network("umx", None)
     assert sum(p.numel() for p in umx.parameters()) == sum(
         p.numel()
         for p in OpenUnmix(nb_bins=2049, nb_channels=2, hidden_size=512, max_bin=1487).parameters()
     )
-    model = build_separator("auto_transformer", "qkv1D", seq_len=60, positional="learned")
+    model = build_network("auto_transformer", "qkv1D", seq_len=60, positional="learned")
     assert len(model.encoder) == len(model.decoder) == 3 and model.hidden_size == 512
     assert model.position.max_frames == 2584
     assert model.encoder[0].attn.kv_stride == 4 and model.encoder[0].attn.heads == 8
@@ -275,21 +275,21 @@ def test_full_size_configs():
 
 def test_build_errors_and_overrides(caplog):
     with pytest.raises(LongsepError, match="separator=umx has no attention; drop attention=qkv1D"):
-        build_separator("umx", "qkv1D")
+        build_network("umx", "qkv1D")
     with pytest.raises(LongsepError, match="separator=umx_small has no attention"):
-        build_separator("umx_small", "mha")
+        build_network("umx_small", "mha")
     with pytest.raises(LongsepError, match="attention=linformer does not exist"):
-        build_separator("umx_transformer", "linformer")
+        build_network("umx_transformer", "linformer")
     with pytest.raises(LongsepError, match="separator=lstm does not exist"):
-        build_separator("lstm")
+        build_network("lstm")
     with pytest.raises(LongsepError, match="no option 'hiden_size'"):
-        build_separator("umx_small", hiden_size=8)
-    mono = build_separator("umx_small", nb_channels=1, hidden_size=32, bandwidth=None)
+        build_network("umx_small", hiden_size=8)
+    mono = build_network("umx_small", nb_channels=1, hidden_size=32, bandwidth=None)
     assert mono.nb_channels == 1 and mono.hidden_size == 32 and mono.nb_bins == 2049
-    strided = build_separator("umx_transformer_small", "qkv1D", kv_stride=2, window=8)
+    strided = build_network("umx_transformer_small", "qkv1D", kv_stride=2, window=8)
     assert strided.layers[0].attn.kv_stride == 2 and strided.layers[0].attn.window == 8
     with caplog.at_level(logging.INFO, logger="longsep.models"):
-        default = build_separator("umx_transformer_small", None)
+        default = build_network("umx_transformer_small", None)
     assert all(isinstance(layer.attn, MHA) for layer in default.layers)
     assert "mha" in caplog.text
 
@@ -305,10 +305,10 @@ def test_is_valid_combination():
     assert all(is_valid_combination(s, a) for s, a in valid_combinations())
 
 
-def test_build_separator_keeps_an_outer_hydra_initialisation():
+def test_build_network_keeps_an_outer_hydra_initialisation():
     GlobalHydra.instance().clear()
     with initialize_config_dir(str(CONF_DIR), version_base="1.3"):
-        build_separator("umx_small")
+        build_network("umx_small")
         assert GlobalHydra.instance().is_initialized()
         assert compose("build", overrides=["separator=umx_small"]).separator.hidden_size == 128
     assert not GlobalHydra.instance().is_initialized()
@@ -323,9 +323,9 @@ def _compose_train(overrides: list[str]):
 def test_instantiate_from_training_config_and_rebuild_from_record():
     """The training config builds the separator; the recorded node rebuilds the same one."""
     cfg = _compose_train(["separator=auto_transformer_small", "attention=qkvg1D", "seq_len=7"])
-    model = instantiate_separator(cfg)
+    model = instantiate_network(cfg)
     assert isinstance(model, AutoTransformer) and isinstance(model.encoder[0].attn, QKVG1D)
-    record = separator_config(cfg)
+    record = network_config(cfg)
     assert record["attention"]["_target_"] == "longsep.models.attention.QKVG1D"
     assert record["max_bin"] == 1487 and record["max_frames"] == 302
     rebuilt = instantiate(OmegaConf.to_container(OmegaConf.create(record)), _convert_="all")
@@ -351,17 +351,17 @@ def test_attention_configs_original_and_dense(attention):
     node rebuilds the model; positional=none runs."""
     cls, stride, heads, head_dim = ATTENTION_CONFIGS[attention]
     cfg = _compose_train(["separator=umx_transformer_small", f"attention={attention}", "seq_len=7"])
-    model = instantiate_separator(cfg)
+    model = instantiate_network(cfg)
     attn = model.layers[0].attn
     assert type(attn) is cls and attn.kv_stride == stride
     assert (attn.heads, attn.head_dim) == (heads, head_dim)
-    record = separator_config(cfg)
+    record = network_config(cfg)
     assert record["attention"]["_target_"] == f"longsep.models.attention.{cls.__name__}"
     rebuilt = instantiate(OmegaConf.to_container(OmegaConf.create(record)), _convert_="all")
     assert {k: v.shape for k, v in rebuilt.state_dict().items()} == {
         k: v.shape for k, v in model.state_dict().items()
     }
-    plain = build_separator("umx_transformer_small", attention, positional="none").eval()
+    plain = build_network("umx_transformer_small", attention, positional="none").eval()
     assert plain.position.kind == "none"
     mag = torch.rand(1, 2, 2049, 11)
     with torch.no_grad():
@@ -370,14 +370,14 @@ def test_attention_configs_original_and_dense(attention):
 
 def test_training_config_defaults_and_errors():
     cfg = _compose_train(["separator=umx_transformer_small"])
-    assert separator_config(cfg)["attention"]["_target_"] == "longsep.models.attention.MHA"
+    assert network_config(cfg)["attention"]["_target_"] == "longsep.models.attention.MHA"
     cfg = _compose_train(["separator=umx", "attention=qkv2D"])
     with pytest.raises(LongsepError, match="has no attention; drop attention="):
-        instantiate_separator(cfg)
+        instantiate_network(cfg)
     cfg = _compose_train(["separator=umx_transformer_small", "separator.positional=learned"])
     OmegaConf.update(cfg, "separator.max_frames", None)
     with pytest.raises(LongsepError, match="needs separator.max_frames"):
-        instantiate_separator(cfg)
+        instantiate_network(cfg)
 
 
 def test_qkvg1d_has_the_originals_learned_temperature_shared_by_the_layers():
@@ -386,10 +386,10 @@ def test_qkvg1d_has_the_originals_learned_temperature_shared_by_the_layers():
     import longsep
 
     torch.manual_seed(0)
-    model = longsep.build_separator("umx_transformer_small", "qkvg1D", seq_len=2, nb_channels=1)
+    model = longsep.build_network("umx_transformer_small", "qkvg1D", seq_len=2, nb_channels=1)
     names = [n for n, _ in model.named_parameters() if "temperature" in n]
     assert names == ["softmax_temperature"] and model.softmax_temperature.item() == 1.0
-    plain = longsep.build_separator(
+    plain = longsep.build_network(
         "umx_transformer_small", "qkvg1D", seq_len=2, nb_channels=1, temperature=False
     )
     assert plain.softmax_temperature is None

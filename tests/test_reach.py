@@ -10,7 +10,7 @@ from hydra.utils import instantiate
 import longsep
 from longsep.config import reach_frames
 from longsep.errors import LongsepError
-from longsep.models.build import instantiate_separator
+from longsep.models.build import instantiate_network
 from longsep.models.layers import reach_pieces
 
 STFT = {"n_fft": 1024, "hop_length": 256, "center": True, "sample_rate": 16000}
@@ -43,8 +43,8 @@ def test_arm_c_centre_is_blind_to_audio_farther_than_its_piece(separator, attent
     """The centre piece's output is unchanged when every frame outside it changes; with
     full reach (arm B) the same change moves the centre's output."""
     torch.manual_seed(0)
-    limited = longsep.build_separator(separator, attention, seq_len=30, reach=7.5, **SMALL)
-    full = longsep.build_separator(separator, attention, seq_len=30, **SMALL)
+    limited = longsep.build_network(separator, attention, seq_len=30, reach=7.5, **SMALL)
+    full = longsep.build_network(separator, attention, seq_len=30, **SMALL)
     full.load_state_dict(limited.state_dict())
     limited.eval(), full.eval()
     frames = 1876  # a 30-s window at 16 kHz, hop 256
@@ -63,8 +63,8 @@ def test_arm_c_centre_is_blind_to_audio_farther_than_its_piece(separator, attent
 
 def test_arm_c_output_equals_the_network_run_on_each_piece_alone():
     torch.manual_seed(1)
-    limited = longsep.build_separator("umx_small", None, seq_len=30, reach=2.0, **SMALL)
-    full = longsep.build_separator("umx_small", None, seq_len=30, **SMALL)
+    limited = longsep.build_network("umx_small", None, seq_len=30, reach=2.0, **SMALL)
+    full = longsep.build_network("umx_small", None, seq_len=30, **SMALL)
     full.load_state_dict(limited.state_dict())
     limited.eval(), full.eval()
     mag = torch.rand(2, 1, 513, 300)
@@ -89,5 +89,5 @@ def test_arms_compose_into_the_registered_chunks_batches_and_reach(tmp_path, arm
     )
     assert cfg.seq_len == seq_len and not cfg.data.random_mix
     assert instantiate(cfg.data).batch_size == {7: 17, 30: 4}[seq_len]
-    assert instantiate_separator(cfg).reach == reach
+    assert instantiate_network(cfg).reach == reach
     assert cfg.run_name.endswith("-reach7.5s" if reach else f"-{seq_len}s")

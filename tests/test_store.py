@@ -18,7 +18,7 @@ from openunmix.model import OpenUnmix
 from longsep.errors import LongsepError
 from longsep.inference.separator import Separator
 from longsep.models.umx import UMX
-from longsep.store import init_separator, load_models, read_init_weights, resolve_model
+from longsep.store import init_network, load_models, read_init_weights, resolve_model
 from longsep.store_openunmix import OPENUNMIX_MODELS
 
 RATE = 44100
@@ -160,15 +160,15 @@ def test_published_name_offline_says_what_to_fetch_and_where(hub):
     assert all(url in message for url in OPENUNMIX_MODELS["umxl"].values())
 
 
-def test_init_separator_strict_shapes_and_pth_files(tmp_path):
+def test_init_network_strict_shapes_and_pth_files(tmp_path):
     weights = save_distributed(tmp_path, "vocals", random_umx(0), nfft=512, nhop=128)
     same = UMX(nb_bins=257, nb_channels=2, hidden_size=16, max_bin=80)
-    assert init_separator(same, read_init_weights(weights, "drums")) == "vocals"  # another stem
+    assert init_network(same, read_init_weights(weights, "drums")) == "vocals"  # another stem
     source = random_umx(0).state_dict()
     assert all(torch.equal(v, source[k]) for k, v in same.state_dict().items())
     wider = UMX(nb_bins=257, nb_channels=2, hidden_size=24, max_bin=80)
     with pytest.raises(LongsepError, match=r"init_from=.*vocals-\w+\.pth: 'fc1.weight' is"):
-        init_separator(wider, read_init_weights(tmp_path, "vocals"))
+        init_network(wider, read_init_weights(tmp_path, "vocals"))
     with pytest.raises(LongsepError, match="does not exist"):
         read_init_weights(tmp_path / "missing", "vocals")
 

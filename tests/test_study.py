@@ -30,7 +30,7 @@ from longsep.errors import LongsepError
 from longsep.evaluation.evaluate import ScoringOptions
 from longsep.inference.options import InferenceOptions
 from longsep.models import is_valid_combination
-from longsep.models.build import instantiate_separator
+from longsep.models.build import instantiate_network
 from longsep.study import records, report
 from longsep.training.memory import PeakMemory
 
@@ -542,7 +542,7 @@ def test_original_recipe_lands_where_intended(tmp_path):
     assert set(after) <= known
     job = OmegaConf.to_container(cfg, resolve=True)
     assert job["evaluate_after"]["enabled"] and job["data"]["batch_size"] == 8
-    model = instantiate_separator(cfg)
+    model = instantiate_network(cfg)
     assert sum(p.numel() for p in model.parameters()) > 0
     # the UMX baseline under the same recipe, as experiments/README.md gives it
     umx = compose_train(
@@ -556,7 +556,7 @@ def test_original_recipe_lands_where_intended(tmp_path):
         tmp_path / "u",
         tmp_path,
     )
-    assert type(instantiate_separator(umx)).__name__ == "UMX"
+    assert type(instantiate_network(umx)).__name__ == "UMX"
     assert umx.module.optimizer.lr == 1e-4 and umx.data.batch_size == 8
 
 

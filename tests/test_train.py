@@ -18,7 +18,7 @@ from longsep.cli.train import build_trainer, init_weights, initialise, train
 from longsep.errors import LongsepError
 from longsep.models import valid_combinations
 from longsep.models.attention import ATTENTIONS
-from longsep.models.build import instantiate_separator
+from longsep.models.build import instantiate_network
 from longsep.spectral import STFTConfig
 from longsep.store import load_checkpoint, load_models, load_store, read_checkpoint
 
@@ -209,7 +209,7 @@ def test_plateau_scheduler_follows_step_validation_past_an_epoch_end(tmp_path, t
     assert plateau["last_epoch"] == 3  # stepped once per validation (steps 3, 6, 9)
 
 
-def _separator_state(model: torch.nn.Module) -> dict[str, torch.Tensor]:
+def _network_state(model: torch.nn.Module) -> dict[str, torch.Tensor]:
     """Trainable weights and scalings (BatchNorm running statistics move freely in a step)."""
     return {
         k: v for k, v in model.state_dict().items() if "running_" not in k and "batches" not in k
@@ -225,7 +225,7 @@ def _openunmix_dir(folder, cfg) -> dict[str, torch.Tensor]:
     separator, with input statistics no data set would give; returns its weights."""
     from openunmix.model import OpenUnmix
 
-    max_bin = instantiate_separator(cfg).input_mean.shape[0]
+    max_bin = instantiate_network(cfg).input_mean.shape[0]
     model = OpenUnmix(nb_bins=2049, nb_channels=2, hidden_size=128, nb_layers=2, max_bin=max_bin)
     with torch.no_grad():
         model.input_mean.fill_(5.0)
@@ -236,7 +236,7 @@ def _openunmix_dir(folder, cfg) -> dict[str, torch.Tensor]:
     (folder / "tmp").rename(folder / f"vocals-{digest}.pth")
     args = {"nfft": 4096, "nhop": 1024, "nb_channels": 2, "hidden_size": 128}
     (folder / "vocals.json").write_text(json.dumps({"args": args}))
-    return _separator_state(model)
+    return _network_state(model)
 
 
 def initialise_from(cfg, separator, source) -> bool:
@@ -250,10 +250,10 @@ def test_init_from_loads_weights_before_training(tmp_path, tiny_data_dir):
     from vocals weights; a shape mismatch is one line naming the file and the key."""
     cfg = compose_train([*FAST, small("umx"), "src=drums"], tmp_path / "r", tiny_data_dir)
     source = _openunmix_dir(tmp_path / "umx", cfg)
-    separator = instantiate_separator(cfg)
+    separator = instantiate_network(cfg)
     assert initialise_from(cfg, separator, tmp_path / "umx") is True
-    assert _distance(_separator_state(separator), source) == 0.0
-    separator = instantiate_separator(cfg)
+    assert _distance(_network_state(separator), source) == 0.0
+    separator = instantiate_network(cfg)
     cfg.init_from_stats = "recompute"
     assert initialise_from(cfg, separator, tmp_path / "umx") is False
     cfg.init_from_stats = "reuse"
@@ -261,7 +261,7 @@ def test_init_from_loads_weights_before_training(tmp_path, tiny_data_dir):
         initialise_from(cfg, separator, tmp_path / "umx")
     wide = compose_train([*FAST, "separator=umx"], tmp_path / "w", tiny_data_dir)
     with pytest.raises(LongsepError, match=r"vocals-\w+\.pth: 'fc1.weight' is") as err:
-        initialise_from(wide, instantiate_separator(wide), tmp_path / "umx")
+        initialise_from(wide, instantiate_network(wide), tmp_path / "umx")
     assert "\n" not in str(err.value)
 
 
@@ -273,20 +273,20 @@ def test_init_from_trains_from_a_store_and_an_openunmix_dir(tmp_path, tiny_data_
     first = tmp_path / "first"
     train(compose_train(base, first, tiny_data_dir))
     fresh, _ = load_store(first / "model", "vocals")
-    fresh = _separator_state(fresh)
+    fresh = _network_state(fresh)
     runs = {
         "store": [f"init_from={first / 'model'}", "seed=7"],  # a fresh start would differ
         "umx": [f"init_from={tmp_path / 'umx'}"],
         "recompute": [f"init_from={tmp_path / 'umx'}", "init_from_stats=recompute"],
     }
     _openunmix_dir(tmp_path / "umx", compose_train(base, tmp_path / "x", tiny_data_dir))
-    umx = _separator_state(load_models(tmp_path / "umx")[0]["vocals"])
+    umx = _network_state(load_models(tmp_path / "umx")[0]["vocals"])
     got = {}
     for name, overrides in runs.items():
         train(compose_train([*base, *overrides], tmp_path / name, tiny_data_dir))
         model, entry = load_store(tmp_path / name / "model", "vocals")
         assert entry.info["init_from"] == overrides[0].split("=", 1)[1]
-        got[name] = _separator_state(model)
+        got[name] = _network_state(model)
     step = 5e-3  # one Adam step of lr 1e-3 moves each weight by about 1e-3
     assert _distance(got["store"], fresh) < step
     assert _distance(got["umx"], umx) < step < _distance(got["umx"], fresh)
@@ -312,3 +312,23 @@ def test_a_logger_without_its_package_is_one_line_naming_the_extra(tmp_path, tin
         LongsepError, match=r"^logger=wandb needs .*pip install 'longsep\[wandb\]'$"
     ):
         build_trainer(cfg, tmp_path / "r")
+
+
+def test_a_checkpoint_from_before_the_rename_resumes_into_the_network():
+    """Runs begun before SeparationModule's network was renamed hold its weights under
+    ``separator.``: Lightning's resume (on_load_checkpoint, then load_state_dict) takes them."""
+    from longsep.models import build_network
+    from longsep.training.module import SeparationModule
+
+    def module(seed: int) -> SeparationModule:
+        torch.manual_seed(seed)
+        return SeparationModule(build_network("umx_small", None, seq_len=1), target="vocals")
+
+    trained, fresh = module(0), module(1)
+    old = {"separator." + k[len("network.") :]: v for k, v in trained.state_dict().items()}
+    checkpoint = {"state_dict": old}
+    fresh.on_load_checkpoint(checkpoint)
+    fresh.load_state_dict(checkpoint["state_dict"])
+    for key, value in trained.state_dict().items():
+        assert torch.equal(fresh.state_dict()[key], value), key
+    assert not torch.equal(module(1).network.fc1.weight, trained.network.fc1.weight)

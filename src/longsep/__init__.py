@@ -3,7 +3,7 @@
 Public API (imported lazily so that ``import longsep`` stays cheap):
 
 - :class:`longsep.LongsepError` for user-fixable problems,
-- :func:`longsep.build_separator` to build a separator from the Hydra configs,
+- :func:`longsep.build_network` to build a separator from the Hydra configs,
 - :class:`longsep.Separator` for inference with Wiener filtering.
 """
 
@@ -31,7 +31,7 @@ def order_targets(names: Iterable[str]) -> list[str]:
 
 
 _LAZY = {
-    "build_separator": "longsep.models",
+    "build_network": "longsep.models",
     "Separator": "longsep.inference.separator",
 }
 

@@ -9,11 +9,11 @@ read with ``torch.load(weights_only=True)``; Open-Unmix model directories
 names ``umxhq`` / ``umxl`` / ``umx`` are rebuilt as :class:`~longsep.models.UMX` by
 :mod:`longsep.store_openunmix`.
 
-Model files are data: configs are built by :func:`longsep.models.separator_from_node`,
+Model files are data: configs are built by :func:`longsep.models.network_from_node`,
 which only accepts longsep's separator and attention classes by exact name, so a model
 received from someone else cannot run code. :func:`resolve_model` maps what a user types
 (a store, a checkpoint, a training run dir, an Open-Unmix dir or name) to the model to
-load; :func:`read_init_weights` reads any of them and :func:`init_separator` loads them into a
+load; :func:`read_init_weights` reads any of them and :func:`init_network` loads them into a
 separator built elsewhere (fine-tuning).
 """
 
@@ -36,7 +36,7 @@ from longsep import order_targets
 from longsep import store_openunmix as umx_files
 from longsep.errors import LongsepError, one_line
 from longsep.io import atomic_write
-from longsep.models.build import separator_from_node
+from longsep.models.build import network_from_node
 from longsep.spectral import STFTConfig
 from longsep.store_format import (
     PathLike,
@@ -46,7 +46,8 @@ from longsep.store_format import (
 
 log = logging.getLogger(__name__)
 
-STATE_PREFIX = "separator."  # SeparationModule's attribute holding the network
+STATE_PREFIX = "network."  # SeparationModule's attribute holding the network
+FORMER_STATE_PREFIX = "separator."  # its name in checkpoints written before 2026-12-06
 _TIMESTAMP = re.compile(r"^\d{4}-\d{2}-\d{2}([_T]\d{2}-\d{2}-\d{2})?$")
 
 
@@ -205,9 +206,9 @@ def build_for_weights(
     sizes its weights do not have (a 10^8 hidden size) is one line naming the key, never
     an allocation of hundreds of GB."""
     with torch.device("meta"):
-        probe = separator_from_node(node, source)
+        probe = network_from_node(node, source)
     check_shapes(_shapes(probe.state_dict()), shapes, weights)
-    return separator_from_node(node, source)
+    return network_from_node(node, source)
 
 
 def load_state(model: nn.Module, state: dict[str, torch.Tensor], source: str) -> None:
@@ -227,13 +228,24 @@ def read_checkpoint(path: PathLike) -> dict[str, Any]:
         raise LongsepError(f"cannot read checkpoint {path}: {refusal(exc)}") from exc
 
 
-def separator_state(ckpt: dict[str, Any], source: str) -> dict[str, torch.Tensor]:
-    """The separator's weights inside a training checkpoint's ``state_dict``."""
+def current_state_keys(state: dict[str, Any]) -> dict[str, Any]:
+    """A training checkpoint's ``state_dict`` with the network's keys under
+    :data:`STATE_PREFIX` (checkpoints of runs begun before the rename hold them under
+    :data:`FORMER_STATE_PREFIX`; both resume and export)."""
+    n = len(FORMER_STATE_PREFIX)
+    return {
+        STATE_PREFIX + k[n:] if k.startswith(FORMER_STATE_PREFIX) else k: v
+        for k, v in state.items()
+    }
+
+
+def network_state(ckpt: dict[str, Any], source: str) -> dict[str, torch.Tensor]:
+    """The network's weights inside a training checkpoint's ``state_dict``."""
     state = ckpt.get("state_dict")
     if not isinstance(state, dict):
         raise LongsepError(f"{source} holds no state_dict: not a Lightning checkpoint")
     n = len(STATE_PREFIX)
-    return {k[n:]: v for k, v in state.items() if k.startswith(STATE_PREFIX)}
+    return {k[n:]: v for k, v in current_state_keys(state).items() if k.startswith(STATE_PREFIX)}
 
 
 def entry_from_checkpoint(ckpt: dict[str, Any], source: str) -> StoreEntry:
@@ -256,7 +268,7 @@ def load_checkpoint(path: PathLike) -> tuple[nn.Module, StoreEntry]:
     """Rebuild the separator stored in a longsep Lightning checkpoint."""
     ckpt = read_checkpoint(path)
     entry = entry_from_checkpoint(ckpt, str(path))
-    state = separator_state(ckpt, str(path))
+    state = network_state(ckpt, str(path))
     model = build_for_weights(entry.separator, _shapes(state), str(path), str(path))
     load_state(model, state, str(path))
     return model.eval(), entry
@@ -359,18 +371,16 @@ def read_init_weights(source: PathLike, target: str) -> InitWeights:
     return InitWeights(model.state_dict(), found, str(file), entry.stft)
 
 
-def init_separator(
-    separator: nn.Module, weights: InitWeights, stft: STFTConfig | None = None
-) -> str:
-    """Load ``weights`` into ``separator`` (where fine-tuning starts): every key of the
-    separator must be there with the same shape and nothing else (one line naming the file
+def init_network(network: nn.Module, weights: InitWeights, stft: STFTConfig | None = None) -> str:
+    """Load ``weights`` into ``network`` (where fine-tuning starts): every key of the
+    network must be there with the same shape and nothing else (one line naming the file
     and the first mismatching key otherwise). Returns the weights' target."""
-    _load_matching(separator, weights.state, weights.file)
+    _load_matching(network, weights.state, weights.file)
     if stft is not None and weights.stft is not None and weights.stft != stft:
         log.warning(
             "init_from=%s was trained with %s, this run uses %s", weights.file, weights.stft, stft
         )
-    log.info("initialised the separator from %s (target %s)", weights.file, weights.target)
+    log.info("initialised the network from %s (target %s)", weights.file, weights.target)
     return weights.target
 
 

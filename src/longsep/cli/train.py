@@ -1,4 +1,4 @@
-"""``train.py``: build data, separator, module and trainer from the config, fit, export."""
+"""``train.py``: build data, network, module and trainer from the config, fit, export."""
 
 from __future__ import annotations
 
@@ -26,22 +26,22 @@ from longsep.errors import LongsepError, one_line
 from longsep.evaluation.evaluate import ScoringOptions, evaluate_model
 from longsep.inference.options import InferenceOptions
 from longsep.models.build import (
-    instantiate_separator,
+    instantiate_network,
     is_no_attention,
     is_valid_combination,
-    separator_config,
+    network_config,
 )
 from longsep.spectral import STFTConfig
 from longsep.store import (
     InitWeights,
     StoreEntry,
-    init_separator,
+    init_network,
     load_state,
+    network_state,
     read_checkpoint,
     read_init_weights,
     resolve_model,
     save_store,
-    separator_state,
 )
 from longsep.study import records
 from longsep.training import runs
@@ -154,11 +154,11 @@ def export_best(cfg: DictConfig, trainer: pl.Trainer, module: SeparationModule) 
     """Write the best (else last) weights of the run to the model store ``cfg.store_dir``."""
     best = getattr(trainer.checkpoint_callback, "best_model_path", "") or ""
     if best and Path(best).exists():
-        load_state(module.separator, separator_state(read_checkpoint(best), best), best)
+        load_state(module.network, network_state(read_checkpoint(best), best), best)
     metrics = {k: float(v) for k, v in trainer.callback_metrics.items() if k.startswith("val/")}
     entry = StoreEntry(
         target=target_name(cfg.src),
-        separator=separator_config(cfg),
+        separator=network_config(cfg),
         stft=STFTConfig(**cfg.stft),
         seq_len=float(cfg.seq_len),
         nb_channels=int(cfg.nb_channels),
@@ -166,9 +166,7 @@ def export_best(cfg: DictConfig, trainer: pl.Trainer, module: SeparationModule) 
     )
     if cfg.get("init_from"):
         entry.info["init_from"] = str(cfg.init_from)
-    return save_store(
-        cfg.store_dir, module.separator.cpu(), entry, cfg.get("store_dtype", "float32")
-    )
+    return save_store(cfg.store_dir, module.network.cpu(), entry, cfg.get("store_dtype", "float32"))
 
 
 def _attention_choice(value: Any) -> str:
@@ -366,14 +364,14 @@ def init_weights(cfg: DictConfig) -> InitWeights | None:
 
 
 def initialise(
-    cfg: DictConfig, separator: torch.nn.Module, stft: STFTConfig, weights: InitWeights | None
+    cfg: DictConfig, network: torch.nn.Module, stft: STFTConfig, weights: InitWeights | None
 ) -> bool:
-    """Load the ``init_from`` weights into ``separator``; True when their input statistics
+    """Load the ``init_from`` weights into ``network``; True when their input statistics
     are kept (``init_from_stats=keep``), False when the run computes them from the data."""
     if weights is None:
         return False
     src = target_name(cfg.src)
-    found = init_separator(separator, weights, stft)
+    found = init_network(network, weights, stft)
     if found != src:
         log.info("fine-tuning %s weights from %s for src=%s", found, cfg.init_from, src)
     return str(cfg.get("init_from_stats") or "keep") == "keep"
@@ -396,14 +394,14 @@ def _train(
     datamodule.prepare_data()
     datamodule.setup("fit")
     stft = STFTConfig(**cfg.stft)
-    separator = instantiate_separator(cfg)
-    if not initialise(cfg, separator, stft, weights):
+    network = instantiate_network(cfg)
+    if not initialise(cfg, network, stft, weights):
         stats_file = datamodule.stats_dir / f"stats-train-{stft.n_fft}-{stft.hop_length}.npz"
         mean, std = input_statistics(datamodule.train_mixtures(), stft, stats_file)
-        set_input_statistics(separator, mean, std)
+        set_input_statistics(network, mean, std)
 
     module = SeparationModule(
-        separator=separator,
+        network=network,
         target=target_name(cfg.src),
         stft=stft,
         loss=cfg.module.loss,

@@ -9,12 +9,12 @@ from __future__ import annotations
 from longsep.models.attention import ATTENTIONS, build_attention
 from longsep.models.auto_transformer import AutoTransformer
 from longsep.models.build import (
-    build_separator,
-    compose_separator,
-    instantiate_separator,
+    build_network,
+    compose_network,
+    instantiate_network,
     is_valid_combination,
-    separator_config,
-    separator_from_node,
+    network_config,
+    network_from_node,
     valid_combinations,
 )
 from longsep.models.umx import UMX
@@ -26,11 +26,11 @@ __all__ = [
     "UMX",
     "UMXTransformer",
     "build_attention",
-    "build_separator",
-    "compose_separator",
-    "instantiate_separator",
+    "build_network",
+    "compose_network",
+    "instantiate_network",
     "is_valid_combination",
-    "separator_config",
-    "separator_from_node",
+    "network_config",
+    "network_from_node",
     "valid_combinations",
 ]

@@ -1,11 +1,11 @@
 """Build separators from the Hydra configs in ``conf/separator`` and ``conf/attention``.
 
-- :func:`build_separator`: compose ``conf/build.yaml`` with a separator and an
+- :func:`build_network`: compose ``conf/build.yaml`` with a separator and an
   attention choice and instantiate it (for Python users and tests);
-- :func:`instantiate_separator`: the separator of a composed training config;
-- :func:`separator_config`: the resolved separator node that a model store records;
+- :func:`instantiate_network`: the separator of a composed training config;
+- :func:`network_config`: the resolved separator node that a model store records;
 - :func:`valid_combinations` / :func:`is_valid_combination`: which pairs exist;
-- :func:`separator_from_node`: a separator from a plain config node, with an exact
+- :func:`network_from_node`: a separator from a plain config node, with an exact
   allow-list of classes (how model files are turned into networks, without Hydra).
 """
 
@@ -124,7 +124,7 @@ def _default_attention() -> dict[str, Any]:
     return OmegaConf.to_container(node, resolve=True)
 
 
-def separator_config(cfg: DictConfig) -> dict[str, Any]:
+def network_config(cfg: DictConfig) -> dict[str, Any]:
     """The resolved ``separator`` node of ``cfg`` with its attention filled in.
 
     ``cfg`` is a training config (keys ``separator``, ``attention``, ``stft``,
@@ -185,7 +185,7 @@ def _attention_from_node(node: Any, source: str) -> str | functools.partial | No
     return functools.partial(ATTENTION_CLASSES[node["_target_"]], **args)
 
 
-def separator_from_node(node: Any, source: str) -> nn.Module:
+def network_from_node(node: Any, source: str) -> nn.Module:
     """Build the separator of a plain config node (``_target_`` + arguments).
 
     ``_target_`` must be one of :data:`SEPARATOR_CLASSES` exactly, the ``attention``
@@ -209,9 +209,9 @@ def separator_from_node(node: Any, source: str) -> nn.Module:
         raise LongsepError(f"{source}: cannot build the separator: {exc}") from exc
 
 
-def instantiate_separator(cfg: DictConfig) -> nn.Module:
-    """Build the separator of a composed training config (see :func:`separator_config`)."""
-    return separator_from_node(separator_config(cfg), "separator config")
+def instantiate_network(cfg: DictConfig) -> nn.Module:
+    """Build the separator of a composed training config (see :func:`network_config`)."""
+    return network_from_node(network_config(cfg), "separator config")
 
 
 @contextmanager
@@ -250,7 +250,7 @@ def _apply_overrides(cfg: DictConfig, separator: str, overrides: dict[str, Any])
             OmegaConf.update(cfg, _override_path(cfg, separator, key), value, merge=False)
 
 
-def compose_separator(
+def compose_network(
     separator: str = "umx_transformer",
     attention: str | None = None,
     seq_len: float = 30.0,
@@ -274,7 +274,7 @@ def compose_separator(
     return cfg
 
 
-def build_separator(
+def build_network(
     separator: str = "umx_transformer",
     attention: str | None = None,
     seq_len: float = 30.0,
@@ -287,6 +287,6 @@ def build_separator(
     attention (``kv_stride=2``) or keys of ``conf/build.yaml`` (``bandwidth=None``,
     ``stft={...}``). Example::
 
-        build_separator("umx_transformer", "qkvg1D", seq_len=30)
+        build_network("umx_transformer", "qkvg1D", seq_len=30)
     """
-    return instantiate_separator(compose_separator(separator, attention, seq_len, **overrides))
+    return instantiate_network(compose_network(separator, attention, seq_len, **overrides))

@@ -1,8 +1,8 @@
-"""SeparationModule: the LightningModule that trains one separator for one target.
+"""SeparationModule: the LightningModule that trains one network for one target.
 
 Batches come from a :mod:`longsep.data` data module (``mixture`` and
 ``target`` audio, ``(batch, channels, samples)``); the module takes the STFT,
-feeds the mixture magnitude ``(batch, channels, bins, frames)`` to the separator
+feeds the mixture magnitude ``(batch, channels, bins, frames)`` to the network
 and compares the estimate with the target magnitude (Open-Unmix's MSE by
 default; L1 or a time-domain SI-SDR loss through the mixture phase as options).
 """
@@ -24,6 +24,7 @@ from longsep.errors import LongsepError
 from longsep.evaluation.metrics import neg_si_sdr_loss
 from longsep.io import atomic_write
 from longsep.spectral import STFTConfig, magnitude, make_transforms
+from longsep.store import current_state_keys
 
 log = logging.getLogger(__name__)
 
@@ -37,17 +38,17 @@ def sdr(estimate: Tensor, reference: Tensor, eps: float = 1e-8) -> Tensor:
     return 10 * torch.log10((num + eps) / (den + eps))
 
 
-def set_input_statistics(separator: nn.Module, mean: np.ndarray, std: np.ndarray) -> None:
+def set_input_statistics(network: nn.Module, mean: np.ndarray, std: np.ndarray) -> None:
     """Initialise a UMX-style front end (``input_mean``/``input_scale``) from data statistics.
 
     Open-Unmix stores the negated mean and the inverse standard deviation.
     """
-    if not (hasattr(separator, "input_mean") and hasattr(separator, "input_scale")):
-        raise LongsepError(f"{type(separator).__name__} has no input_mean/input_scale to set")
-    n = separator.input_mean.shape[0]
+    if not (hasattr(network, "input_mean") and hasattr(network, "input_scale")):
+        raise LongsepError(f"{type(network).__name__} has no input_mean/input_scale to set")
+    n = network.input_mean.shape[0]
     with torch.no_grad():
-        separator.input_mean.copy_(torch.as_tensor(-mean[:n], dtype=torch.float32))
-        separator.input_scale.copy_(torch.as_tensor(1.0 / std[:n], dtype=torch.float32))
+        network.input_mean.copy_(torch.as_tensor(-mean[:n], dtype=torch.float32))
+        network.input_scale.copy_(torch.as_tensor(1.0 / std[:n], dtype=torch.float32))
 
 
 def input_statistics(
@@ -82,11 +83,12 @@ def input_statistics(
 
 
 class SeparationModule(pl.LightningModule):
-    """Train ``separator`` to estimate ``target`` magnitudes from mixture magnitudes."""
+    """Train ``network`` (built from ``conf/separator``) to estimate ``target`` magnitudes
+    from mixture magnitudes."""
 
     def __init__(
         self,
-        separator: nn.Module,
+        network: nn.Module,
         target: str,
         stft: dict | STFTConfig | None = None,
         loss: str = "mse",
@@ -99,7 +101,7 @@ class SeparationModule(pl.LightningModule):
         super().__init__()
         if loss not in LOSSES:
             raise LongsepError(f"module.loss={loss!r} is not one of {list(LOSSES)}")
-        self.separator = separator
+        self.network = network
         self.target = target
         self.stft_config = stft if isinstance(stft, STFTConfig) else STFTConfig(**(stft or {}))
         self.stft, self.istft = make_transforms(self.stft_config)
@@ -111,17 +113,17 @@ class SeparationModule(pl.LightningModule):
         self._val_sdrs: list[Tensor] = []
         self._validations = self._stepped_after = 0  # plateau stepping (lr_scheduler_step)
         if gradient_checkpointing:
-            if not hasattr(separator, "gradient_checkpointing"):
+            if not hasattr(network, "gradient_checkpointing"):
                 raise LongsepError(
-                    f"module.gradient_checkpointing=true but {type(separator).__name__} "
+                    f"module.gradient_checkpointing=true but {type(network).__name__} "
                     "does not support it"
                 )
-            separator.gradient_checkpointing = True
+            network.gradient_checkpointing = True
 
     def forward(self, mixture: Tensor) -> tuple[Tensor, Tensor]:
         """Mixture audio ``(batch, channels, samples)`` to (estimated magnitude, mixture STFT)."""
         mix_stft = self.stft(mixture)
-        return self.separator(magnitude(mix_stft)), mix_stft
+        return self.network(magnitude(mix_stft)), mix_stft
 
     def _estimate_audio(self, est_mag: Tensor, mix_stft: Tensor, length: int) -> Tensor:
         phase = torch.polar(torch.ones_like(est_mag), torch.angle(mix_stft))
@@ -200,6 +202,8 @@ class SeparationModule(pl.LightningModule):
             checkpoint["rng"]["cuda"] = torch.cuda.get_rng_state_all()
 
     def on_load_checkpoint(self, checkpoint: dict) -> None:
+        if "state_dict" in checkpoint:  # Lightning loads it after this hook
+            checkpoint["state_dict"] = current_state_keys(checkpoint["state_dict"])
         rng = checkpoint.get("rng") or {}
         if "torch" in rng:
             torch.set_rng_state(rng["torch"])
