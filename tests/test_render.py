@@ -67,8 +67,9 @@ def test_stem_assignment_and_timing(tmp_path):
     assert programs and set(programs) == {53}
 
 
-def test_render_one_song(tmp_path):
-    """Render a short song into the MUSDB18-HQ layout: exact sum, stems where they play."""
+def test_render_one_song(tmp_path, monkeypatch):
+    """Render a short song into the MUSDB18-HQ layout: exact sum, stems where they play;
+    resume, and refusal of other parameters."""
     midi_dir = tmp_path / "midi"
     midi_dir.mkdir()
     for name in ("one", "two", "three"):
@@ -101,10 +102,23 @@ def test_render_one_song(tmp_path):
     )
     assert len(valid.tracks) == 1
 
-    again = render.render_dataset(
-        tmp_path / "set", midi_dir, sample_rate=16000, n_valid=1, n_test=1, min_seconds=10
-    )
+    # the parameters file of a one-SoundFont set keeps the form it had before sets could
+    # have several (sets rendered then are recognised as complete, and older code reads it)
+    legacy = {
+        "version": render.RENDER_VERSION, "midi_dir": str(midi_dir),
+        "soundfont": str(render.find_soundfont()), "sample_rate": 16000, "n_valid": 1,
+        "n_test": 1, "seed": 0, "min_seconds": 10, "limit": None,
+    }  # fmt: skip
+    assert render.read_json(out / render.PARAMS_FILE) == legacy
+    assert {t["soundfont"] for t in manifest["tracks"]} == {legacy["soundfont"]}
+    assert [t["name"] for t in manifest["tracks"]] == [t["song"] for t in manifest["tracks"]]
+    calls = _spy(monkeypatch)
+    kwargs = {"sample_rate": 16000, "n_valid": 1, "n_test": 1, "min_seconds": 10}
+    again = render.render_dataset(tmp_path / "set", midi_dir, **kwargs)
     assert again == out
+    render.render_dataset(tmp_path / "set", midi_dir, [legacy["soundfont"]], **kwargs)
+    render.render_dataset(tmp_path / "set", midi_dir, splits=render.SPLITS, **kwargs)
+    assert calls == [] and render.read_json(out / render.PARAMS_FILE) == legacy
     with pytest.raises(LongsepError, match="other parameters"):
         render.render_dataset(tmp_path / "set", midi_dir, sample_rate=22050, min_seconds=10)
 
@@ -134,3 +148,114 @@ def test_cli_error_is_one_line(tmp_path):
     assert result.returncode == 2
     assert result.stderr.strip().count("\n") == 0
     assert "no MIDI files" in result.stderr
+
+
+def _fonts(tmp_path, *names):
+    """Copies of the installed General-MIDI SoundFont under other file names (links: no
+    second SoundFont package needed), so each has a tag of its own."""
+    real = render.find_soundfont()
+    fonts = []
+    for name in names:
+        (tmp_path / name).symlink_to(real)
+        fonts.append(str(tmp_path / name))
+    return fonts
+
+
+def _spy(monkeypatch) -> list[tuple[str, str]]:
+    """Record (part file, SoundFont) of every fluidsynth render, in process."""
+    calls = []
+    real = render.render_midi
+
+    def spy(midi_path, soundfont, sample_rate):
+        calls.append((midi_path.parent.name, soundfont.name))
+        return real(midi_path, soundfont, sample_rate)
+
+    monkeypatch.setattr(render, "render_midi", spy)
+    return calls
+
+
+def test_render_several_soundfonts(tmp_path, monkeypatch):
+    """One track per (song, SoundFont), each rendered with its own SoundFont, every song in
+    one split for all SoundFonts; resume, refusal of other SoundFonts, a test split alone."""
+    midi_dir = tmp_path / "midi"
+    midi_dir.mkdir()
+    for name in ("one", "two", "three"):
+        write_song(midi_dir / f"{name}.mid", bars=5)
+    fonts = _fonts(tmp_path, "Alpha_GM.sf2", "beta-2.sf2")
+    calls = _spy(monkeypatch)
+    kwargs = {"sample_rate": 8000, "n_valid": 1, "n_test": 1, "min_seconds": 8}
+    out = render.render_dataset(tmp_path / "set", midi_dir, fonts, **kwargs)
+
+    manifest = render.read_json(out / render.MANIFEST)
+    assert manifest["soundfonts"] == {"alphagm": fonts[0], "beta2": fonts[1]}
+    tracks = {t["name"]: t for t in manifest["tracks"]}
+    assert len(tracks) == 6
+    split_of = {}
+    for song in ("one", "two", "three"):
+        pair = [tracks[f"{song}__alphagm"], tracks[f"{song}__beta2"]]
+        assert [t["soundfont"] for t in pair] == fonts
+        assert {t["song"] for t in pair} == {song}
+        (split,) = {t["split"] for t in pair}  # the same split under both SoundFonts
+        split_of[song] = split
+        subset = "test" if split == "test" else "train"
+        for name in (f"{song}__alphagm", f"{song}__beta2"):
+            assert all((out / subset / name / f"{f}.wav").is_file() for f in render.FILES)
+    assert sorted(split_of.values()) == ["test", "train", "valid"]
+    assert sorted(p.name for p in (out / "test").iterdir()) == sorted(
+        f"{s}__{t}" for s, v in split_of.items() if v == "test" for t in ("alphagm", "beta2")
+    )
+    # each track's four stems were rendered with that track's SoundFont, once
+    assert sorted(calls) == sorted(
+        (name, "Alpha_GM.sf2" if name.endswith("alphagm") else "beta-2.sf2")
+        for name in tracks
+        for _ in range(4)
+    )
+    import yaml
+
+    setup = yaml.safe_load((out / "setup.yaml").read_text())
+    (valid,) = (s for s, v in split_of.items() if v == "valid")
+    assert sorted(setup["validation_tracks"]) == [f"{valid}__alphagm", f"{valid}__beta2"]
+
+    # resume: complete tracks are kept, a missing one is rendered again, alone
+    calls.clear()
+    (lost,) = (s for s, v in split_of.items() if v == "test")
+    import shutil
+
+    shutil.rmtree(out / "test" / f"{lost}__beta2")
+    assert render.render_dataset(tmp_path / "set", midi_dir, fonts[::-1], **kwargs) == out
+    assert {c[0] for c in calls} == {f"{lost}__beta2"} and len(calls) == 4
+    calls.clear()
+    render.render_dataset(tmp_path / "set", midi_dir, fonts, **kwargs)
+    assert calls == []
+    # other SoundFonts (one of them, or one more) are another set
+    for other in ([fonts[0]], [*fonts, *_fonts(tmp_path, "gamma.sf2")]):
+        with pytest.raises(LongsepError, match="other parameters"):
+            render.render_dataset(tmp_path / "set", midi_dir, other, **kwargs)
+
+    # a held-out SoundFont's test split: the same test song, named as a one-SoundFont set
+    held = render.render_dataset(
+        tmp_path / "heldout", midi_dir, _fonts(tmp_path, "held.sf2"), splits=["test"], **kwargs
+    )
+    assert [p.name for p in (held / "test").iterdir()] == [lost]
+    assert not (held / "train").exists()
+    held_manifest = render.read_json(held / render.MANIFEST)
+    assert [t["split"] for t in held_manifest["tracks"]] == ["test"]
+    assert held_manifest["splits"] == ["test"]
+    with pytest.raises(LongsepError, match="other parameters"):
+        render.render_dataset(tmp_path / "heldout", midi_dir, str(tmp_path / "held.sf2"), **kwargs)
+
+
+def test_soundfont_errors(tmp_path):
+    (tmp_path / "notes.sf2").write_bytes(b"RIFF\0\0\0\0WAVEfmt ")
+    with pytest.raises(LongsepError, match=r"soundfont=.*notes.sf2 is not a SoundFont file"):
+        render.find_soundfonts([str(tmp_path / "notes.sf2")])
+    with pytest.raises(LongsepError, match=r"soundfont=.*nope.sf2 does not exist"):
+        render.find_soundfonts([*_fonts(tmp_path, "a.sf2"), str(tmp_path / "nope.sf2")])
+    fonts = _fonts(tmp_path, "Fluid-R3.sf2", "fluid_r3.sf2")
+    with pytest.raises(LongsepError, match="same tag 'fluidr3'"):
+        render.find_soundfonts(fonts)
+    with pytest.raises(LongsepError, match="same tag"):
+        render.find_soundfonts([fonts[0], fonts[0]])
+    assert render.soundfont_tag("/usr/share/sounds/sf2/OPL-3_FM_128M.sf2") == "opl3fm128m"
+    with pytest.raises(LongsepError, match=r"splits=\['dev'\]"):
+        render.render_dataset(tmp_path / "o", tmp_path, fonts[:1], splits=["dev"])
