@@ -133,6 +133,9 @@ RUN_HERE = [
      "experiments/results/rendered_cpu/control_positive", []),
     ("python -m longsep.study runs/multirun/context_control_cpu/synth_negative --out "
      "experiments/results/rendered_cpu/control_negative", []),
+    ("python -m longsep.data.render --out data/rendered_multi --sample-rate 22050 --workers 2 "
+     "--soundfont /usr/share/sounds/sf2/FluidR3_GM.sf2 /usr/share/sounds/sf2/OPL-3_FM_128M.sf2",
+     RENDER_SHRINK),  # models/README.md; the default model trains on it
     ("python train.py +experiment=default_model", STUDY_SHRINK[3:]),
     ("python separate.py input=song.mp3", []),
     ("python separate.py model=runs/quickstart/model input=song.mp3 out_dir=separated", []),
@@ -284,14 +287,15 @@ def test_command_runs_as_typed(command, extra, workspace):
         # the run evaluates its own target, with a residual, into its own run dir
         (result,) = workspace.glob("runs/multirun/default_model/*/result.json")
         assert set(json.loads(result.read_text())["test"]) == {"vocals", "residual"}
-        assert (result.parent / "eval" / "rendered" / "test" / "scores.csv").is_file()
+        assert (result.parent / "eval" / "rendered_multi" / "test" / "scores.csv").is_file()
         assert not (store / "eval").exists()
     if "--oracle" in command:
         out = command.split("--out ")[1].split()[0]
         text = (workspace / out / "results.md").read_text()
         assert "Oracle `oracle-irm2` on the same split" in text
     if "longsep.data.render" in command:
-        assert (workspace / "data" / "rendered" / "render.json").is_file()
+        out = command.split("--out ")[1].split()[0]
+        assert (workspace / out / "render.json").is_file()
     if "--out experiments/results/musdb" in command:
         report = workspace / "experiments" / "results" / "musdb"
         assert (report / "results.md").is_file()
