@@ -148,6 +148,14 @@ def test_cli_error_is_one_line(tmp_path):
     assert result.returncode == 2
     assert result.stderr.strip().count("\n") == 0
     assert "no MIDI files" in result.stderr
+    missing = str(tmp_path / "missing.sf2")
+    result = subprocess.run(
+        [sys.executable, "-m", "longsep.data.render", "--out", str(tmp_path / "o"),
+         "--soundfont", str(render.find_soundfont()), missing, "--splits", "test"],
+        capture_output=True, text=True, check=False,
+    )  # fmt: skip
+    assert result.returncode == 2
+    assert result.stderr.strip() == f"error: soundfont={missing} does not exist"
 
 
 def _fonts(tmp_path, *names):
