@@ -88,6 +88,10 @@ CONTEXT_SHRINK = [  # one seed of the 2 models x 3 arms on the 3-song rendered s
 # layout as wav stems, so commands naming it get data.is_wav=true appended
 WAV = ["data.is_wav=true"]
 SLOW = pytest.mark.slow
+RENDER_MULTI = (  # README, Data: the set the default model trains on (models/README.md)
+    "python -m longsep.data.render --out data/rendered_multi --sample-rate 22050 --workers 2 "
+    "--soundfont /usr/share/sounds/sf2/FluidR3_GM.sf2 /usr/share/sounds/sf2/OPL-3_FM_128M.sf2"
+)
 # command -> overrides appended to shrink it (pytest.param with marks for the long ones)
 RUN_HERE = [
     ("python train.py separator=umx_transformer attention=qkvg1D seq_len=30 src=vocals",
@@ -133,9 +137,7 @@ RUN_HERE = [
      "experiments/results/rendered_cpu/control_positive", []),
     ("python -m longsep.study runs/multirun/context_control_cpu/synth_negative --out "
      "experiments/results/rendered_cpu/control_negative", []),
-    ("python -m longsep.data.render --out data/rendered_multi --sample-rate 22050 --workers 2 "
-     "--soundfont /usr/share/sounds/sf2/FluidR3_GM.sf2 /usr/share/sounds/sf2/OPL-3_FM_128M.sf2",
-     RENDER_SHRINK),  # models/README.md; the default model trains on it
+    (RENDER_MULTI, RENDER_SHRINK),  # the default model trains on it
     ("python train.py +experiment=default_model", STUDY_SHRINK[3:]),
     ("python separate.py input=song.mp3", []),
     ("python separate.py model=runs/quickstart/model input=song.mp3 out_dir=separated", []),
@@ -271,6 +273,8 @@ def test_command_runs_as_typed(command, extra, workspace):
         for name, oracle in (("dirA", "irm1"), ("dirB", "ibm")):
             setup = f"python evaluate.py oracle={oracle} out_dir={name} backend=fast"
             _run(setup, EVAL_SHRINK, workspace)
+    if "+experiment=default_model" in command:  # its data, whichever test runs first
+        _run(RENDER_MULTI, RENDER_SHRINK, workspace)
     proc = _run(command, extra, workspace)
     if command.startswith("python train.py -m") or "+experiment=" in command:
         results = sorted(workspace.glob("runs/multirun/**/result.json"))
