@@ -108,14 +108,18 @@ default-model-eval: render-soundfonts  ## score the default model on the held-ou
 	$(BIN)/python evaluate.py ckpt=$(DEFAULT_STORE) data=rendered backend=fast niter=1 \
 	  overwrite=true out_dir=$(HELDOUT_OUT)/default_model_fluidr3
 
+# one pytest worker per core (pytest-xdist; an idle worker takes tests queued for a busy
+# one); README commands that read what another wrote run in order inside one test
+# (tests/test_readme.py, SHARED_WORK)
+XDIST := -n auto --dist worksteal
 test: dev  ## the fast and integration tiers (what CI runs; README commands verbatim included)
-	$(BIN)/pytest -m "not slow"
+	$(BIN)/pytest -m "not slow" $(XDIST)
 
 test-fast: dev  ## the fast in-process tier alone (daily work)
-	$(BIN)/pytest
+	$(BIN)/pytest $(XDIST)
 
 test-all: dev  ## every tier: fast, integration and slow (DDP, wheel, benchmarks, all models)
-	$(BIN)/pytest -m ""
+	$(BIN)/pytest -m "" $(XDIST)
 
 lint:
 	$(BIN)/ruff check . && $(BIN)/ruff format --check .

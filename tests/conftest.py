@@ -32,6 +32,18 @@ TINY_SYNTH = [
 ]
 
 
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Integration tests first, the README's longest chains of commands first among them
+    (stable otherwise): pytest-xdist's workers (`make test`: `-n auto`) then do not end with
+    one worker running a long test alone."""
+
+    def chain(item: pytest.Item) -> int:
+        callspec = getattr(item, "callspec", None)
+        return len(callspec.params.get("chain", ())) if callspec else 0
+
+    items.sort(key=lambda item: (item.get_closest_marker("integration") is None, -chain(item)))
+
+
 @pytest.fixture(scope="session")
 def tiny_data_dir(tmp_path_factory) -> Path:
     """Shared data/cache root, so the tiny synthetic set is generated once per session."""

@@ -67,21 +67,26 @@ OWN_SHRINK = TRAIN_SHRINK[len(SYNTH_SHRINK) :]  # data=folder and Open-Unmix lay
 COMBINED_SHRINK = [*TRAIN_SHRINK[len(SYNTH_SHRINK) : -2], "callbacks.media=null",
                    "data.datasets.musdb.is_wav=true"]  # fmt: skip
 RENDER_SHRINK = ["--limit", "3", "--valid-tracks", "1", "--test-tracks", "1"]  # 3 songs
+MODELS = ("hydra.sweeper.params.separator", "hydra.sweeper.params.attention")
 CONTROL_SHRINK = [  # both control sets with 3 songs of 48 s (the shortest a control song is)
-    *STUDY_SHRINK, *TINY_SYNTH[:3],
+    *(o for o in STUDY_SHRINK if not o.startswith(MODELS)), *TINY_SYNTH[:3],
+    "hydra.sweeper.params.separator=umx", "hydra.sweeper.params.attention=default",
     "data.generate.min_seconds=48", "data.generate.max_seconds=49",
 ]  # fmt: skip
 # arm C (reach 7.5 s) on 8-s chunks: the reach limit and the intervention on tiny songs
-ARM_C_SHRINK = [*(o for o in STUDY_SHRINK if "seq_len" not in o), "hydra.sweeper.params.arm=C",
-                "+hydra.sweeper.params.seq_len=8"]  # fmt: skip
+ARM_C_SHRINK = [*(o for o in STUDY_SHRINK if "seq_len" not in o and not o.startswith(MODELS)),
+                "hydra.sweeper.params.separator=umx_transformer",
+                "hydra.sweeper.params.attention=qkvg1D",
+                "hydra.sweeper.params.arm=C", "+hydra.sweeper.params.seq_len=8"]  # fmt: skip
 # seq_len_study sweeps arms, not seq_len: arm A (7 s) alone
 ARM_A_SHRINK = [*(o for o in STUDY_SHRINK if "seq_len" not in o), "hydra.sweeper.params.arm=A"]
 CONTROL_ARMS_SHRINK = [  # one seed of both arms on both control sets, 1 step each
     *(o for o in CONTROL_SHRINK if not o.startswith(tuple(
         f"hydra.sweeper.params.{k}" for k in ("separator", "attention", "seq_len")))),
 ]  # fmt: skip
-CONTEXT_SHRINK = [  # one seed of the 2 models x 3 arms on the 3-song rendered set, 1 step each
-    "hydra.sweeper.params.seed=42", *TRAIN_SHRINK[len(SYNTH_SHRINK) :],
+CONTEXT_SHRINK = [  # one seed of umx_small x 3 arms on the 3-song rendered set, 1 step each
+    "hydra.sweeper.params.seed=42", "hydra.sweeper.params.separator=umx_small",
+    *TRAIN_SHRINK[len(SYNTH_SHRINK) :],
     "trainer.val_check_interval=1", "evaluate_after.workers=1",
 ]  # fmt: skip
 # MUSDB18 is stem.mp4, which cannot be downloaded here: the tests' ~/musdb18 holds the same
@@ -158,6 +163,35 @@ RUN_HERE = [
     ("python train.py data=combined data.datasets.musdb.root=$HOME/musdb18 "
      "data.datasets.folder.root=$HOME/mystems data.weights.folder=2", COMBINED_SHRINK),
 ]  # fmt: skip
+# Commands that read what another command wrote (its runs, its data set, its oracle) run in
+# one test, in README order, so that pytest-xdist (`make test`: `-n auto`) cannot split them
+# over workers; every other command is a test of its own.
+SHARED_WORK = {
+    "rendered": ("data/rendered ", "data=rendered ", "seq_len_study_rendered",
+                 "context_study_rendered"),
+    "musdb_study": ("+experiment=seq_len_study data.root", "runs/multirun/seq_len_study "),
+    "control": ("context_control_cpu",),
+    "control_arms": ("context_control_arms_cpu",),
+}  # fmt: skip
+
+
+def _chains() -> list:
+    """:data:`RUN_HERE` as chains of ``(command, extra)`` run in order by one test: the
+    commands of each :data:`SHARED_WORK` group together, every other command alone (the
+    slow ones too, with their marks)."""
+    chains: dict[str, list] = {}
+    for entry in RUN_HERE:
+        values = tuple(entry.values) if hasattr(entry, "values") else entry
+        if hasattr(entry, "values") and entry.marks:
+            chains[values[0]] = [pytest.param([values], marks=entry.marks, id=values[0])]
+            continue
+        group = next((g for g, words in SHARED_WORK.items()
+                      if any(word in values[0] for word in words)), values[0])  # fmt: skip
+        chains.setdefault(group, []).append(values)
+    return [c[0] if hasattr(c[0], "values") else pytest.param(c, id=c[0][0])
+            for c in chains.values()]  # fmt: skip
+
+
 # commands that need GPUs or a cluster: composed and resolved as typed (`--cfg job`), which
 # is where the sweep commands used to crash, but not run
 COMPOSE_ONLY: dict[str, str] = {
@@ -212,7 +246,7 @@ def test_every_documented_command_is_covered():
     assert not missing, f"README commands neither run by a test nor excused: {missing}"
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture(scope="session")  # not module: under xdist a worker interleaves modules
 def workspace(tmp_path_factory) -> Path:
     """A fresh working directory with what the commands name: a home with MUSDB18-HQ-layout
     folders and a folder of stems, a model store at runs/quickstart, songs, an Open-Unmix
@@ -267,8 +301,14 @@ def _run(command: str, extra: list[str], cwd: Path) -> subprocess.CompletedProce
 
 @pytest.mark.integration
 @pytest.mark.timeout(1800)
-@pytest.mark.parametrize(("command", "extra"), RUN_HERE)
-def test_command_runs_as_typed(command, extra, workspace):
+@pytest.mark.parametrize("chain", _chains())
+def test_command_runs_as_typed(chain, workspace):
+    for command, extra in chain:
+        _check(command, extra, workspace)
+
+
+def _check(command: str, extra: list[str], workspace: Path) -> None:
+    """Run ``command`` as typed (``extra`` appended) in ``workspace`` and check its output."""
     if "compare=" in command:
         for name, oracle in (("dirA", "irm1"), ("dirB", "ibm")):
             setup = f"python evaluate.py oracle={oracle} out_dir={name} backend=fast"
