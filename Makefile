@@ -111,7 +111,7 @@ default-model-eval: render-soundfonts  ## score the default model on the held-ou
 # one pytest worker per core (pytest-xdist; an idle worker takes tests queued for a busy
 # one); README commands that read what another wrote run in order inside one test
 # (tests/test_readme.py, SHARED_WORK)
-XDIST := -n auto --dist worksteal
+XDIST := -n auto --maxprocesses 4 --dist worksteal  # at most 4: each worker holds torch (~1-2 GB)
 test: dev  ## the fast and integration tiers (what CI runs; README commands verbatim included)
 	$(BIN)/pytest -m "not slow" $(XDIST)
 
