@@ -200,8 +200,9 @@ def markdown(results: Sequence[Contrast], groups: dict[str, dict]) -> str:
         "# The long-context control",
         "",
         f"Runs: {runs}; songs scored: {results[0].tracks} (paired across the two sets).",
-        "Score: SDR of the vocals over the both-singing samples of the 30-s window at the "
-        "solo's end of each song, one pass, no Wiener EM.",
+        "Score: SDR of the vocals over the both-singing samples of the 30-s window that "
+        "begins or ends with the solo (in the negative song: the same place, solo cut out), "
+        "one pass, no Wiener EM.",
         "",
         "| contrast | estimate (dB) | 95 % interval | p | between-run SD per group (dB) |",
         "|---|---|---|---|---|",
