@@ -172,24 +172,24 @@ SHARED_WORK = {
     "musdb_study": ("+experiment=seq_len_study data.root", "runs/multirun/seq_len_study "),
     "control": ("context_control_cpu",),
     "control_arms": ("context_control_arms_cpu",),
+    "rendered_multi": ("data/rendered_multi ", "+experiment=default_model"),
 }  # fmt: skip
 
 
 def _chains() -> list:
     """:data:`RUN_HERE` as chains of ``(command, extra)`` run in order by one test: the
     commands of each :data:`SHARED_WORK` group together, every other command alone (the
-    slow ones too, with their marks)."""
+    slow ones, given as ``pytest.param`` with their marks, too)."""
     chains: dict[str, list] = {}
+    alone = []
     for entry in RUN_HERE:
-        values = tuple(entry.values) if hasattr(entry, "values") else entry
-        if hasattr(entry, "values") and entry.marks:
-            chains[values[0]] = [pytest.param([values], marks=entry.marks, id=values[0])]
+        if hasattr(entry, "values"):
+            alone.append(pytest.param([entry.values], marks=entry.marks, id=entry.values[0]))
             continue
         group = next((g for g, words in SHARED_WORK.items()
-                      if any(word in values[0] for word in words)), values[0])  # fmt: skip
-        chains.setdefault(group, []).append(values)
-    return [c[0] if hasattr(c[0], "values") else pytest.param(c, id=c[0][0])
-            for c in chains.values()]  # fmt: skip
+                      if any(word in entry[0] for word in words)), entry[0])  # fmt: skip
+        chains.setdefault(group, []).append(entry)
+    return [*(pytest.param(chain, id=chain[0][0]) for chain in chains.values()), *alone]
 
 
 # commands that need GPUs or a cluster: composed and resolved as typed (`--cfg job`), which
@@ -313,8 +313,6 @@ def _check(command: str, extra: list[str], workspace: Path) -> None:
         for name, oracle in (("dirA", "irm1"), ("dirB", "ibm")):
             setup = f"python evaluate.py oracle={oracle} out_dir={name} backend=fast"
             _run(setup, EVAL_SHRINK, workspace)
-    if "+experiment=default_model" in command:  # its data, whichever test runs first
-        _run(RENDER_MULTI, RENDER_SHRINK, workspace)
     proc = _run(command, extra, workspace)
     if command.startswith("python train.py -m") or "+experiment=" in command:
         results = sorted(workspace.glob("runs/multirun/**/result.json"))
