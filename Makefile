@@ -62,6 +62,7 @@ study-rendered: install render-deps  ## the study on rendered music with models 
 	$(BIN)/python -m longsep.study $(CONTROL)/synth_negative --out $(RENDERED_OUT)/control_negative
 
 CONTROL_ARMS := runs/multirun/context_control_arms_cpu
+CONTROL_NEAR := runs/multirun/context_control_near_arms_cpu
 CONTEXT := runs/multirun/context_study_rendered
 JOBLIB2 := hydra/launcher=joblib hydra.launcher.n_jobs=2
 SCRIPTS ?= .
@@ -75,6 +76,8 @@ study-context-steps:  # the study's commands (SCRIPTS: where train.py is, for a 
 	$(BIN)/python -m longsep.data.render --out data/rendered --sample-rate 22050 --workers 2
 	OMP_NUM_THREADS=1 $(BIN)/python $(SCRIPTS)/train.py +experiment=context_control_arms_cpu $(JOBLIB2)
 	$(BIN)/python -m longsep.study.control $(CONTROL_ARMS) --out experiments/results/context_control
+	OMP_NUM_THREADS=1 $(BIN)/python $(SCRIPTS)/train.py +experiment=context_control_near_arms_cpu $(JOBLIB2)
+	$(BIN)/python -m longsep.study.control $(CONTROL_NEAR) --out experiments/results/context_control_near
 	OMP_NUM_THREADS=1 $(BIN)/python $(SCRIPTS)/train.py +experiment=context_study_rendered $(JOBLIB2)
 	$(BIN)/python -m longsep.study $(CONTEXT) --arms --out experiments/results/context_rendered \
 	  --oracle $(RENDERED_OUT)/oracle_irm2

@@ -7,6 +7,7 @@ cd "$(dirname "$0")/.."
 PY=${PYTHON:-.venv/bin/python}
 PAIRS=(
   runs/multirun/context_control_arms_cpu experiments/results/context_control/runs
+  runs/multirun/context_control_near_arms_cpu experiments/results/context_control_near/runs
   runs/multirun/context_study_rendered experiments/results/context_rendered/runs
 )
 while true; do

@@ -84,6 +84,10 @@ CONTROL_ARMS_SHRINK = [  # one seed of both arms on both control sets, 1 step ea
     *(o for o in CONTROL_SHRINK if not o.startswith(tuple(
         f"hydra.sweeper.params.{k}" for k in ("separator", "attention", "seq_len")))),
 ]  # fmt: skip
+CONTROL_NEAR_SHRINK = [  # the same on the second design's sets, songs of its least length
+    *(o for o in CONTROL_ARMS_SHRINK if "_seconds=" not in o),
+    "data.generate.min_seconds=41", "data.generate.max_seconds=42",
+]  # fmt: skip
 CONTEXT_SHRINK = [  # one seed of umx_small x 3 arms on the 3-song rendered set, 1 step each
     "hydra.sweeper.params.seed=42", "hydra.sweeper.params.separator=umx_small",
     *TRAIN_SHRINK[len(SYNTH_SHRINK) :],
@@ -131,6 +135,10 @@ RUN_HERE = [
      "hydra.launcher.n_jobs=2", CONTROL_ARMS_SHRINK),
     ("python -m longsep.study.control runs/multirun/context_control_arms_cpu --out "
      "experiments/results/context_control", []),
+    ("python train.py +experiment=context_control_near_arms_cpu hydra/launcher=joblib "
+     "hydra.launcher.n_jobs=2", CONTROL_NEAR_SHRINK),
+    ("python -m longsep.study.control runs/multirun/context_control_near_arms_cpu --out "
+     "experiments/results/context_control_near", []),
     ("python train.py +experiment=context_study_rendered hydra/launcher=joblib "
      "hydra.launcher.n_jobs=2", CONTEXT_SHRINK),
     ("python -m longsep.study runs/multirun/context_study_rendered --arms --out "
@@ -172,6 +180,7 @@ SHARED_WORK = {
     "musdb_study": ("+experiment=seq_len_study data.root", "runs/multirun/seq_len_study "),
     "control": ("context_control_cpu",),
     "control_arms": ("context_control_arms_cpu",),
+    "control_near": ("context_control_near_arms_cpu",),
     "rendered_multi": ("data/rendered_multi ", "+experiment=default_model"),
 }  # fmt: skip
 
@@ -345,7 +354,8 @@ def _check(command: str, extra: list[str], workspace: Path) -> None:
         assert "## Arm C: the intervention's negative control" in (report / "arms.md").read_text()
         assert sorted(workspace.glob("runs/multirun/seq_len_study/*reach7.5s*/intervention.csv"))
     if "longsep.study.control" in command:
-        text = (workspace / "experiments/results/context_control/control.md").read_text()
+        out = command.split("--out ")[1].split()[0]
+        text = (workspace / out / "control.md").read_text()
         assert "| interaction |" in text
     if "--out experiments/results/context_rendered" in command:
         rows = (workspace / "experiments/results/context_rendered/contrasts.csv").read_text()

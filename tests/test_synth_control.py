@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import hashlib
+import importlib.util
 import json
 from dataclasses import replace
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -24,6 +26,9 @@ TIMBRE = (
     "low", "formant_scale", "tilt", "vibrato_rate", "vibrato_depth", "vibrato_delay", "glide",
     "breath", "consonants", "position",
 )  # fmt: skip
+
+
+NEAR = {"solo_seconds": 6.0, "gap_seconds": 8.0, "distractor_register": "opposite"}
 
 
 def first_seed(solo_first: bool) -> int:
@@ -170,6 +175,12 @@ def test_cli_writes_a_control_set(tmp_path, capsys):
     assert synth.is_complete(tmp_path, synth.make_params(**params, control="negative"))
     assert not synth.is_complete(tmp_path, synth.make_params(**params, control="positive"))
     assert not synth.is_complete(tmp_path, synth.make_params(**params))
+    near = ["--solo-seconds", "6", "--gap-seconds", "8", "--distractor-register", "opposite"]
+    near += ["--min-seconds", "41", "--max-seconds", "41", "--control", "positive"]
+    assert main([*args[:-6], *near, "--out", str(tmp_path)]) == 0
+    manifest = json.loads((tmp_path / synth.MANIFEST).read_text())
+    assert {k: manifest["params"][k] for k in NEAR} == NEAR
+    assert manifest["tracks"]["test"][0]["design"] == NEAR
 
 
 @pytest.mark.parametrize(
@@ -177,6 +188,9 @@ def test_cli_writes_a_control_set(tmp_path, capsys):
     [
         ({"control": "maybe"}, "control"),
         ({"control": "positive", "min_seconds": 10, "max_seconds": 12}, "min_seconds >= 48"),
+        (NEAR | {"control": "positive", "min_seconds": 40, "max_seconds": 47}, "min_seconds >= 41"),
+        ({"distractor_register": "same"}, "distractor_register"),
+        ({"gap_seconds": 0}, "gap_seconds=0"),
     ],
 )
 def test_bad_control_parameters_are_one_line_errors(params, message):
@@ -187,10 +201,67 @@ def test_bad_control_parameters_are_one_line_errors(params, message):
         synth.plan_song(0, 30.0, control="negative")
 
 
+@pytest.mark.parametrize("near", [False, True], ids=["first", "near"])
 @pytest.mark.parametrize("control", ["positive", "negative"])
-def test_data_config_composes(tmp_path, control):
-    cfg = compose_train([f"data=synth_{control}"], tmp_path / "run", tmp_path)
-    assert cfg.data.root == str(tmp_path / "data" / f"synth_{control}")
+def test_data_config_composes(tmp_path, control, near):
+    name = f"synth_{control}" + ("_near" if near else "")
+    cfg = compose_train([f"data={name}"], tmp_path / "run", tmp_path)
+    assert cfg.data.root == str(tmp_path / "data" / name)
     assert cfg.data.generate.control == control and cfg.data.random_mix is False
-    assert synth.make_params(**cfg.data.generate).control == control
+    params = synth.make_params(**cfg.data.generate)
+    assert params.control == control
+    assert params.design == (synth.ControlDesign(**NEAR) if near else synth.ControlDesign())
     assert cfg.data._target_ == "longsep.data.datamodules.MUSDBDataModule"
+
+
+def test_near_design_keeps_solo_and_break_whole_and_registers_apart():
+    design = synth.ControlDesign(**NEAR)
+    assert design.min_seconds == 41.0
+    reach = 7.5 + 1024 / 16000  # arm C's pieces and one STFT window at the model's rate
+    for seed in range(300):
+        seconds = 41.0 + 6.0 * (seed % 7) / 6
+        spec = synth.plan_song(seed, seconds, control="positive", design=design)
+        kinds = [s.kind for s in spec.sections]
+        solo, gap = (spec.sections[kinds.index(k)] for k in ("solo", "break"))
+        assert solo.length >= 6.0 * RATE and solo.start + solo.length <= spec.samples
+        assert gap.length >= 8.0 * RATE > reach * RATE
+        assert abs(kinds.index("solo") - kinds.index("break")) == 1  # the break is next to it
+        shared = [s for s in spec.sections if "distractor" in s.stems]
+        assert shared and all(s.start + s.length <= spec.samples for s in shared[:1])
+        assert {spec.voice, spec.distractor_voice} == {"low", "high"}
+        assert instruments.Vocals(spec).low != instruments.Distractor(spec).low
+        negative = synth.plan_song(seed, seconds, control="negative", design=design)
+        assert negative.removed == solo and negative.design == design
+    # the layout is recorded only where it differs from the first design's
+    near = synth.make_params(control="positive", min_seconds=41, max_seconds=47, **NEAR)
+    assert {k: near.record()[k] for k in NEAR} == NEAR
+    assert spec.to_dict()["design"] == NEAR
+    assert not set(NEAR) & set(synth.make_params(control="positive").record())
+    assert "design" not in synth.plan_song(0, 48.0, control="positive").to_dict()
+
+
+def test_near_negative_renders_as_its_positive_without_the_solo():
+    design = synth.ControlDesign(**NEAR)
+    positive = synth.plan_song(5, 42.0, 22050, control="positive", design=design)
+    negative = synth.plan_song(5, 42.0, 22050, control="negative", design=design)
+    song, cut = synth.render_song(positive), synth.render_song(negative)
+    solo = solo_of(positive)
+    expected = np.concatenate(
+        [song["vocals"][: solo.start], song["vocals"][solo.start + solo.length :]]
+    )
+    np.testing.assert_array_equal(cut["vocals"], expected)
+    gap = next(s for s in positive.sections if s.kind == "break")
+    assert not np.any(song["vocals"][gap.start : gap.start + gap.length])  # no sung tail in it
+
+
+def test_layout_count_shows_the_near_design_gives_more_to_learn_from():
+    path = Path(__file__).parents[1] / "experiments" / "control_layout.py"
+    spec = importlib.util.spec_from_file_location("control_layout", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    first = module.layout(module.DESIGNS["synth_positive"] | {"n_train": 6})
+    near = module.layout(module.DESIGNS["synth_positive_near"] | {"n_train": 6})
+    assert near["songs"] == first["songs"] == 6
+    assert 0 < first["informative_chunks"] < near["informative_chunks"] <= 1
+    assert near["shared_seconds_in_view_of_solo"] > first["shared_seconds_in_view_of_solo"]
+    assert near["same_register_songs"] == 0

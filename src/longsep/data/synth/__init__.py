@@ -24,6 +24,8 @@ the vocals do, so no instant tells which voice is the target. Only a ``solo`` se
 (>= :data:`SOLO_SECONDS`, vocals without the distractor) at the start or the end (drawn
 per song) does, and a ``break`` of >= :data:`GAP_SECONDS` without either voice separates
 it from every section where both sing: a model must look that far to pick the target.
+:class:`ControlDesign` (``solo_seconds``, ``gap_seconds``, ``distractor_register``) changes
+that layout; its ``opposite`` register puts the distractor in the vocals' other register.
 ``negative``: the same songs with the ``solo`` samples cut out (a shorter song, otherwise
 sample-identical). Track names end in `` (positive)`` / `` (negative)``; the manifest
 records ``control``, ``distractor_voice`` and the negative's ``removed`` section.
@@ -58,7 +60,15 @@ from longsep.data.synth.dataset import (
     plan_dataset,
 )
 from longsep.data.synth.instruments import generate_song, render_song
-from longsep.data.synth.plan import PEAK, SCALES, TAIL_SECONDS, Section, SongSpec, plan_song
+from longsep.data.synth.plan import (
+    PEAK,
+    SCALES,
+    TAIL_SECONDS,
+    ControlDesign,
+    Section,
+    SongSpec,
+    plan_song,
+)
 
 __all__ = [
     "FILES",
@@ -67,6 +77,7 @@ __all__ = [
     "SCALES",
     "SETUP_FILE",
     "TAIL_SECONDS",
+    "ControlDesign",
     "Section",
     "SongSpec",
     "SynthParams",

@@ -19,7 +19,15 @@ from longsep.data.synth.dataset import (
     SUBTYPES,
     generate_dataset,
 )
-from longsep.data.synth.plan import CONTROLS, DEFAULT_MAX_SECONDS, DEFAULT_MIN_SECONDS, SAMPLE_RATE
+from longsep.data.synth.plan import (
+    CONTROLS,
+    DEFAULT_MAX_SECONDS,
+    DEFAULT_MIN_SECONDS,
+    GAP_SECONDS,
+    REGISTERS,
+    SAMPLE_RATE,
+    SOLO_SECONDS,
+)
 from longsep.errors import LongsepError
 
 log = logging.getLogger(__name__)
@@ -47,6 +55,16 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--sample-rate", type=int, default=SAMPLE_RATE)
     parser.add_argument("--subtype", choices=SUBTYPES, default=DEFAULT_SUBTYPE)
     parser.add_argument("--control", choices=CONTROLS, default="none", help="long-context control")
+    parser.add_argument(
+        "--solo-seconds", type=float, default=SOLO_SECONDS, help="a control's least solo length"
+    )
+    parser.add_argument(
+        "--gap-seconds", type=float, default=GAP_SECONDS, help="a control's least break length"
+    )
+    parser.add_argument(
+        "--distractor-register", choices=REGISTERS, default="random",
+        help="a control's distractor register: drawn anew, or the vocals' other one",
+    )  # fmt: skip
     parser.add_argument("--workers", type=int, default=1, help="processes rendering songs")
     parser.add_argument("--overwrite", action="store_true", help="render every song again")
     args = parser.parse_args(argv)
@@ -56,6 +74,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         root = generate_dataset(
             args.out, args.tracks, args.valid_tracks, args.test_tracks, args.seed,
             args.min_seconds, args.max_seconds, args.sample_rate, args.subtype, args.control,
+            args.solo_seconds, args.gap_seconds, args.distractor_register,
             workers=args.workers, overwrite=args.overwrite,
         )  # fmt: skip
     except LongsepError as exc:

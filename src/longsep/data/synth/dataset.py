@@ -21,11 +21,14 @@ import yaml
 from longsep import TARGETS
 from longsep.data.synth.instruments import render_song
 from longsep.data.synth.plan import (
-    CONTROL_MIN_SECONDS,
+    CONTROL_ROOM_SECONDS,
     CONTROLS,
     DEFAULT_MAX_SECONDS,
     DEFAULT_MIN_SECONDS,
+    GAP_SECONDS,
     SAMPLE_RATE,
+    SOLO_SECONDS,
+    ControlDesign,
     SongSpec,
     plan_song,
     song_duration,
@@ -97,6 +100,9 @@ class SynthParams:
     sample_rate: int = SAMPLE_RATE
     subtype: str = DEFAULT_SUBTYPE
     control: str = "none"
+    solo_seconds: float = SOLO_SECONDS
+    gap_seconds: float = GAP_SECONDS
+    distractor_register: str = "random"
 
     def __post_init__(self) -> None:
         for f in fields(self):
@@ -117,16 +123,26 @@ class SynthParams:
             raise LongsepError(f"synth subtype={self.subtype!r} must be one of {list(SUBTYPES)}")
         if self.control not in CONTROLS:
             raise LongsepError(f"synth control={self.control!r} must be one of {list(CONTROLS)}")
-        if self.control != "none" and self.min_seconds < CONTROL_MIN_SECONDS:
+        design = self.design  # checks the control's layout
+        if self.control != "none" and self.min_seconds < design.min_seconds:
             raise LongsepError(
-                f"synth control={self.control} needs min_seconds >= {CONTROL_MIN_SECONDS:g}"
+                f"synth control={self.control} needs min_seconds >= {design.min_seconds:g} "
+                f"(solo_seconds + gap_seconds + {CONTROL_ROOM_SECONDS:g})"
             )
 
+    @property
+    def design(self) -> ControlDesign:
+        """The control songs' layout (used only with ``control``)."""
+        return ControlDesign(self.solo_seconds, self.gap_seconds, self.distractor_register)
+
     def record(self) -> dict[str, Any]:
-        """All parameters, for the manifest; ``control`` only when set (older sets stay valid)."""
+        """All parameters, for the manifest; ``control`` and its layout only where they are
+        set (older sets stay valid)."""
         out = asdict(self)
-        if self.control == "none":
-            del out["control"]
+        defaults = asdict(ControlDesign()) | {"control": "none"}
+        for key, value in defaults.items():
+            if out[key] == value:
+                del out[key]
         return out
 
     def content(self) -> dict[str, Any]:
@@ -183,7 +199,7 @@ def plan_dataset(params: SynthParams) -> list[TrackJob]:
         for index in range(count):
             seed = track_seed(params.seed, split, index)
             seconds = song_duration(seed, params.min_seconds, params.max_seconds)
-            spec = plan_song(seed, seconds, params.sample_rate, params.control)
+            spec = plan_song(seed, seconds, params.sample_rate, params.control, params.design)
             jobs.append(TrackJob(split, index, seed, seconds, params.sample_rate, spec))
     return jobs
 
@@ -293,6 +309,9 @@ def generate_dataset(
     sample_rate: int = SAMPLE_RATE,
     subtype: str = DEFAULT_SUBTYPE,
     control: str = "none",
+    solo_seconds: float = SOLO_SECONDS,
+    gap_seconds: float = GAP_SECONDS,
+    distractor_register: str = "random",
     workers: int = 1,
     overwrite: bool = False,
 ) -> Path:
@@ -301,11 +320,13 @@ def generate_dataset(
     Tracks already complete are kept (an interrupted run resumes); validation songs go to
     ``train/`` and are named in ``setup.yaml``; ``synth.json`` is written last.
     ``workers > 1`` renders songs in that many processes; ``control`` makes the
-    long-context controls (see the module docstring).
+    long-context controls, laid out by ``solo_seconds``, ``gap_seconds`` and
+    ``distractor_register`` (:class:`ControlDesign`; see the module docstring).
     """
     params = SynthParams(
-        n_train, n_valid, n_test, seed, min_seconds, max_seconds, sample_rate, subtype, control
-    )
+        n_train, n_valid, n_test, seed, min_seconds, max_seconds, sample_rate, subtype, control,
+        solo_seconds, gap_seconds, distractor_register,
+    )  # fmt: skip
     root = Path(out_dir).expanduser()
     root.mkdir(parents=True, exist_ok=True)
     jobs = plan_dataset(params)
@@ -345,7 +366,8 @@ def ensure_dataset(out_dir: str | Path | None, workers: int = 1, **params: Any) 
     """Return ``out_dir`` at once if it holds the set of ``params``, else generate it.
 
     ``params`` are those of :func:`generate_dataset` (``n_train``, ``n_valid``, ``n_test``,
-    ``seed``, ``min_seconds``, ``max_seconds``, ``sample_rate``, ``subtype``, ``control``).
+    ``seed``, ``min_seconds``, ``max_seconds``, ``sample_rate``, ``subtype``, ``control`` and
+    its layout).
     """
     spec = make_params(**params)
     if out_dir is None:

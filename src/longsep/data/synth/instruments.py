@@ -635,7 +635,11 @@ def render_song(spec: SongSpec) -> dict[str, np.ndarray]:
     if spec.removed is not None:
         cut = spec.removed
         positive = plan_song(
-            spec.seed, (spec.samples + cut.length) / spec.sample_rate, spec.sample_rate, "positive"
+            spec.seed,
+            (spec.samples + cut.length) / spec.sample_rate,
+            spec.sample_rate,
+            "positive",
+            spec.design,
         )
         song = render_song(positive)
         return {

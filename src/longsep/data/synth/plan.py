@@ -6,7 +6,7 @@ from __future__ import annotations
 import logging
 import math
 from collections.abc import Sequence
-from dataclasses import dataclass, replace
+from dataclasses import asdict, dataclass, replace
 from itertools import cycle
 from typing import Any
 
@@ -49,7 +49,10 @@ SOLO_SECONDS = 11.0  # the exposed section is at least this long: >= 8 s of sing
 GAP_SECONDS = 10.0  # instrumental break between the exposed and the both-singing sections
 
 
-CONTROL_MIN_SECONDS = 48.0  # room for solo, break and one both-singing section
+CONTROL_ROOM_SECONDS = 27.0  # a body section (<= 16 s), the 2-s fade, bar rounding (< 9 s)
+
+
+REGISTERS = ("random", "opposite")  # how the distractor's register is chosen
 
 
 BODY = ("verse", "chorus", "verse", "chorus", "bridge", "chorus")
@@ -97,6 +100,33 @@ class Section:
 
 
 @dataclass(frozen=True)
+class ControlDesign:
+    """The layout of a long-context control song: the least length of the solo and of the
+    break after (or before) it, both in whole bars, and the distractor's register:
+    ``random`` (drawn as the vocals' is, so the two share it half the time) or ``opposite``
+    (the other one: the solo tells the target by its register)."""
+
+    solo_seconds: float = SOLO_SECONDS
+    gap_seconds: float = GAP_SECONDS
+    distractor_register: str = "random"
+
+    def __post_init__(self) -> None:
+        for key in ("solo_seconds", "gap_seconds"):
+            if not getattr(self, key) > 0:
+                raise LongsepError(f"synth {key}={getattr(self, key)} must be > 0")
+        if self.distractor_register not in REGISTERS:
+            raise LongsepError(
+                f"synth distractor_register={self.distractor_register!r} must be one of "
+                f"{list(REGISTERS)}"
+            )
+
+    @property
+    def min_seconds(self) -> float:
+        """The shortest song that holds the solo, the break and a whole both-singing section."""
+        return self.solo_seconds + self.gap_seconds + CONTROL_ROOM_SECONDS
+
+
+@dataclass(frozen=True)
 class SongSpec:
     """What a seed composes: tempo, key, form and per-section stems (no audio)."""
 
@@ -115,6 +145,7 @@ class SongSpec:
     control: str = "none"
     distractor_voice: str = ""  # register of the control's second singer
     removed: Section | None = None  # negative control: the exposed section, cut out
+    design: ControlDesign = ControlDesign()
 
     @property
     def duration(self) -> float:
@@ -157,6 +188,8 @@ class SongSpec:
         }
         if self.control != "none":
             out |= {"control": self.control, "distractor_voice": self.distractor_voice}
+            if self.design != ControlDesign():  # sets of the first design stay valid
+                out["design"] = asdict(self.design)
         if self.removed is not None:
             out["removed"] = [self.removed.kind, self.removed.start, self.removed.length]
         return out
@@ -216,10 +249,15 @@ def _tile(
 
 
 def plan_song(
-    seed: int, duration: float | None = None, sample_rate: int = SAMPLE_RATE, control: str = "none"
+    seed: int,
+    duration: float | None = None,
+    sample_rate: int = SAMPLE_RATE,
+    control: str = "none",
+    design: ControlDesign = ControlDesign(),
 ) -> SongSpec:
     """Compose the song of ``seed`` (``duration`` seconds; default drawn from the seed),
-    or its ``positive`` / ``negative`` long-context control (see the module docstring)."""
+    or its ``positive`` / ``negative`` long-context control laid out by ``design`` (see the
+    module docstring)."""
     if seed < 0:
         raise LongsepError(f"seed={seed} must be a non-negative integer")
     if duration is None:
@@ -231,8 +269,8 @@ def plan_song(
             f"synth sample_rate={sample_rate}: the instruments reach 8 kHz, so give more than "
             f"{MIN_SAMPLE_RATE} Hz (the data modules resample the set to the model's rate)"
         )
-    if control != "none" and duration < CONTROL_MIN_SECONDS:
-        raise LongsepError(f"control={control} needs songs of >= {CONTROL_MIN_SECONDS:g} s")
+    if control != "none" and duration < design.min_seconds:
+        raise LongsepError(f"control={control} needs songs of >= {design.min_seconds:g} s")
     rng = _rng(seed, _PLAN_CODE)
     tempo = int(rng.integers(80, 141))
     root = int(rng.integers(12))
@@ -259,7 +297,7 @@ def plan_song(
     )  # fmt: skip
     if control == "none":
         return spec
-    positive = _control_song(spec, stems)
+    positive = _control_song(replace(spec, design=design), stems)
     return positive if control == "positive" else _without_exposed(positive)
 
 
@@ -280,10 +318,12 @@ def _control_song(spec: SongSpec, stems: dict[str, tuple[str, ...]]) -> SongSpec
     except in a ``solo`` section at the start or the end, a ``break`` away from the rest."""
     rng = _rng(spec.seed, _CONTROL_CODE)
     distractor_voice = ("low", "high")[int(rng.integers(2))]  # as plan_song draws ``voice``
+    if spec.design.distractor_register == "opposite":
+        distractor_voice = "high" if spec.voice == "low" else "low"
     exposed_first = bool(rng.random() < 0.5)
     bar, seconds = spec.bar_samples, spec.bar_samples / spec.sample_rate
-    solo = 2 * math.ceil(SOLO_SECONDS / seconds / 2)  # whole two-bar phrases
-    bars = {**spec.bars, "solo": solo, "break": math.ceil(GAP_SECONDS / seconds)}
+    solo = 2 * math.ceil(spec.design.solo_seconds / seconds / 2)  # whole two-bar phrases
+    bars = {**spec.bars, "solo": solo, "break": math.ceil(spec.design.gap_seconds / seconds)}
     main = spec.progressions["verse"]
     progressions = {**spec.progressions, "solo": main, "break": main}
     stems = {**stems, "outro": tuple(s for s in stems["outro"] if s != "vocals")}
