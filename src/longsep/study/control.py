@@ -2,7 +2,8 @@
 it is known to exist? (pre-registered in ``experiments/README.md``)
 
 On ``data=synth_positive`` a same-timbre distractor sings with the target everywhere but in
-a solo at the song's start or end, separated from the shared singing by a break of >= 10 s;
+a solo at the song's start or end, separated from the shared singing by a break longer than
+arm C's reach (>= 10 s; >= 8 s in the second design, ``data=synth_positive_near``);
 ``data=synth_negative`` is the same songs with the solo cut out. Per run and song, the
 30-s window that begins or ends with the solo (in the negative song: the same place, solo
 cut out) is separated in one pass without the Wiener EM, and the target's SDR is measured

@@ -318,7 +318,7 @@ def _control_song(spec: SongSpec, stems: dict[str, tuple[str, ...]]) -> SongSpec
     except in a ``solo`` section at the start or the end, a ``break`` away from the rest."""
     rng = _rng(spec.seed, _CONTROL_CODE)
     distractor_voice = ("low", "high")[int(rng.integers(2))]  # as plan_song draws ``voice``
-    if spec.design.distractor_register == "opposite":
+    if spec.design.distractor_register == "opposite":  # the draw above still keeps the stream
         distractor_voice = "high" if spec.voice == "low" else "low"
     exposed_first = bool(rng.random() < 0.5)
     bar, seconds = spec.bar_samples, spec.bar_samples / spec.sample_rate
