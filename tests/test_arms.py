@@ -139,3 +139,4 @@ def test_study_command_reports_the_pre_registered_contrasts(tmp_path, capsys):
     assert rows[("1", "B - A")]["runs"] == "B:4 A:4"
     assert (tmp_path / "out" / "context_effects.png").stat().st_size > 0
     assert "Family 1" in capsys.readouterr().out
+    assert "## Commands and compute" in (tmp_path / "out" / "arms.md").read_text()

@@ -64,6 +64,11 @@ def _step(path: Path) -> int:
         return -1
 
 
+def _timer(checkpoint: dict) -> dict:
+    """The StepTimer's share of a checkpoint: seconds, timed steps and their seconds."""
+    return checkpoint["callbacks"]["StepTimer"]
+
+
 def _last(root: Path) -> list[Path]:
     return sorted(root.glob("runs/*/*/checkpoints/last.ckpt"))
 
@@ -90,6 +95,8 @@ def test_sigkill_mid_epoch_then_ckpt_path_last_is_bit_identical(tmp_path, uninte
     _kill_when(args, killed, lambda: any(_step(p) >= 9 for p in _last(killed)))
     (first,) = _last(killed)
     at_kill = _step(first)
+    earlier = _timer(read_checkpoint(first))
+    assert earlier["steps"] == at_kill - 1
     assert 9 <= at_kill < 20 and at_kill % 3 == 0
     assert not list(first.parent.glob("last-v*.ckpt")), "one last.ckpt only"
     time.sleep(1.1)  # Hydra makes a new timestamped directory for the resuming command
@@ -99,6 +106,13 @@ def test_sigkill_mid_epoch_then_ckpt_path_last_is_bit_identical(tmp_path, uninte
     assert list(killed.glob("runs/*/*")) == [first.parent.parent]
     assert len(list((first.parent.parent / ".hydra").glob("resumed-*/overrides.yaml"))) == 1
     _assert_same_state(uninterrupted, read_checkpoint(first), 20)
+    # the cost of the run is summed over both processes; each leaves its first step untimed
+    assert _timer(uninterrupted)["steps"] == 19
+    final = _timer(read_checkpoint(first))
+    assert final["steps"] == (at_kill - 1) + (20 - at_kill - 1)
+    result = json.loads((first.parent.parent / "result.json").read_text())
+    assert result["train_seconds"] > earlier["seconds"] > 0
+    assert result["train_seconds"] == pytest.approx(final["seconds"], abs=5)
 
 
 def _interrupt_at(

@@ -118,8 +118,9 @@ def resume_checkpoint(cfg: DictConfig, output_dir: Path) -> tuple[str | None, Pa
 
 
 def _callbacks(cfg: DictConfig) -> list[pl.Callback]:
-    callbacks = [instantiate(c) for c in (cfg.get("callbacks") or {}).values() if c]
-    callbacks.append(StepTimer())
+    # the timer first: a step's time ends before other callbacks write checkpoints
+    callbacks = [StepTimer()]
+    callbacks += [instantiate(c) for c in (cfg.get("callbacks") or {}).values() if c]
     if sys.stdout.isatty():
         callbacks.append(pl.callbacks.RichProgressBar())
     else:
@@ -417,11 +418,11 @@ def _train(
     last = next((c for c in trainer.callbacks if isinstance(c, LastCheckpoint)), None)
     if last is not None:  # it saves at a step's end and stops the run
         last.request = request
-    started = time.perf_counter()
+    timer = next(c for c in trainer.callbacks if isinstance(c, StepTimer))  # see _callbacks
     with request.deferred() if last is not None else contextlib.nullcontext():
         # read_checkpoint has loaded it with weights_only=True: no pickle is executed
         trainer.fit(module, datamodule=datamodule, ckpt_path=ckpt_path, weights_only=True)
-    train_seconds = time.perf_counter() - started
+    train_seconds = timer.elapsed  # with the share of the processes this run resumed from
     if request.signum is not None:  # noted after the last step (a final validation)
         raise Interrupted(request.signum, trainer.global_step)
     if trainer.interrupted:
@@ -430,7 +431,6 @@ def _train(
     score = float(score) if isinstance(score, torch.Tensor) else None
     if not trainer.is_global_zero:
         return score
-    timer = next((c for c in trainer.callbacks if isinstance(c, StepTimer)), None)
     records.add_training(
         record,
         global_step=trainer.global_step,
@@ -438,7 +438,7 @@ def _train(
         world_size=trainer.world_size,
         seq_len=float(cfg.seq_len),
         train_seconds=train_seconds,
-        step_seconds=timer.mean if timer else None,
+        step_seconds=timer.mean,
         peak_memory=memory.read(),
         device=str(trainer.strategy.root_device),
         best_val_loss=score,

@@ -11,7 +11,10 @@ runs the far-context intervention on every B and C run that has a model and no
   pre-registered verdict;
 - ``contrasts.csv``: the same numbers, one row per contrast;
 - ``context_effects.png``: every contrast per model with its 95 % interval and the ±0.3-dB
-  equivalence band.
+  equivalence band;
+
+and ends ``arms.md`` with the sweep's commands and wall time
+(:func:`~longsep.study.provenance.compute_markdown`).
 
 A committed copy of the sweep (``python -m longsep.study.collect``: no models) gives the
 same report from its ``result.json``, ``scores.csv`` and ``intervention.csv`` files.
@@ -48,6 +51,7 @@ from longsep.study.intervention import (
     run_intervention,
     track_effects,
 )
+from longsep.study.provenance import compute_markdown
 from longsep.study.records import arm_of, read_result
 
 log = logging.getLogger(__name__)
@@ -271,6 +275,7 @@ def write_arms_report(
     family2, negatives = intervention_contrasts(intervention_scores(sweep_dir, records), resamples)
     out = Path(out_dir)
     text = arms_markdown(title or Path(sweep_dir).name, family1, family2, negatives)
+    text += "\n" + compute_markdown(sweep_dir, records)
     rows = [("1", m, c) for m, c in family1] + [("2", m, c) for m, c in family2]
     rows += [("negative", m, c) for m, c in negatives]
     written = [write_text(out / "arms.md", text)]

@@ -11,6 +11,7 @@ over the shared singing in that window (the same music in both songs of a pair,
 :func:`scored_ranges`). A model that uses the
 solo (arm B can, arm C's 7.5-s pieces cannot) gains there on the positive set only: the
 interaction (B − C on positive) − (B − C on negative) is the control's response.
+``control.md`` ends with the sweep's commands and wall time (:mod:`longsep.study.provenance`).
 
     python -m longsep.study.control runs/multirun/context_control_arms_cpu --out DIR
 """
@@ -33,6 +34,7 @@ from longsep.io import write_text
 from longsep.study.arms import Contrast, Group, common_tracks, contrast, group_matrix
 from longsep.study.context import SYNTH_MANIFEST, TrainedRun, trained_runs
 from longsep.study.intervention import ScoredSong, load_songs, one_pass_separator, sdr, write_rows
+from longsep.study.provenance import compute_markdown
 from longsep.study.records import arm_of, load_study
 
 log = logging.getLogger(__name__)
@@ -243,7 +245,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     except LongsepError as exc:
         parser.exit(2, f"error: {exc}\n")
     out = Path(args.out or Path(args.sweep_dir) / "report")
-    text = markdown(results, groups)
+    provenance = compute_markdown(args.sweep_dir, load_study(args.sweep_dir))
+    text = markdown(results, groups) + "\n" + provenance
     write_text(out / "control.md", text)
     print(text, end="")
     return 0

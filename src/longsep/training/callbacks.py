@@ -105,18 +105,29 @@ class PlainProgress(pl.Callback):
 
 
 class StepTimer(pl.Callback):
-    """Mean wall time of a training step: forward, backward and optimizer, from
+    """Wall time of a run's training, summed over the processes that resumed it.
+
+    ``mean``: mean seconds of a training step, forward, backward and optimizer, from
     ``on_train_batch_start`` to ``on_train_batch_end`` (data loading, validation and
-    checkpoint writing excluded; CUDA synchronised). The first step (kernel selection,
-    allocator warm-up) is left out when there are more."""
+    checkpoint writing excluded; CUDA synchronised); each process's first step (kernel
+    selection, allocator warm-up) is left out when it timed more. ``elapsed``: seconds from
+    ``on_fit_start`` to now. Both carry the earlier processes' share through ``last.ckpt``
+    (:meth:`state_dict`), so a run killed and resumed reports its whole cost; the steps
+    between the last checkpoint and the kill are redone and counted once.
+    """
 
     def __init__(self) -> None:
         self.times: list[float] = []
         self._start: float | None = None
+        self._fit_start: float | None = None
+        self._earlier = {"seconds": 0.0, "step_seconds": 0.0, "steps": 0}
 
     def _sync(self, pl_module: pl.LightningModule) -> None:
         if pl_module.device.type == "cuda":
             torch.cuda.synchronize(pl_module.device)
+
+    def on_fit_start(self, trainer, pl_module) -> None:
+        self._fit_start = time.perf_counter()
 
     def on_train_batch_start(self, trainer, pl_module, batch, batch_idx) -> None:
         self._sync(pl_module)
@@ -129,11 +140,38 @@ class StepTimer(pl.Callback):
         self.times.append(time.perf_counter() - self._start)
         self._start = None
 
+    def _timed(self) -> list[float]:
+        return self.times[1:] if len(self.times) > 1 else self.times
+
     @property
     def mean(self) -> float | None:
-        """Mean seconds per step (None before the first step)."""
-        times = self.times[1:] if len(self.times) > 1 else self.times
-        return float(np.mean(times)) if times else None
+        """Mean seconds per step over the whole run (None before the first step)."""
+        steps = self._earlier["steps"] + len(self._timed())
+        total = self._earlier["step_seconds"] + sum(self._timed())
+        return float(total / steps) if steps else None
+
+    @property
+    def elapsed(self) -> float:
+        """Seconds of training over the whole run, this process's share up to now."""
+        now = time.perf_counter() - self._fit_start if self._fit_start is not None else 0.0
+        return float(self._earlier["seconds"] + now)
+
+    def state_dict(self) -> dict[str, float | int]:
+        """What ``last.ckpt`` keeps for a resumed process (see the class docstring)."""
+        timed = self._timed()
+        return {
+            "seconds": self.elapsed,
+            "step_seconds": self._earlier["step_seconds"] + float(sum(timed)),
+            "steps": self._earlier["steps"] + len(timed),
+        }
+
+    def load_state_dict(self, state_dict: dict[str, float | int]) -> None:
+        """Take over the earlier processes' share from a resumed checkpoint."""
+        self._earlier = {
+            "seconds": float(state_dict["seconds"]),
+            "step_seconds": float(state_dict["step_seconds"]),
+            "steps": int(state_dict["steps"]),
+        }
 
 
 class LastCheckpoint(pl.Callback):
