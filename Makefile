@@ -80,7 +80,7 @@ study-context-steps:  # the study's commands (SCRIPTS: where train.py is, for a 
 	$(BIN)/python -m longsep.study.control $(CONTROL_NEAR) --out experiments/results/context_control_near
 	OMP_NUM_THREADS=1 $(BIN)/python $(SCRIPTS)/train.py +experiment=context_study_rendered $(JOBLIB2)
 	$(BIN)/python -m longsep.study $(CONTEXT) --arms --out experiments/results/context_rendered \
-	  --oracle $(RENDERED_OUT)/oracle_irm2
+	  --oracle $(RENDERED_OUT)/oracle_irm2 --control experiments/results/context_control_near
 
 # The default model learns from two SoundFonts and is scored on a third it never heard
 # (models/README.md, "Training on several SoundFonts"): FluidR3 (samples) and OPL3 (FM

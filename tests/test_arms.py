@@ -84,34 +84,38 @@ def test_equivalence_needs_the_whole_tost_interval_inside_the_bound():
     assert done[1].holm_high - done[1].holm_low >= done[1].high - done[1].low  # stricter level
 
 
-def _fake_sweep(root, rng, shift):
+def _fake_sweep(root, rng, shift, run_sd=0.1, effect=0.8, src="vocals", seeds=(42, 43, 44, 45),
+                arms_=("A", "B", "C")):  # fmt: skip
     """A committed-copy layout: per run result.json, eval scores and, for B / C,
-    intervention windows; ``shift[arm]`` is the arm's true SDR offset."""
+    intervention windows; ``shift[arm]`` is the arm's true SDR offset, ``effect`` arm B's
+    true intervention effect, ``run_sd`` the spread of the run means."""
     import json
 
     tracks = [f"song {i}" for i in range(8)]
-    difficulty = rng.normal(5.0, 2.0, len(tracks))
-    for arm, seq_len, reach in (("A", 7, None), ("B", 30, None), ("C", 30, 7.5)):
-        for seed in (42, 43, 44, 45):
-            job = root / f"umx_small-vocals-{seq_len}s{'-reach7.5s' if reach else ''}-seed{seed}"
+    difficulty = np.random.default_rng(7).normal(5.0, 2.0, len(tracks))
+    layout = {"A": (7, None), "B": (30, None), "C": (30, 7.5)}
+    for arm in arms_:
+        seq_len, reach = layout[arm]
+        for seed in seeds:
+            job = root / f"umx_small-{src}-{seq_len}s{'-reach7.5s' if reach else ''}-seed{seed}"
             folder = job / "eval" / "rendered" / "test"
             folder.mkdir(parents=True)
-            run = rng.normal(0, 0.1)
+            run = rng.normal(0, run_sd)
             rows = ["track,target,metric,score"] + [
-                f"{t},vocals,SDR,{d + shift[arm] + run + rng.normal(0, 0.1):.4f}"
+                f"{t},{src},SDR,{d + shift[arm] + run + rng.normal(0, 0.1):.4f}"
                 for t, d in zip(tracks, difficulty, strict=True)
             ]
             (folder / "scores.csv").write_text("\n".join(rows) + "\n")
             record = {
                 "status": "ok", "separator": "umx_small", "attention": "none",
-                "model": "umx_small:none", "src": "vocals", "seq_len": seq_len, "arm": arm,
+                "model": "umx_small:none", "src": src, "seq_len": seq_len, "arm": arm,
                 "reach": reach, "seed": seed, "run_dir": str(job), "eval_dir": str(folder),
             }  # fmt: skip
             (job / "result.json").write_text(json.dumps(record))
             if arm != "A":
-                effect = 0.8 if arm == "B" else 0.0
+                true = effect if arm == "B" else 0.0
                 lines = ["track,donor,start_seconds,sdr_true,sdr_replaced"] + [
-                    f"{t},x,{w},{6 + effect + rng.normal(0, 0.05):.4f},{6:.4f}"
+                    f"{t},x,{w},{6 + true + rng.normal(0, 0.05):.4f},{6:.4f}"
                     for t in tracks
                     for w in range(3)
                 ]

@@ -142,8 +142,8 @@ RUN_HERE = [
     ("python train.py +experiment=context_study_rendered hydra/launcher=joblib "
      "hydra.launcher.n_jobs=2", CONTEXT_SHRINK),
     ("python -m longsep.study runs/multirun/context_study_rendered --arms --out "
-     "experiments/results/context_rendered --oracle experiments/results/rendered_cpu/oracle_irm2",
-     []),
+     "experiments/results/context_rendered --oracle experiments/results/rendered_cpu/oracle_irm2 "
+     "--control experiments/results/context_control_near", []),
     ("python -m longsep.study.collect runs/multirun/context_study_rendered "
      "experiments/results/context_rendered/runs", []),
     ("python -m longsep.study runs/multirun/context_control_cpu/synth_positive --out "
@@ -175,12 +175,12 @@ RUN_HERE = [
 # one test, in README order, so that pytest-xdist (`make test`: `-n auto`) cannot split them
 # over workers; every other command is a test of its own.
 SHARED_WORK = {
+    # the study's report reads the second control's verdict (--control)
     "rendered": ("data/rendered ", "data=rendered ", "seq_len_study_rendered",
-                 "context_study_rendered"),
+                 "context_study_rendered", "context_control_near_arms_cpu"),
     "musdb_study": ("+experiment=seq_len_study data.root", "runs/multirun/seq_len_study "),
     "control": ("context_control_cpu",),
     "control_arms": ("context_control_arms_cpu",),
-    "control_near": ("context_control_near_arms_cpu",),
     "rendered_multi": ("data/rendered_multi ", "+experiment=default_model"),
 }  # fmt: skip
 

@@ -12,6 +12,7 @@ from longsep.evaluation.compare import load_method
 from longsep.evaluation.results import aggregate
 from longsep.study.arms_report import write_arms_report
 from longsep.study.context import WINDOWS, analyse
+from longsep.study.decisions import read_control
 from longsep.study.intervals import RESAMPLES
 from longsep.study.records import load_study
 from longsep.study.report import read_scaling, write_report
@@ -76,6 +77,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         "context_effects.png",
     )
     parser.add_argument(
+        "--control",
+        help="with --arms: the long-context control's result (control.json, or the folder "
+        "python -m longsep.study.control wrote it to) that the decisions read",
+    )
+    parser.add_argument(
         "--windows",
         nargs="+",
         default=[_window_arg(w) for w in WINDOWS],
@@ -96,8 +102,13 @@ def main(argv: Sequence[str] | None = None) -> int:
         if args.context:
             windows = [_parse_window(w) for w in args.windows]
             paths += analyse(args.sweep_dir, Path(out) / "context", windows)
+        if args.control and not args.arms:
+            raise LongsepError("--control is read by --arms only: add --arms")
         if args.arms:
-            paths += write_arms_report(args.sweep_dir, records, out, title, args.resamples)
+            control = read_control(args.control) if args.control else None
+            paths += write_arms_report(
+                args.sweep_dir, records, out, title, args.resamples, control, oracle
+            )
     except LongsepError as exc:
         parser.exit(2, f"error: {exc}\n")
     print(Path(paths[1]).read_text(), end="")

@@ -150,22 +150,29 @@ def contrast(
     )
 
 
-def holm(pvalues: Sequence[float]) -> list[float]:
-    """Holm's step-down adjusted p-values, in the input's order."""
-    m = len(pvalues)
-    order = sorted(range(m), key=lambda i: pvalues[i])
-    adjusted, running = [0.0] * m, 0.0
+def holm(pvalues: Sequence[float], m: int | None = None) -> list[float]:
+    """Holm's step-down adjusted p-values, in the input's order, over a family of ``m``
+    hypotheses (default: those given; a larger ``m`` counts the family's missing ones as
+    the last steps, so the adjustment is never weaker than the registered family's)."""
+    m = max(len(pvalues), m or 0)
+    order = sorted(range(len(pvalues)), key=lambda i: pvalues[i])
+    adjusted, running = [0.0] * len(pvalues), 0.0
     for rank, i in enumerate(order):
         running = max(running, min(1.0, (m - rank) * pvalues[i]))
         adjusted[i] = running
     return adjusted
 
 
-def evaluate_family(contrasts: Sequence[Contrast], alpha: float = ALPHA) -> list[Contrast]:
-    """Holm-adjusted p-values, Holm-step intervals and TOST intervals over one family."""
-    m = len(contrasts)
-    adjusted = holm([c.p for c in contrasts])
-    ranks = {i: r for r, i in enumerate(sorted(range(m), key=lambda i: contrasts[i].p))}
+def evaluate_family(
+    contrasts: Sequence[Contrast], alpha: float = ALPHA, m: int | None = None
+) -> list[Contrast]:
+    """Holm-adjusted p-values, Holm-step intervals and TOST intervals over one family of
+    ``m`` contrasts (default: those given; see :func:`holm`)."""
+    m = max(len(contrasts), m or 0)
+    adjusted = holm([c.p for c in contrasts], m)
+    ranks = {
+        i: r for r, i in enumerate(sorted(range(len(contrasts)), key=lambda i: contrasts[i].p))
+    }
     out = []
     for i, c in enumerate(contrasts):
         level = alpha / (m - ranks[i])

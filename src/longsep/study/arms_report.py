@@ -4,9 +4,12 @@
 runs the far-context intervention on every B and C run that has a model and no
 ``intervention.csv`` yet (:mod:`longsep.study.intervention`), and writes into ``out``:
 
-- ``arms.md``: per model the runs and between-run spread of each arm, the contrasts
-  B − A, B − C and C − A (family 1, Holm over both models) and the intervention effects
-  (family 2: arm B per model; arm C, the test's own negative, with its equivalence test),
+- ``arms.md``: the pre-registered decisions per model and source
+  (:mod:`longsep.study.decisions`: the control's verdict, the spread rule, the under-trained
+  flag), then per model the runs and between-run spread of each arm, the contrasts
+  B − A, B − C and C − A (family 1: Holm over its registered size, 3 per model of the sweep,
+  however many have runs yet) and the intervention effects (family 2: arm B per model; arm
+  C, the test's own negative, each tested alone with its equivalence test),
   each with its 95 % interval, Holm-adjusted p-value, Holm-step and TOST intervals and the
   pre-registered verdict;
 - ``contrasts.csv``: the same numbers, one row per contrast;
@@ -44,6 +47,7 @@ from longsep.study.arms import (
     group_matrix,
 )
 from longsep.study.context import trained_runs
+from longsep.study.decisions import ControlResult, decisions_markdown
 from longsep.study.intervention import (
     INTERVENTION_FILE,
     ScoredSong,
@@ -64,6 +68,12 @@ ARM_CONTRASTS = (
 Scores = dict[str, dict[str, dict[str, dict[str, float]]]]  # model -> arm -> run -> track
 
 
+def model_key(record: Mapping[str, Any]) -> str:
+    """How the report names a model: ``umx_small:none / vocals`` (runs of one source only
+    are compared)."""
+    return f"{record.get('model')} / {record.get('src')}"
+
+
 def arm_scores(records: Sequence[Mapping[str, Any]]) -> Scores:
     """``{model: {arm: {job: {track: SDR}}}}`` of the finished runs with per-track scores."""
     out: Scores = {}
@@ -71,10 +81,24 @@ def arm_scores(records: Sequence[Mapping[str, Any]]) -> Scores:
         if record.get("status") != "ok" or not record.get("track_sdr"):
             continue
         arm = arm_of(record)
-        out.setdefault(str(record["model"]), {}).setdefault(arm, {})[record["job"]] = dict(
+        out.setdefault(model_key(record), {}).setdefault(arm, {})[record["job"]] = dict(
             record["track_sdr"]
         )
     return out
+
+
+def sweep_models(records: Sequence[Mapping[str, Any]]) -> list[str]:
+    """Every model of the sweep, finished or not: the registered families' size."""
+    return sorted({model_key(r) for r in records if r.get("model") and r.get("src")})
+
+
+def _bc_seeds(records: Sequence[Mapping[str, Any]]) -> dict[str, set]:
+    """``{model: seeds with a finished run in both arm B and arm C}``."""
+    seeds: dict[str, dict[str, set]] = {}
+    for r in records:
+        if r.get("status") == "ok" and arm_of(r) in ("B", "C"):
+            seeds.setdefault(model_key(r), {}).setdefault(arm_of(r), set()).add(r.get("seed"))
+    return {m: arms.get("B", set()) & arms.get("C", set()) for m, arms in seeds.items()}
 
 
 def run_interventions(sweep_dir: str | Path) -> None:
@@ -101,7 +125,7 @@ def intervention_scores(sweep_dir: str | Path, records: Sequence[Mapping[str, An
         path = Path(sweep_dir) / str(record.get("job")) / INTERVENTION_FILE
         if record.get("status") == "ok" and path.is_file():
             arm = arm_of(record)
-            out.setdefault(str(record["model"]), {}).setdefault(arm, {})[record["job"]] = (
+            out.setdefault(model_key(record), {}).setdefault(arm, {})[record["job"]] = (
                 track_effects(path)
             )
     return out
@@ -118,32 +142,36 @@ def _groups(
     return [Group(a, w, group_matrix(present[a], tracks)) for a, w in weights.items()]
 
 
-def arm_contrasts(scores: Scores, resamples: int = RESAMPLES) -> list[tuple[str, Contrast]]:
-    """Family 1: B − A, B − C, C − A per model, Holm over all of them."""
+def arm_contrasts(
+    scores: Scores, resamples: int = RESAMPLES, models: int = 0
+) -> list[tuple[str, Contrast]]:
+    """Family 1: B − A, B − C, C − A per model, Holm over all of them (a family of
+    3 x ``models`` contrasts, the registered size, however many have runs yet)."""
     found = []
     for model in sorted(scores):
         for name, weights in ARM_CONTRASTS:
             groups = _groups(scores[model], weights)
             if groups:
                 found.append((model, contrast(name, groups, resamples)))
-    return list(zip([m for m, _ in found], evaluate_family([c for _, c in found]), strict=True))
+    done = evaluate_family([c for _, c in found], m=len(ARM_CONTRASTS) * models)
+    return list(zip([m for m, _ in found], done, strict=True))
 
 
 def intervention_contrasts(
-    effects: Scores, resamples: int = RESAMPLES
+    effects: Scores, resamples: int = RESAMPLES, models: int = 0
 ) -> tuple[list[tuple[str, Contrast]], list[tuple[str, Contrast]]]:
-    """Family 2 (arm B's effect per model) and the negatives (arm C's), each evaluated."""
+    """Family 2 (arm B's effect per model, a family of ``models``) and the negatives (arm
+    C's, not in a family: each tested alone, m = 1)."""
     families: dict[str, list[tuple[str, Contrast]]] = {"B": [], "C": []}
     for model in sorted(effects):
         for arm in families:
             groups = _groups(effects[model], {arm: 1})
             if groups:
                 families[arm].append((model, contrast(f"intervention ({arm})", groups, resamples)))
-    out = []
-    for arm in ("B", "C"):
-        done = evaluate_family([c for _, c in families[arm]]) if families[arm] else []
-        out.append(list(zip([m for m, _ in families[arm]], done, strict=True)))
-    return out[0], out[1]
+    done = evaluate_family([c for _, c in families["B"]], m=models) if families["B"] else []
+    family2 = list(zip([m for m, _ in families["B"]], done, strict=True))
+    negatives = [(m, evaluate_family([c])[0]) for m, c in families["C"]]
+    return family2, negatives
 
 
 def _row(model: str, c: Contrast) -> list[str]:
@@ -182,8 +210,9 @@ def arms_markdown(
     family1: Sequence[tuple[str, Contrast]],
     family2: Sequence[tuple[str, Contrast]],
     negatives: Sequence[tuple[str, Contrast]],
+    decisions: str = "",
 ) -> str:
-    """The report's tables (see the module docstring)."""
+    """The report's tables, after the ``decisions`` section (see the module docstring)."""
     lines = [
         f"# {title}: the context study's contrasts",
         "",
@@ -192,7 +221,8 @@ def arms_markdown(
         f"`higher` / `lower` (Holm-adjusted p < {ALPHA}), `equivalent` (TOST interval inside "
         f"±{EQUIVALENCE_BOUND} dB), else `inconclusive`.",
         "",
-        "## Family 1: test SDR of vocals, B − A, B − C, C − A",
+        *([decisions] if decisions else []),
+        "## Family 1: test SDR of the trained source, B − A, B − C, C − A",
         "",
     ]
     sections = [
@@ -266,15 +296,29 @@ def write_arms_report(
     out_dir: str | Path,
     title: str = "",
     resamples: int = RESAMPLES,
+    control: ControlResult | None = None,
+    oracle: Mapping[str, Any] | None = None,
 ) -> list[Path]:
-    """Run the missing interventions, then write arms.md, contrasts.csv and the figure."""
+    """Run the missing interventions, then write arms.md, contrasts.csv and the figure.
+
+    ``control``: the long-context control's result the decisions read; ``oracle``: an
+    oracle evaluation's summary (``{"median": {target: {"SDR": ...}}}``) for the
+    under-trained flag."""
     from longsep.study.report import _save_figure
 
     run_interventions(sweep_dir)
-    family1 = arm_contrasts(arm_scores(records), resamples)
-    family2, negatives = intervention_contrasts(intervention_scores(sweep_dir, records), resamples)
+    models = sweep_models(records)
+    scores = arm_scores(records)
+    family1 = arm_contrasts(scores, resamples, len(models))
+    effects = intervention_scores(sweep_dir, records)
+    family2, negatives = intervention_contrasts(effects, resamples, len(models))
+    medians = (oracle or {}).get("median") or {}
+    by_model = {model_key(r): medians.get(str(r.get("src")), {}).get("SDR") for r in records}
+    decisions = decisions_markdown(
+        scores, family1, family2, negatives, control, by_model, _bc_seeds(records)
+    )
     out = Path(out_dir)
-    text = arms_markdown(title or Path(sweep_dir).name, family1, family2, negatives)
+    text = arms_markdown(title or Path(sweep_dir).name, family1, family2, negatives, decisions)
     text += "\n" + compute_markdown(sweep_dir, records)
     rows = [("1", m, c) for m, c in family1] + [("2", m, c) for m, c in family2]
     rows += [("negative", m, c) for m, c in negatives]

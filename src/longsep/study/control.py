@@ -11,7 +11,8 @@ over the shared singing in that window (the same music in both songs of a pair,
 :func:`scored_ranges`). A model that uses the
 solo (arm B can, arm C's 7.5-s pieces cannot) gains there on the positive set only: the
 interaction (B − C on positive) − (B − C on negative) is the control's response.
-``control.md`` ends with the sweep's commands and wall time (:mod:`longsep.study.provenance`).
+``control.md`` ends with the sweep's commands and wall time (:mod:`longsep.study.provenance`);
+``control.json`` holds the verdict the study's decisions read (:mod:`longsep.study.decisions`).
 
     python -m longsep.study.control runs/multirun/context_control_arms_cpu --out DIR
 """
@@ -30,9 +31,10 @@ from typing import Any
 import torch
 
 from longsep.errors import LongsepError
-from longsep.io import write_text
+from longsep.io import write_json, write_text
 from longsep.study.arms import Contrast, Group, common_tracks, contrast, group_matrix
 from longsep.study.context import SYNTH_MANIFEST, TrainedRun, trained_runs
+from longsep.study.decisions import CONTROL_JSON
 from longsep.study.intervention import ScoredSong, load_songs, one_pass_separator, sdr, write_rows
 from longsep.study.provenance import compute_markdown
 from longsep.study.records import arm_of, load_study
@@ -196,6 +198,26 @@ def contrasts(groups: dict[str, dict[str, dict[str, float]]]) -> list[Contrast]:
     ]
 
 
+def has_responded(results: Sequence[Contrast]) -> bool:
+    """The registered rule: the interaction's 95 % interval above 0 and B − C on the
+    positive set above 0 (``results`` as :func:`contrasts` orders them)."""
+    positive, _, interaction = results
+    return interaction.low > 0 and positive.estimate > 0
+
+
+def summary(results: Sequence[Contrast], groups: dict[str, dict]) -> dict[str, Any]:
+    """``control.json``: the verdict the study's decisions read, and its numbers."""
+    return {
+        "responded": has_responded(results),
+        "runs": {name: len(groups[name]) for name in sorted(groups)},
+        "songs": results[0].tracks,
+        "contrasts": [
+            {"name": c.name, "estimate": c.estimate, "low": c.low, "high": c.high, "p": c.p}
+            for c in results
+        ],
+    }
+
+
 def markdown(results: Sequence[Contrast], groups: dict[str, dict]) -> str:
     """The control's table: each contrast with its 95 % interval, p-value and runs."""
     runs = ", ".join(f"{name} {len(groups[name])}" for name in sorted(groups))
@@ -216,8 +238,7 @@ def markdown(results: Sequence[Contrast], groups: dict[str, dict]) -> str:
             f"| {c.name} | {c.estimate:+.2f} | [{c.low:+.2f}, {c.high:+.2f}] | {c.p:.3f} | "
             f"{spread} |"
         )
-    interaction, positive = results[2], results[0]
-    responded = interaction.low > 0 and positive.estimate > 0
+    responded = has_responded(results)
     lines += [
         "",
         "**The control has responded**"
@@ -248,6 +269,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     provenance = compute_markdown(args.sweep_dir, load_study(args.sweep_dir))
     text = markdown(results, groups) + "\n" + provenance
     write_text(out / "control.md", text)
+    write_json(out / CONTROL_JSON, summary(results, groups))
     print(text, end="")
     return 0
 

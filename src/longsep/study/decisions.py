@@ -1,0 +1,186 @@
+"""The context study's pre-registered decisions (``experiments/README.md``, "Decisions").
+
+Per model (and source), from the evaluated contrasts of :mod:`longsep.study.arms_report`,
+the long-context control's result (``control.json`` of ``python -m longsep.study.control``)
+and the oracle:
+
+- *longer input helps / hurts / equivalent / inconclusive*: B − A;
+- *models use far context*: arm B's intervention effect higher **and** arm C's equivalent to
+  0; C's not equivalent makes the intervention unreliable;
+- *far context improves separation*: B − C higher;
+- *no usable far-context benefit above 0.3 dB*: the upper end of B − C's TOST interval
+  below +0.3 dB **and** a control that responded; without one it reads "no benefit detected
+  by a control that could not respond";
+- *chunk count matters*: C − A significant;
+- *under-trained*: an arm whose median SDR is below half of the oracle's.
+
+The registered spread rule comes first: if the between-run SD of any arm exceeds 0.3 dB,
+seed 46 joins arms B and C of both models before any contrast is read; until it has, the
+decisions are withheld.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from longsep.errors import LongsepError
+from longsep.study.arms import EQUIVALENCE_BOUND, Contrast
+
+CONTROL_JSON = "control.json"
+SPREAD_LIMIT = 0.3  # dB: between-run SD of run means above which seed 46 is added
+EXTRA_SEED = 46
+ORACLE_SHARE = 0.5
+
+Scores = Mapping[str, Mapping[str, Mapping[str, Mapping[str, float]]]]  # model, arm, run, track
+
+
+@dataclass(frozen=True)
+class ControlResult:
+    """The long-context control's verdict and where it was read from."""
+
+    responded: bool
+    source: str
+
+
+def read_control(path: str | Path) -> ControlResult:
+    """The control's ``control.json`` (a file, or the folder holding it)."""
+    file = Path(path)
+    file = file / CONTROL_JSON if file.is_dir() else file
+    try:
+        data = json.loads(file.read_text())
+        return ControlResult(responded=bool(data["responded"]), source=str(file))
+    except (OSError, ValueError, KeyError) as exc:
+        raise LongsepError(f"{file}: not a control result ({exc})") from None
+
+
+def spread_breaches(scores: Scores) -> list[tuple[str, str, float]]:
+    """``(model, arm, SD)`` of every arm whose between-run SD exceeds :data:`SPREAD_LIMIT`."""
+    out = []
+    for model, arms in sorted(scores.items()):
+        for arm, runs in sorted(arms.items()):
+            means = [float(np.mean(list(tracks.values()))) for tracks in runs.values()]
+            sd = float(np.std(means, ddof=1)) if len(means) > 1 else math.nan
+            if sd > SPREAD_LIMIT:
+                out.append((model, arm, sd))
+    return out
+
+
+def _answer(c: Contrast | None, yes: str, no: str) -> str:
+    if c is None:
+        return "no runs yet"
+    return yes if c.significant and c.estimate > 0 else no
+
+
+def model_decisions(
+    family1: Mapping[str, Contrast],
+    b_effect: Contrast | None,
+    c_effect: Contrast | None,
+    control: ControlResult | None,
+) -> list[tuple[str, str]]:
+    """``(question, answer)`` for one model by the registered rules (module docstring)."""
+    ba, bc, ca = (family1.get(n) for n in ("B - A", "B - C", "C - A"))
+    longer = {"higher": "helps", "lower": "hurts"}
+    rows = [
+        (
+            "Longer input (B − A)",
+            "no runs yet" if ba is None else longer.get(ba.verdict(), ba.verdict()),
+        )
+    ]
+    if b_effect is None or c_effect is None:
+        use = "no intervention yet"
+    elif not c_effect.equivalent:
+        use = "unreliable: arm C's effect is not equivalent to 0, no claim is made"
+    else:
+        use = _answer(b_effect, "yes", "not shown")
+    rows.append(("Models use far context (intervention)", use))
+    rows.append(("Far context improves separation (B − C)", _answer(bc, "yes", "not shown")))
+    if bc is None:
+        bound = "no runs yet"
+    elif bc.eq_high >= EQUIVALENCE_BOUND:
+        bound = f"not shown (upper end {bc.eq_high:+.2f} dB)"
+    elif control is None:
+        bound = "no benefit detected; no control result was given"
+    elif control.responded:
+        bound = f"holds (upper end {bc.eq_high:+.2f} dB; the control responded)"
+    else:
+        bound = "no benefit detected by a control that could not respond"
+    rows.append((f"No usable far-context benefit above {EQUIVALENCE_BOUND} dB", bound))
+    if ca is None:
+        chunks = "no runs yet"
+    else:
+        chunks = f"yes, C − A {ca.verdict()}" if ca.significant else "not shown"
+    rows.append(("Chunk count matters (C − A)", chunks))
+    return rows
+
+
+def under_trained(
+    arms: Mapping[str, Mapping[str, Mapping[str, float]]], oracle_sdr: float | None
+) -> list[str]:
+    """``A 6.10 dB`` for each arm whose median over runs and tracks is below half the oracle."""
+    if oracle_sdr is None or not math.isfinite(oracle_sdr):
+        return []
+    out = []
+    for arm, runs in sorted(arms.items()):
+        median = float(np.median([s for tracks in runs.values() for s in tracks.values()]))
+        if median < ORACLE_SHARE * oracle_sdr:
+            out.append(f"{arm} {median:.2f} dB")
+    return out
+
+
+def decisions_markdown(
+    scores: Scores,
+    family1: Sequence[tuple[str, Contrast]],
+    family2: Sequence[tuple[str, Contrast]],
+    negatives: Sequence[tuple[str, Contrast]],
+    control: ControlResult | None,
+    oracle: Mapping[str, float] | None = None,
+    seeds: Mapping[str, Sequence[Any]] | None = None,
+) -> str:
+    """The report's "Decisions" section. ``oracle``: ``{model: oracle SDR of its source}``;
+    ``seeds``: ``{model: seeds of its B and C runs}`` (for the spread rule)."""
+    lines = ["## Decisions (pre-registered rules)", ""]
+    if control is None:
+        lines += ["Control: none given (`--control`).", ""]
+    else:
+        said = "responded" if control.responded else "did not respond"
+        lines += [f"Control: {said} (`{control.source}`).", ""]
+    breaches = spread_breaches(scores)
+    if breaches:
+        where = ", ".join(f"{m} arm {a} {sd:.2f} dB" for m, a, sd in breaches)
+        lines.append(f"Between-run SD above {SPREAD_LIMIT} dB: {where}.")
+        missing = [m for m in scores if EXTRA_SEED not in (seeds or {}).get(m, ())]
+        if missing:
+            lines += [
+                f"By the registered rule seed {EXTRA_SEED} joins arms B and C of every model "
+                "before any contrast is read: the decisions are withheld until it has run "
+                f"(missing for {', '.join(missing)}).",
+                "",
+            ]
+            return "\n".join(lines)
+        lines += [f"Seed {EXTRA_SEED} has run in arms B and C, as the rule asks.", ""]
+    per_model: dict[str, dict[str, Contrast]] = {}
+    for model, c in family1:
+        per_model.setdefault(model, {})[c.name] = c
+    b_effects, c_effects = dict(family2), dict(negatives)
+    for model in sorted(scores):
+        lines += [f"**{model}**", "", "| question | answer |", "|---|---|"]
+        rows = model_decisions(
+            per_model.get(model, {}), b_effects.get(model), c_effects.get(model), control
+        )
+        lines += [f"| {q} | {a} |" for q, a in rows]
+        weak = under_trained(scores[model], (oracle or {}).get(model))
+        if weak:
+            lines += [
+                "",
+                f"Under-trained (below half the oracle's {oracle[model]:.2f} dB): "
+                f"{', '.join(weak)}.",
+            ]
+        lines.append("")
+    return "\n".join(lines)
