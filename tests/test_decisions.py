@@ -177,3 +177,23 @@ def test_arm_c_is_its_own_model_in_the_cell_tables(tmp_path, capsys):
     assert b.endswith("(4×8) |") and c.endswith("(4×8) |")
     b30, c30 = (float(row.split("|")[3].split()[0]) for row in (b, c))
     assert b30 - c30 == pytest.approx(1.0, abs=0.3)
+
+
+@pytest.mark.parametrize(
+    ("extra", "message"),
+    [
+        (["--arms", "--control", "missing"], "missing: not a control result"),
+        (["--control", "missing"], "--control is read by --arms only"),
+    ],
+)
+def test_a_bad_control_is_a_one_line_error_before_anything_is_written(
+    tmp_path, capsys, extra, message
+):
+    from longsep.cli.study import main
+
+    _fake_sweep(tmp_path / "sweep", np.random.default_rng(0), NULL)
+    with pytest.raises(SystemExit) as stop:
+        main([str(tmp_path / "sweep"), "--out", str(tmp_path / "out"), *extra])
+    assert stop.value.code == 2 and not (tmp_path / "out").exists()
+    (line,) = capsys.readouterr().err.strip().splitlines()
+    assert line.startswith("error: ") and message in line

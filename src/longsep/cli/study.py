@@ -98,14 +98,14 @@ def main(argv: Sequence[str] | None = None) -> int:
             raise LongsepError(f"--resamples {args.resamples}: give 1 or more")
         title = Path(args.sweep_dir).name
         oracle = read_oracle(args.oracle) if args.oracle else None
+        if args.control and not args.arms:
+            raise LongsepError("--control is read by --arms only: add --arms")
+        control = read_control(args.control) if args.control else None
         paths = write_report(records, out, scaling, title, args.resamples, oracle)
         if args.context:
             windows = [_parse_window(w) for w in args.windows]
             paths += analyse(args.sweep_dir, Path(out) / "context", windows)
-        if args.control and not args.arms:
-            raise LongsepError("--control is read by --arms only: add --arms")
         if args.arms:
-            control = read_control(args.control) if args.control else None
             paths += write_arms_report(
                 args.sweep_dir, records, out, title, args.resamples, control, oracle
             )
