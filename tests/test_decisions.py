@@ -197,3 +197,30 @@ def test_a_bad_control_is_a_one_line_error_before_anything_is_written(
     assert stop.value.code == 2 and not (tmp_path / "out").exists()
     (line,) = capsys.readouterr().err.strip().splitlines()
     assert line.startswith("error: ") and message in line
+
+
+def test_the_solo_effect_within_models_is_read_from_a_committed_copy(tmp_path):
+    """Exploratory control analysis: per (run, song) SDR with the solo minus without,
+    read from ``control_within.csv`` files as ``collect`` lands them (no models)."""
+    from longsep.study.control import analyse_within, within_contrasts, within_markdown
+
+    rng = np.random.default_rng(0)
+    for arm, effect in (("B", 1.0), ("C", 0.0)):
+        for seed in (42, 43, 44):
+            job = tmp_path / "synth_positive_near" / f"run-{arm}-{seed}"
+            job.mkdir(parents=True)
+            record = {"status": "ok", "model": "m:q", "src": "vocals", "arm": arm,
+                      "seed": seed, "data": "synth_positive_near", "run_dir": str(job)}  # fmt: skip
+            (job / "result.json").write_text(json.dumps(record))
+            rows = ["song,sdr_with_solo,sdr_without_solo"] + [
+                f"song {i},{2 + effect + rng.normal(0, 0.05):.4f},2" for i in range(6)
+            ]
+            (job / "control_within.csv").write_text("\n".join(rows) + "\n")
+    groups = analyse_within(tmp_path)
+    assert {a: len(runs) for a, runs in groups.items()} == {"B": 3, "C": 3}
+    b, c, diff = within_contrasts(groups)
+    assert b.estimate == pytest.approx(1.0, abs=0.05) and b.low > 0.9
+    assert c.low < 0 < c.high and diff.estimate == pytest.approx(1.0, abs=0.05)
+    row = f"| solo effect in B | {b.estimate:+.2f} | [{b.low:+.2f}, {b.high:+.2f}] |"
+    assert row in within_markdown([b, c, diff])
+    assert within_contrasts({"B": groups["B"]}) == [] and within_markdown([]) == ""

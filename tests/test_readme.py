@@ -356,7 +356,10 @@ def _check(command: str, extra: list[str], workspace: Path) -> None:
     if "longsep.study.control" in command:
         out = command.split("--out ")[1].split()[0]
         text = (workspace / out / "control.md").read_text()
-        assert "| interaction |" in text
+        assert "| interaction |" in text and "| solo effect in B |" in text
+        sweep = workspace / "runs" / "multirun" / command.split("multirun/")[1].split()[0]
+        assert sorted(sweep.glob("synth_positive*/*/control_within.csv"))
+        assert not sorted(sweep.glob("synth_negative*/*/control_within.csv"))
     if "--out experiments/results/context_rendered" in command:
         rows = (workspace / "experiments/results/context_rendered/contrasts.csv").read_text()
         assert "B - C" in rows and "intervention (C)" in rows

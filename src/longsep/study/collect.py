@@ -9,7 +9,8 @@ layout, so ``python -m longsep.study <dest>`` reads the copies as it reads the s
   config and the command-line overrides of the job;
 - ``csv/**/metrics.csv``: the training and validation curves;
 - ``eval/<data>/<split>/{scores.csv,summary.json,settings.json}``: the per-track scores;
-- ``intervention.csv`` and ``control.csv``: the per-window scores of the study's analyses.
+- ``intervention.csv``, ``control.csv`` and ``control_within.csv``: the per-window scores
+  of the study's analyses.
 
     python -m longsep.study.collect runs/multirun/context_study_rendered \\
         experiments/results/context_rendered/runs
@@ -34,6 +35,7 @@ PATTERNS: tuple[str, ...] = (
     "eval/*/*/settings.json",
     "intervention.csv",
     "control.csv",
+    "control_within.csv",
 )
 MAX_BYTES = 2_000_000  # a "small file": larger ones are left out with a warning
 

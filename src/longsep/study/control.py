@@ -37,11 +37,13 @@ from longsep.study.context import SYNTH_MANIFEST, TrainedRun, trained_runs
 from longsep.study.decisions import CONTROL_JSON
 from longsep.study.intervention import ScoredSong, load_songs, one_pass_separator, sdr, write_rows
 from longsep.study.provenance import compute_markdown
-from longsep.study.records import arm_of, load_study
+from longsep.study.records import arm_of, load_study, read_result
 
 log = logging.getLogger(__name__)
 
 CONTROL_FILE = "control.csv"
+WITHIN_FILE = "control_within.csv"
+WITHIN_COLUMNS = ("song", "sdr_with_solo", "sdr_without_solo")
 COLUMNS = ("track", "song", "window_start_seconds", "scored_seconds", "sdr")
 WINDOW_SECONDS = 30.0
 _SUFFIX = re.compile(r" \((positive|negative)\)$")
@@ -137,17 +139,25 @@ def read_scores(path: Path) -> dict[str, float]:
         return {row["song"]: float(row["sdr"]) for row in csv.DictReader(handle)}
 
 
-def _score(run: TrainedRun, songs: dict[str, list[ScoredSong]]) -> None:
-    """Write ``<run>/control.csv`` (the test songs loaded once per data set)."""
-    root = Path(str(run.data["root"]))
-    manifest_path = root / SYNTH_MANIFEST
-    if not manifest_path.is_file():
-        raise LongsepError(f"{manifest_path} is missing: not a control data set")
-    if str(root) not in songs:
-        songs[str(root)] = load_songs(run.data, run.src, int(run.data["sample_rate"]))
+def _songs_and_manifest(
+    data: dict[str, Any], src: str, cache: dict[str, tuple]
+) -> tuple[list[ScoredSong], dict[str, Any]]:
+    """The test songs and the manifest of a control set (loaded once per set)."""
+    root = Path(str(data["root"]))
+    if str(root) not in cache:
+        manifest_path = root / SYNTH_MANIFEST
+        if not manifest_path.is_file():
+            raise LongsepError(f"{manifest_path} is missing: not a control data set")
+        songs = load_songs(data, src, int(data["sample_rate"]))
+        cache[str(root)] = (songs, json.loads(manifest_path.read_text()))
+    return cache[str(root)]
+
+
+def _score(run: TrainedRun, cache: dict[str, tuple]) -> None:
+    """Write ``<run>/control.csv`` (each set's test songs loaded once)."""
+    songs, manifest = _songs_and_manifest(run.data, run.src, cache)
     log.info("control: %s", run.run_dir.name)
-    manifest = json.loads(manifest_path.read_text())
-    write_rows(run.run_dir / CONTROL_FILE, COLUMNS, score_run(run, songs[str(root)], manifest))
+    write_rows(run.run_dir / CONTROL_FILE, COLUMNS, score_run(run, songs, manifest))
 
 
 def analyse(sweep_dir: str | Path) -> dict[str, dict[str, dict[str, float]]]:
@@ -155,10 +165,10 @@ def analyse(sweep_dir: str | Path) -> dict[str, dict[str, dict[str, float]]]:
     scoring the runs that have a model and no ``control.csv`` yet (a committed copy of the
     sweep, without models, is read as it is)."""
     sweep = Path(sweep_dir)
-    songs: dict[str, list[ScoredSong]] = {}
+    cache: dict[str, tuple] = {}
     for run in _runs_with_models(sweep):
         if not (run.run_dir / CONTROL_FILE).is_file():
-            _score(run, songs)
+            _score(run, cache)
     groups: dict[str, dict[str, dict[str, float]]] = {}
     for record in load_study(sweep):
         path = sweep / record["job"] / CONTROL_FILE
@@ -167,6 +177,82 @@ def analyse(sweep_dir: str | Path) -> dict[str, dict[str, dict[str, float]]]:
         kind = "positive" if "positive" in str(record.get("data")) else "negative"
         groups.setdefault(f"{kind}:{arm_of(record)}", {})[record["job"]] = read_scores(path)
     return groups
+
+
+def analyse_within(sweep_dir: str | Path) -> dict[str, dict[str, dict[str, float]]]:
+    """Exploratory (not registered): ``{arm: {job: {song: effect}}}``, the solo's effect
+    inside each model trained on the positive set: its SDR on the shared singing with the
+    solo in the window (the positive song) less the same on the negative song (solo cut
+    out). Same weights in both, so training noise cancels; in arm C the solo is out of
+    reach, so its effect is the comparison's own negative. Runs with a model and no
+    ``control_within.csv`` are scored; a committed copy is read as it is."""
+    sweep = Path(sweep_dir)
+    runs = _runs_with_models(sweep)
+    sets = {run.run_dir: read_result(run.run_dir).get("data", "") for run in runs}
+    negative = next((r for r in runs if "negative" in str(sets[r.run_dir])), None)
+    cache: dict[str, tuple] = {}
+    for run in runs:
+        if "positive" not in str(sets[run.run_dir]) or (run.run_dir / WITHIN_FILE).is_file():
+            continue
+        if negative is None:
+            raise LongsepError(f"{sweep}: no run trained on the negative set to find its songs")
+        log.info("control, within the model: %s", run.run_dir.name)
+        scores = []
+        for data in (run.data, negative.data):
+            songs, manifest = _songs_and_manifest(data, run.src, cache)
+            scores.append({song_key(r[0]): r[4] for r in score_run(run, songs, manifest)})
+        rows = [(k, scores[0][k], scores[1][k]) for k in sorted(scores[0]) if k in scores[1]]
+        write_rows(run.run_dir / WITHIN_FILE, WITHIN_COLUMNS, rows)
+    groups: dict[str, dict[str, dict[str, float]]] = {}
+    for record in load_study(sweep):
+        path = sweep / record["job"] / WITHIN_FILE
+        if record["status"] == "ok" and path.is_file():
+            with path.open(newline="") as handle:
+                effects = {
+                    row["song"]: float(row["sdr_with_solo"]) - float(row["sdr_without_solo"])
+                    for row in csv.DictReader(handle)
+                }
+            groups.setdefault(arm_of(record), {})[record["job"]] = effects
+    return groups
+
+
+def within_contrasts(groups: dict[str, dict[str, dict[str, float]]]) -> list[Contrast]:
+    """The solo's effect in B, in C, and B − C, over the songs every run scored (none
+    until both arms have a run)."""
+    if not groups.get("B") or not groups.get("C"):
+        return []
+    tracks = common_tracks(groups["B"], groups["C"])
+    b, c = (group_matrix(groups[a], tracks) for a in ("B", "C"))
+    return [
+        contrast("solo effect in B", [Group("B", 1, b)]),
+        contrast("solo effect in C", [Group("C", 1, c)]),
+        contrast("B - C", [Group("B", 1, b), Group("C", -1, c)]),
+    ]
+
+
+def within_markdown(results: Sequence[Contrast]) -> str:
+    """The exploratory section of ``control.md`` (see :func:`analyse_within`)."""
+    if not results:
+        return ""
+    lines = [
+        "## Exploratory, not registered: the solo's effect inside each model",
+        "",
+        "Each model trained on the positive set, scored on the same shared singing with the "
+        "solo in its window (the positive song) and without it (the negative song), one "
+        "pass, no Wiener EM; effect = SDR with − SDR without, per (run, song) in "
+        f"`{WITHIN_FILE}`. Same weights in both conditions, so training noise cancels; arm "
+        "C cannot reach the solo, so its effect is this comparison's own negative.",
+        "",
+        "| contrast | estimate (dB) | 95 % interval | p | runs | songs |",
+        "|---|---|---|---|---|---|",
+    ]
+    for c in results:
+        runs = " ".join(f"{g}:{n}" for g, n in c.runs.items())
+        lines.append(
+            f"| {c.name} | {c.estimate:+.2f} | [{c.low:+.2f}, {c.high:+.2f}] | {c.p:.3f} | "
+            f"{runs} | {c.tracks} |"
+        )
+    return "\n".join([*lines, ""])
 
 
 def _runs_with_models(sweep: Path) -> list[TrainedRun]:
@@ -266,8 +352,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     except LongsepError as exc:
         parser.exit(2, f"error: {exc}\n")
     out = Path(args.out or Path(args.sweep_dir) / "report")
+    within = within_markdown(within_contrasts(analyse_within(args.sweep_dir)))
     provenance = compute_markdown(args.sweep_dir, load_study(args.sweep_dir))
-    text = markdown(results, groups) + "\n" + provenance
+    text = "\n".join(part for part in (markdown(results, groups), within, provenance) if part)
     write_text(out / "control.md", text)
     write_json(out / CONTROL_JSON, summary(results, groups))
     print(text, end="")
