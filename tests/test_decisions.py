@@ -212,7 +212,7 @@ def test_the_solo_effect_within_models_is_read_from_a_committed_copy(tmp_path):
             record = {"status": "ok", "model": "m:q", "src": "vocals", "arm": arm,
                       "seed": seed, "data": "synth_positive_near", "run_dir": str(job)}  # fmt: skip
             (job / "result.json").write_text(json.dumps(record))
-            rows = ["song,sdr_with_solo,sdr_without_solo"] + [
+            rows = ["song,sdr_with_solo,sdr_solo_removed"] + [
                 f"song {i},{2 + effect + rng.normal(0, 0.05):.4f},2" for i in range(6)
             ]
             (job / "control_within.csv").write_text("\n".join(rows) + "\n")

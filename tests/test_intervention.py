@@ -115,3 +115,48 @@ def test_control_window_holds_the_solo_and_scores_the_same_music_in_both_songs()
     start, ranges = control.scored_ranges(cut, rate, rate)
     assert start == 0 and ranges == [(12000, 20000)]  # the same 12-20 s, no solo after
     assert control.song_key("s (negative)") == control.song_key("s (positive)") == "s"
+
+
+def _control_separator(tmp_path, name, reach):
+    """Random weights, 30-s inputs, with (arm C) or without (arm B) a reach limit."""
+    torch.manual_seed(0)
+    cfg = compose_network(
+        "umx_transformer_small", "qkvg1D", seq_len=30, reach=reach, stft=STFT_NODE, bandwidth=8000
+    )
+    node = network_config(cfg)
+    model = network_from_node(node, "test")
+    with torch.no_grad():
+        model.fc2.weight[:, model.hidden_size :] *= 20.0
+        model.output_scale.fill_(3.0)
+        model.output_mean.zero_()
+    store = save_store(tmp_path / name, model, StoreEntry("vocals", node, STFT, seq_len=30))
+    return Separator.from_pretrained(store, ["vocals"], niter=0, residual=True, segment=None)
+
+
+@pytest.mark.parametrize("solo_last", [False, True], ids=["solo first", "solo last"])
+def test_taking_the_solo_out_in_place_leaves_arm_c_exactly_unchanged(tmp_path, solo_last):
+    """The exploratory within-model check: the solo's voice leaves the mixture, all else in
+    place. Arm C (7.5-s pieces, an 8.5-s break) cannot tell; full reach can."""
+    rate, generator = 16000, torch.Generator().manual_seed(3)
+    both = ["vocals", "drums", "distractor"]
+    sections = [["solo", 0, 6 * rate, ["vocals"]], ["break", 6 * rate, 8.5 * rate, ["drums"]],
+                ["verse", 14.5 * rate, 25.5 * rate, both]]  # fmt: skip
+    if solo_last:  # verse 0-25.5 s, break 25.5-34 s, solo 34-40 s
+        sections = [["verse", 0, 25.5 * rate, both], ["break", 25.5 * rate, 8.5 * rate, ["drums"]],
+                    ["solo", 34 * rate, 6 * rate, ["vocals"]]]  # fmt: skip
+    entry = {"name": "s (positive)", "samples": 40 * rate, "control": "positive",
+             "sections": [[n, int(a), int(b), stems] for n, a, b, stems in sections]}  # fmt: skip
+    target = 0.1 * torch.randn(2, 40 * rate, generator=generator)
+    other = 0.1 * torch.randn(2, 40 * rate, generator=generator)
+    a, b = control.solo_range(entry, rate, rate)
+    assert (b - a) == 6 * rate
+    other[:, a:b] = 0.0  # the solo is the voice alone, loud: its removal shows in arm B
+    target[:, a:b] *= 10.0
+    song = ScoredSong("s (positive)", target + other, target)
+    for arm, reach in (("C", 7.5), ("B", None)):
+        separator = _control_separator(tmp_path, arm, reach)
+        kept = control.score_song(separator, song, entry, rate)
+        removed = control.score_song(separator, song, entry, rate, remove_solo=True)
+        assert kept[:4] == removed[:4]  # the same window and the same scored samples
+        effect = abs(kept[4] - removed[4])
+        assert effect < 1e-6 if arm == "C" else effect > 1e-3, (arm, effect)

@@ -31,6 +31,7 @@ from typing import Any
 import torch
 
 from longsep.errors import LongsepError
+from longsep.inference.separator import Separator
 from longsep.io import write_json, write_text
 from longsep.study.arms import Contrast, Group, common_tracks, contrast, group_matrix
 from longsep.study.context import SYNTH_MANIFEST, TrainedRun, trained_runs
@@ -43,7 +44,7 @@ log = logging.getLogger(__name__)
 
 CONTROL_FILE = "control.csv"
 WITHIN_FILE = "control_within.csv"
-WITHIN_COLUMNS = ("song", "sdr_with_solo", "sdr_without_solo")
+WITHIN_COLUMNS = ("song", "sdr_with_solo", "sdr_solo_removed")
 COLUMNS = ("track", "song", "window_start_seconds", "scored_seconds", "sdr")
 WINDOW_SECONDS = 30.0
 _SUFFIX = re.compile(r" \((positive|negative)\)$")
@@ -104,33 +105,62 @@ def scored_ranges(
     return round(start * scale), ranges
 
 
-def score_run(run: TrainedRun, songs: Sequence[ScoredSong], manifest: dict[str, Any]) -> list:
-    """The rows of :data:`COLUMNS` of one run."""
-    separator = one_pass_separator(run)
+def solo_range(entry: dict[str, Any], manifest_rate: int, rate: int) -> tuple[int, int]:
+    """Samples ``[start, stop)`` at ``rate`` of a positive control song's solo."""
+    solo = next((s for s in entry["sections"] if s[0] == "solo"), None)
+    if solo is None:
+        raise LongsepError(f"{entry.get('name')}: no solo (not a positive control song)")
+    scale = rate / manifest_rate
+    return round(int(solo[1]) * scale), round((int(solo[1]) + int(solo[2])) * scale)
+
+
+def score_song(
+    separator: Separator,
+    song: ScoredSong,
+    entry: dict[str, Any],
+    manifest_rate: int,
+    remove_solo: bool = False,
+) -> tuple | None:
+    """The row of :data:`COLUMNS` of one song (None when nothing in its window is scored).
+
+    ``remove_solo``: the target's stem is taken out of the mixture over the solo (the
+    mixture is the exact sum of the stems), everything else in place."""
     rate = separator.stft_config.sample_rate
+    window = round(WINDOW_SECONDS * rate)
+    start, ranges = scored_ranges(entry, manifest_rate, rate)
+    if not ranges:
+        return None
+    mixture = song.mixture[:, start : start + window]
+    if remove_solo:
+        a, b = solo_range(entry, manifest_rate, rate)
+        a, b = max(a - start, 0), min(b - start, mixture.shape[-1])
+        mixture = mixture.clone()
+        mixture[:, a:b] -= song.target[:, start + a : start + b]
+    with torch.inference_mode():
+        estimate = separator(mixture[None])[0, 0]
+    keep = torch.cat([torch.arange(a, b) for a, b in ranges])
+    reference = song.target[:, start : start + window][:, keep]
+    return (
+        song.name,
+        song_key(song.name),
+        round(start / rate, 4),
+        round(len(keep) / rate, 4),
+        sdr(reference, estimate[:, keep]),
+    )
+
+
+def score_run(
+    run: TrainedRun, songs: Sequence[ScoredSong], manifest: dict[str, Any], remove_solo=False
+) -> list:
+    """The rows of :data:`COLUMNS` of one run (see :func:`score_song`)."""
+    separator = one_pass_separator(run)
     manifest_rate = int(manifest["params"]["sample_rate"])
     entries = {e["name"]: e for e in manifest["tracks"]["test"]}
-    window = round(WINDOW_SECONDS * rate)
-    rows = []
-    for song in songs:
-        start, ranges = scored_ranges(entries[song.name], manifest_rate, rate)
-        if not ranges:
-            continue
-        mixture = song.mixture[:, start : start + window]
-        with torch.inference_mode():
-            estimate = separator(mixture[None])[0, 0]
-        keep = torch.cat([torch.arange(a, b) for a, b in ranges])
-        reference = song.target[:, start : start + window][:, keep]
-        rows.append(
-            (
-                song.name,
-                song_key(song.name),
-                round(start / rate, 4),
-                round(len(keep) / rate, 4),
-                sdr(reference, estimate[:, keep]),
-            )
-        )
-    return rows
+    rows = [
+        score_song(separator, song, entries[song.name], manifest_rate, remove_solo)
+        for song in songs
+    ]
+    return [row for row in rows if row is not None]
 
 
 def read_scores(path: Path) -> dict[str, float]:
@@ -181,27 +211,25 @@ def analyse(sweep_dir: str | Path) -> dict[str, dict[str, dict[str, float]]]:
 
 def analyse_within(sweep_dir: str | Path) -> dict[str, dict[str, dict[str, float]]]:
     """Exploratory (not registered): ``{arm: {job: {song: effect}}}``, the solo's effect
-    inside each model trained on the positive set: its SDR on the shared singing with the
-    solo in the window (the positive song) less the same on the negative song (solo cut
-    out). Same weights in both, so training noise cancels; in arm C the solo is out of
-    reach, so its effect is the comparison's own negative. Runs with a model and no
-    ``control_within.csv`` are scored; a committed copy is read as it is."""
+    inside each model trained on the positive set: its SDR on the shared singing of the
+    control's window as it is, less the same with the solo's voice taken out of the mixture
+    in place (everything else, positions included, unchanged). Same weights in both, so
+    training noise cancels; arm C's pieces never hold the solo and the shared singing
+    together, so its effect is 0 by construction: the comparison's own negative. Runs with
+    a model and no ``control_within.csv`` are scored; a committed copy is read as it is."""
     sweep = Path(sweep_dir)
-    runs = _runs_with_models(sweep)
-    sets = {run.run_dir: read_result(run.run_dir).get("data", "") for run in runs}
-    negative = next((r for r in runs if "negative" in str(sets[r.run_dir])), None)
     cache: dict[str, tuple] = {}
-    for run in runs:
-        if "positive" not in str(sets[run.run_dir]) or (run.run_dir / WITHIN_FILE).is_file():
+    for run in _runs_with_models(sweep):
+        positive = "positive" in str(read_result(run.run_dir).get("data", ""))
+        if not positive or (run.run_dir / WITHIN_FILE).is_file():
             continue
-        if negative is None:
-            raise LongsepError(f"{sweep}: no run trained on the negative set to find its songs")
         log.info("control, within the model: %s", run.run_dir.name)
-        scores = []
-        for data in (run.data, negative.data):
-            songs, manifest = _songs_and_manifest(data, run.src, cache)
-            scores.append({song_key(r[0]): r[4] for r in score_run(run, songs, manifest)})
-        rows = [(k, scores[0][k], scores[1][k]) for k in sorted(scores[0]) if k in scores[1]]
+        songs, manifest = _songs_and_manifest(run.data, run.src, cache)
+        pair = [
+            {r[0]: r[4] for r in score_run(run, songs, manifest, remove_solo=removed)}
+            for removed in (False, True)
+        ]
+        rows = [(k, pair[0][k], pair[1][k]) for k in sorted(pair[0])]
         write_rows(run.run_dir / WITHIN_FILE, WITHIN_COLUMNS, rows)
     groups: dict[str, dict[str, dict[str, float]]] = {}
     for record in load_study(sweep):
@@ -209,7 +237,7 @@ def analyse_within(sweep_dir: str | Path) -> dict[str, dict[str, dict[str, float
         if record["status"] == "ok" and path.is_file():
             with path.open(newline="") as handle:
                 effects = {
-                    row["song"]: float(row["sdr_with_solo"]) - float(row["sdr_without_solo"])
+                    row["song"]: float(row["sdr_with_solo"]) - float(row["sdr_solo_removed"])
                     for row in csv.DictReader(handle)
                 }
             groups.setdefault(arm_of(record), {})[record["job"]] = effects
@@ -237,11 +265,12 @@ def within_markdown(results: Sequence[Contrast]) -> str:
     lines = [
         "## Exploratory, not registered: the solo's effect inside each model",
         "",
-        "Each model trained on the positive set, scored on the same shared singing with the "
-        "solo in its window (the positive song) and without it (the negative song), one "
-        "pass, no Wiener EM; effect = SDR with − SDR without, per (run, song) in "
-        f"`{WITHIN_FILE}`. Same weights in both conditions, so training noise cancels; arm "
-        "C cannot reach the solo, so its effect is this comparison's own negative.",
+        "Each model trained on the positive set, scored on the shared singing of the "
+        "control's window as it is and with the solo's voice taken out of the mixture in "
+        "place (all else unchanged), one pass, no Wiener EM; effect = SDR as it is − SDR "
+        f"without the solo, per (run, song) in `{WITHIN_FILE}`. Same weights in both, so "
+        "training noise cancels; arm C never holds the solo and the shared singing in one "
+        "piece, so its effect is 0 by construction.",
         "",
         "| contrast | estimate (dB) | 95 % interval | p | runs | songs |",
         "|---|---|---|---|---|---|",
