@@ -88,8 +88,15 @@ def test_an_intervention_that_leaks_in_arm_c_makes_no_claim(tmp_path):
 def test_a_wide_run_spread_withholds_the_decisions_until_seed_46_has_run(tmp_path):
     sweep = tmp_path / "sweep"
     _fake_sweep(sweep, np.random.default_rng(3), NULL, run_sd=1.5)
+    (sweep / "multirun.yaml").write_text(
+        "hydra:\n  overrides:\n    task: [+experiment=context_study_rendered]\n"
+    )
     d = _decisions(sweep, tmp_path / "out")
     assert "withheld" in d["text"] and "Longer input (B − A)" not in d
+    assert (
+        "python train.py +experiment=context_study_rendered hydra.sweeper.params.seed=46 "
+        "\"hydra.sweeper.params.arm='B,C'\"" in d["text"]
+    )
     _fake_sweep(sweep, np.random.default_rng(4), NULL, run_sd=1.5, seeds=(46,), arms_=("B", "C"))
     d = _decisions(sweep, tmp_path / "out2")
     assert "Seed 46 has run" in d["text"] and "Longer input (B − A)" in d

@@ -55,7 +55,7 @@ from longsep.study.intervention import (
     run_intervention,
     track_effects,
 )
-from longsep.study.provenance import compute_markdown
+from longsep.study.provenance import compute_markdown, sweep_command
 from longsep.study.records import arm_of, read_result
 
 log = logging.getLogger(__name__)
@@ -315,7 +315,14 @@ def write_arms_report(
     medians = (oracle or {}).get("median") or {}
     by_model = {model_key(r): medians.get(str(r.get("src")), {}).get("SDR") for r in records}
     decisions = decisions_markdown(
-        scores, family1, family2, negatives, control, by_model, _bc_seeds(records)
+        scores,
+        family1,
+        family2,
+        negatives,
+        control,
+        by_model,
+        _bc_seeds(records),
+        sweep_command(sweep_dir),
     )
     out = Path(out_dir)
     text = arms_markdown(title or Path(sweep_dir).name, family1, family2, negatives, decisions)

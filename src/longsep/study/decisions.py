@@ -142,9 +142,11 @@ def decisions_markdown(
     control: ControlResult | None,
     oracle: Mapping[str, float] | None = None,
     seeds: Mapping[str, Sequence[Any]] | None = None,
+    command: str | None = None,
 ) -> str:
     """The report's "Decisions" section. ``oracle``: ``{model: oracle SDR of its source}``;
-    ``seeds``: ``{model: seeds of its B and C runs}`` (for the spread rule)."""
+    ``seeds``: ``{model: seeds of its B and C runs}`` (for the spread rule); ``command``:
+    the sweep's command, to which the spread rule's extra seed is added."""
     lines = ["## Decisions (pre-registered rules)", ""]
     if control is None:
         lines += ["Control: none given (`--control`).", ""]
@@ -163,6 +165,9 @@ def decisions_markdown(
                 f"(missing for {', '.join(missing)}).",
                 "",
             ]
+            if command:
+                extra = f"hydra.sweeper.params.seed={EXTRA_SEED} \"hydra.sweeper.params.arm='B,C'\""
+                lines += ["```text", f"{command} {extra}", "```", ""]
             return "\n".join(lines)
         lines += [f"Seed {EXTRA_SEED} has run in arms B and C, as the rule asks.", ""]
     per_model: dict[str, dict[str, Contrast]] = {}
