@@ -258,6 +258,11 @@ def within_contrasts(groups: dict[str, dict[str, dict[str, float]]]) -> list[Con
     ]
 
 
+def _row(c: Contrast, last: str) -> str:
+    """A table row: name, estimate, 95 % interval, p, then ``last``."""
+    return f"| {c.name} | {c.estimate:+.2f} | [{c.low:+.2f}, {c.high:+.2f}] | {c.p:.3f} | {last} |"
+
+
 def within_markdown(results: Sequence[Contrast]) -> str:
     """The exploratory section of ``control.md`` (see :func:`analyse_within`)."""
     if not results:
@@ -277,10 +282,7 @@ def within_markdown(results: Sequence[Contrast]) -> str:
     ]
     for c in results:
         runs = " ".join(f"{g}:{n}" for g, n in c.runs.items())
-        lines.append(
-            f"| {c.name} | {c.estimate:+.2f} | [{c.low:+.2f}, {c.high:+.2f}] | {c.p:.3f} | "
-            f"{runs} | {c.tracks} |"
-        )
+        lines.append(_row(c, f"{runs} | {c.tracks}"))
     return "\n".join([*lines, ""])
 
 
@@ -348,11 +350,7 @@ def markdown(results: Sequence[Contrast], groups: dict[str, dict]) -> str:
         "|---|---|---|---|---|",
     ]
     for c in results:
-        spread = ", ".join(f"{k} {v:.2f}" for k, v in c.run_sd.items())
-        lines.append(
-            f"| {c.name} | {c.estimate:+.2f} | [{c.low:+.2f}, {c.high:+.2f}] | {c.p:.3f} | "
-            f"{spread} |"
-        )
+        lines.append(_row(c, ", ".join(f"{k} {v:.2f}" for k, v in c.run_sd.items())))
     responded = has_responded(results)
     lines += [
         "",
