@@ -4,7 +4,9 @@
 # a job started later must import the code the sweep started with (a changed callback once
 # failed 8 control jobs at their start). Data, runs/ and results stay in this checkout
 # (LONGSEP_ROOT); the pinned package comes first on PYTHONPATH, before the editable install.
-#   experiments/run_pinned.sh [commit]
+#   experiments/run_pinned.sh [commit]                   the whole make, reports included
+#   experiments/run_pinned.sh commit experiment [...]    only these sweeps, in order (e.g. a grid
+#                                                        whose report must wait: no report runs)
 set -eu
 cd "$(dirname "$0")/.."
 root=$(pwd)
@@ -16,4 +18,12 @@ else
 fi
 echo "sweep code pinned at $commit (.sweep/)"
 export LONGSEP_ROOT="$root" PYTHONPATH="$root/.sweep/src${PYTHONPATH:+:$PYTHONPATH}"
+if [ $# -gt 1 ]; then
+  shift
+  for experiment in "$@"; do
+    OMP_NUM_THREADS=1 "$root/.venv/bin/python" .sweep/train.py +experiment="$experiment" \
+      hydra/launcher=joblib hydra.launcher.n_jobs=2
+  done
+  exit 0
+fi
 exec make -f .sweep/Makefile study-context-steps SCRIPTS=.sweep BIN="$root/.venv/bin"
