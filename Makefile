@@ -63,6 +63,7 @@ study-rendered: install render-deps  ## the study on rendered music with models 
 
 CONTROL_ARMS := runs/multirun/context_control_arms_cpu
 CONTROL_NEAR := runs/multirun/context_control_near_arms_cpu
+CONTROL_WHOLE := runs/multirun/context_control_whole_arms_cpu
 CONTEXT := runs/multirun/context_study_rendered
 JOBLIB2 := hydra/launcher=joblib hydra.launcher.n_jobs=2
 SCRIPTS ?= .
@@ -79,8 +80,10 @@ study-context-steps:  # the study's commands (SCRIPTS: where train.py is, for a 
 	OMP_NUM_THREADS=1 $(BIN)/python $(SCRIPTS)/train.py +experiment=context_control_near_arms_cpu $(JOBLIB2)
 	$(BIN)/python -m longsep.study.control $(CONTROL_NEAR) --out experiments/results/context_control_near
 	OMP_NUM_THREADS=1 $(BIN)/python $(SCRIPTS)/train.py +experiment=context_study_rendered $(JOBLIB2)
+	OMP_NUM_THREADS=1 $(BIN)/python $(SCRIPTS)/train.py +experiment=context_control_whole_arms_cpu $(JOBLIB2)
+	$(BIN)/python -m longsep.study.control $(CONTROL_WHOLE) --out experiments/results/context_control_whole
 	$(BIN)/python -m longsep.study $(CONTEXT) --arms --out experiments/results/context_rendered \
-	  --oracle $(RENDERED_OUT)/oracle_irm2 --control experiments/results/context_control_near
+	  --oracle $(RENDERED_OUT)/oracle_irm2 --control experiments/results/context_control_whole
 
 # The default model learns from two SoundFonts and is scored on a third it never heard
 # (models/README.md, "Training on several SoundFonts"): FluidR3 (samples) and OPL3 (FM

@@ -1,9 +1,9 @@
 """How much a control set's 30-s training chunks show a model: the share of chunks that
 hold >= 3 s of the solo and >= 3 s of shared singing, and the seconds of shared singing in
 view of the solo per chunk (planning only, no audio). Cited by the change log of
-experiments/README.md (the control's second design).
+experiments/README.md (the control's second and third designs).
 
-    python experiments/control_layout.py > experiments/results/context_control_near/layout.json
+    python experiments/control_layout.py > experiments/results/context_control_whole/layout.json
 """
 
 from __future__ import annotations
@@ -20,6 +20,11 @@ DESIGNS = {  # the training songs of the two sets, as their data configs make th
     "synth_positive_near": {
         "n_train": 48, "min_seconds": 41, "max_seconds": 47, "solo_seconds": 6,
         "gap_seconds": 8, "distractor_register": "opposite",
+    },
+    "synth_positive_whole": {
+        "n_train": 96, "min_seconds": 30, "max_seconds": 33, "solo_seconds": 6,
+        "gap_seconds": 8, "distractor_register": "opposite", "accompaniment": False,
+        "negative": "muted", "compact": True,
     },
 }  # fmt: skip
 LEAST = 3.0  # seconds of solo and of shared singing that make a chunk informative

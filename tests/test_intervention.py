@@ -114,6 +114,13 @@ def test_control_window_holds_the_solo_and_scores_the_same_music_in_both_songs()
     }  # fmt: skip
     start, ranges = control.scored_ranges(cut, rate, rate)
     assert start == 0 and ranges == [(12000, 20000)]  # the same 12-20 s, no solo after
+    muted = {  # the third design's negative: the solo's voice taken out in place
+        "name": "t (negative)", "samples": 50000, "control": "negative",
+        "removed": ["solo", 30000, 12000],
+        "sections": [["verse", 0, 20000, both], ["break", 20000, 10000, []],
+                     ["solo", 30000, 12000, []], ["outro", 42000, 8000, []]],
+    }  # fmt: skip
+    assert control.scored_ranges(muted, rate, rate) == control.scored_ranges(last, rate, rate)
     assert control.song_key("s (negative)") == control.song_key("s (positive)") == "s"
 
 

@@ -88,6 +88,10 @@ CONTROL_NEAR_SHRINK = [  # the same on the second design's sets, songs of its le
     *(o for o in CONTROL_ARMS_SHRINK if "_seconds=" not in o),
     "data.generate.min_seconds=41", "data.generate.max_seconds=42",
 ]  # fmt: skip
+CONTROL_WHOLE_SHRINK = [  # the same on the third design's sets, songs of 30-31 s
+    *(o for o in CONTROL_ARMS_SHRINK if "_seconds=" not in o),
+    "data.generate.min_seconds=30", "data.generate.max_seconds=31",
+]  # fmt: skip
 CONTEXT_SHRINK = [  # one seed of umx_small x 3 arms on the 3-song rendered set, 1 step each
     "hydra.sweeper.params.seed=42", "hydra.sweeper.params.separator=umx_small",
     *TRAIN_SHRINK[len(SYNTH_SHRINK) :],
@@ -141,9 +145,13 @@ RUN_HERE = [
      "experiments/results/context_control_near", []),
     ("python train.py +experiment=context_study_rendered hydra/launcher=joblib "
      "hydra.launcher.n_jobs=2", CONTEXT_SHRINK),
+    ("python train.py +experiment=context_control_whole_arms_cpu hydra/launcher=joblib "
+     "hydra.launcher.n_jobs=2", CONTROL_WHOLE_SHRINK),
+    ("python -m longsep.study.control runs/multirun/context_control_whole_arms_cpu --out "
+     "experiments/results/context_control_whole", []),
     ("python -m longsep.study runs/multirun/context_study_rendered --arms --out "
      "experiments/results/context_rendered --oracle experiments/results/rendered_cpu/oracle_irm2 "
-     "--control experiments/results/context_control_near", []),
+     "--control experiments/results/context_control_whole", []),
     ("python -m longsep.study.collect runs/multirun/context_study_rendered "
      "experiments/results/context_rendered/runs", []),
     ("python -m longsep.study runs/multirun/context_control_cpu/synth_positive --out "
@@ -175,12 +183,13 @@ RUN_HERE = [
 # one test, in README order, so that pytest-xdist (`make test`: `-n auto`) cannot split them
 # over workers; every other command is a test of its own.
 SHARED_WORK = {
-    # the study's report reads the second control's verdict (--control)
+    # the study's report reads the third control's verdict (--control)
     "rendered": ("data/rendered ", "data=rendered ", "seq_len_study_rendered",
-                 "context_study_rendered", "context_control_near_arms_cpu"),
+                 "context_study_rendered", "context_control_whole_arms_cpu"),
     "musdb_study": ("+experiment=seq_len_study data.root", "runs/multirun/seq_len_study "),
     "control": ("context_control_cpu",),
     "control_arms": ("context_control_arms_cpu",),
+    "control_near": ("context_control_near_arms_cpu",),
     "rendered_multi": ("data/rendered_multi ", "+experiment=default_model"),
 }  # fmt: skip
 

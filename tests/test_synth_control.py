@@ -31,6 +31,9 @@ TIMBRE = (
 NEAR = {"solo_seconds": 6.0, "gap_seconds": 8.0, "distractor_register": "opposite"}
 
 
+WHOLE = NEAR | {"accompaniment": False, "negative": "muted", "compact": True}
+
+
 def first_seed(solo_first: bool) -> int:
     """The first seed whose positive control has its solo at the start (or the end)."""
     for seed in range(100):
@@ -181,6 +184,12 @@ def test_cli_writes_a_control_set(tmp_path, capsys):
     manifest = json.loads((tmp_path / synth.MANIFEST).read_text())
     assert {k: manifest["params"][k] for k in NEAR} == NEAR
     assert manifest["tracks"]["test"][0]["design"] == NEAR
+    whole = [*near[:6], "--no-accompaniment", "--negative", "muted", "--compact"]
+    whole += ["--min-seconds", "30", "--max-seconds", "30", "--control", "negative"]
+    assert main([*args[:-6], *whole, "--out", str(tmp_path)]) == 0
+    manifest = json.loads((tmp_path / synth.MANIFEST).read_text())
+    (track,) = manifest["tracks"]["test"]
+    assert track["design"] == WHOLE and track["samples"] >= 30 * RATE  # nothing cut
 
 
 @pytest.mark.parametrize(
@@ -191,6 +200,9 @@ def test_cli_writes_a_control_set(tmp_path, capsys):
         (NEAR | {"control": "positive", "min_seconds": 40, "max_seconds": 47}, "min_seconds >= 41"),
         ({"distractor_register": "same"}, "distractor_register"),
         ({"gap_seconds": 0}, "gap_seconds=0"),
+        ({"negative": "sliced"}, "negative='sliced'"),
+        ({"accompaniment": "maybe"}, "accompaniment='maybe' must be of type bool"),
+        (WHOLE | {"control": "positive", "min_seconds": 23, "max_seconds": 33}, ">= 24"),
     ],
 )
 def test_bad_control_parameters_are_one_line_errors(params, message):
@@ -201,16 +213,18 @@ def test_bad_control_parameters_are_one_line_errors(params, message):
         synth.plan_song(0, 30.0, control="negative")
 
 
-@pytest.mark.parametrize("near", [False, True], ids=["first", "near"])
+@pytest.mark.parametrize(
+    "design, layout", [("", {}), ("_near", NEAR), ("_whole", WHOLE)], ids=["first", "near", "whole"]
+)
 @pytest.mark.parametrize("control", ["positive", "negative"])
-def test_data_config_composes(tmp_path, control, near):
-    name = f"synth_{control}" + ("_near" if near else "")
+def test_data_config_composes(tmp_path, control, design, layout):
+    name = f"synth_{control}{design}"
     cfg = compose_train([f"data={name}"], tmp_path / "run", tmp_path)
     assert cfg.data.root == str(tmp_path / "data" / name)
     assert cfg.data.generate.control == control and cfg.data.random_mix is False
     params = synth.make_params(**cfg.data.generate)
     assert params.control == control
-    assert params.design == (synth.ControlDesign(**NEAR) if near else synth.ControlDesign())
+    assert params.design == synth.ControlDesign(**layout)
     assert cfg.data._target_ == "longsep.data.datamodules.MUSDBDataModule"
 
 
@@ -265,3 +279,60 @@ def test_layout_count_shows_the_near_design_gives_more_to_learn_from():
     assert 0 < first["informative_chunks"] < near["informative_chunks"] <= 1
     assert near["shared_seconds_in_view_of_solo"] > first["shared_seconds_in_view_of_solo"]
     assert near["same_register_songs"] == 0
+    whole = module.layout(module.DESIGNS["synth_positive_whole"] | {"n_train": 6})
+    assert whole["informative_chunks"] == 1.0  # every chunk holds the solo and the duet
+    assert whole["shared_seconds_in_view_of_solo"] > near["shared_seconds_in_view_of_solo"]
+
+
+def chunk_overlap(spec: synth.SongSpec, kind: str, start: float) -> float:
+    """Seconds of the ``kind`` section inside the 30-s chunk that starts at ``start``."""
+    rate = spec.sample_rate
+    section = next(s for s in spec.sections if s.kind == kind)
+    a, b = section.start / rate, (section.start + section.length) / rate
+    return max(0.0, min(start + 30.0, b) - max(start, a))
+
+
+def test_whole_design_fits_a_chunk_with_two_singers_only():
+    design = synth.ControlDesign(**WHOLE)
+    reach = 7.5 + 1024 / 16000
+    for seed in range(200):
+        seconds = 30.0 + 3.0 * (seed % 7) / 6
+        spec = synth.plan_song(seed, seconds, control="positive", design=design)
+        kinds = [s.kind for s in spec.sections]
+        solo, gap = (spec.sections[kinds.index(k)] for k in ("solo", "break"))
+        assert 30.0 * RATE <= spec.samples <= 33.0 * RATE  # stretched only inside the range
+        assert solo.length >= 6.0 * RATE and solo.start + solo.length <= spec.samples
+        assert gap.length >= 8.0 * RATE > reach * RATE and gap.stems == ()
+        assert abs(kinds.index("solo") - kinds.index("break")) == 1
+        assert solo.stems == ("vocals",)
+        assert all(set(s.stems) <= {"vocals", "distractor"} for s in spec.sections)
+        assert any(s.stems == ("vocals", "distractor") for s in spec.sections)
+        last = spec.samples / RATE - 30.0
+        assert min(chunk_overlap(spec, "solo", a) for a in np.linspace(0, last, 31)) >= 3.0
+        negative = synth.plan_song(seed, seconds, control="negative", design=design)
+        assert negative.samples == spec.samples and negative.removed == solo
+        assert [s.stems for s in negative.sections] == [
+            () if s is solo else s.stems for s in spec.sections
+        ]
+    assert spec.to_dict()["design"] == WHOLE
+    assert "design" not in synth.plan_song(0, 48.0, control="positive").to_dict()
+
+
+def test_whole_negative_renders_as_its_positive_with_the_solo_voice_muted():
+    design = synth.ControlDesign(**WHOLE)
+    positive = synth.plan_song(5, 31.0, 22050, control="positive", design=design)
+    negative = synth.plan_song(5, 31.0, 22050, control="negative", design=design)
+    song, muted = synth.render_song(positive), synth.render_song(negative)
+    solo, gap = (next(s for s in positive.sections if s.kind == k) for k in ("solo", "break"))
+    expected = song["vocals"].copy()
+    expected[solo.start : solo.start + solo.length] = 0.0
+    np.testing.assert_array_equal(muted["vocals"], expected)
+    for name in ("drums", "bass", "other"):
+        np.testing.assert_array_equal(muted[name], song[name])
+    assert not np.any(song["drums"]) and not np.any(song["bass"])  # two singers only
+    assert not np.any(song["other"][solo.start : solo.start + solo.length])  # the solo: alone
+    assert not np.any(song["mixture"][gap.start : gap.start + gap.length])  # a silent break
+    assert np.any(song["vocals"][solo.start : solo.start + solo.length])
+    np.testing.assert_array_equal(
+        muted["mixture"], muted["vocals"] + muted["drums"] + muted["bass"] + muted["other"]
+    )

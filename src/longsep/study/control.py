@@ -4,9 +4,10 @@ it is known to exist? (pre-registered in ``experiments/README.md``)
 On ``data=synth_positive`` a same-timbre distractor sings with the target everywhere but in
 a solo at the song's start or end, separated from the shared singing by a break longer than
 arm C's reach (>= 10 s; >= 8 s in the second design, ``data=synth_positive_near``);
-``data=synth_negative`` is the same songs with the solo cut out. Per run and song, the
-30-s window that begins or ends with the solo (in the negative song: the same place, solo
-cut out) is separated in one pass without the Wiener EM, and the target's SDR is measured
+``data=synth_negative`` is the same songs with the solo cut out (in the third design,
+``data=synth_negative_whole``, the solo's voice is taken out in place). Per run and song,
+the 30-s window that begins or ends with the solo (in the negative song: the same place
+without the solo) is separated in one pass without the Wiener EM, and the target's SDR is measured
 over the shared singing in that window (the same music in both songs of a pair,
 :func:`scored_ranges`). A model that uses the
 solo (arm B can, arm C's 7.5-s pieces cannot) gains there on the positive set only: the
@@ -68,9 +69,10 @@ def _both(entry: dict[str, Any]) -> list[tuple[int, int]]:
 def _window(entry: dict[str, Any], window: int) -> tuple[int, int, int]:
     """(window start, scored from, scored to) in the entry's samples: the window holds the
     solo (or, in the negative song, the place it was cut from) and the shared singing next
-    to it; the scored span is the same music in both songs of a pair."""
-    if entry.get("control") == "positive":
-        solo = next(s for s in entry["sections"] if s[0] == "solo")
+    to it; the scored span is the same music in both songs of a pair. A negative song whose
+    solo was muted in place keeps the solo's section (without the voice) and its window."""
+    solo = next((s for s in entry["sections"] if s[0] == "solo"), None)
+    if entry.get("control") in ("positive", "negative") and solo is not None:
         solo_start, solo_end = int(solo[1]), int(solo[1]) + int(solo[2])
         if solo_start == 0:  # the window opens with the solo
             return 0, 0, window
@@ -91,8 +93,9 @@ def scored_ranges(
 
     Positive song: the 30-s window that begins with the solo (solo first) or ends with it
     (solo last); scored: where both voices sing inside it. Negative song: the window at the
-    same place with the solo cut out; scored: the same shared singing as in the positive
-    song, so a pair differs only in whether the solo is in the window."""
+    same place without the solo (cut out, or its voice muted in place); scored: the same
+    shared singing as in the positive song, so a pair differs only in whether the solo is
+    in the window."""
     window = round(window_seconds * manifest_rate)
     start, low, high = _window(entry, window)
     start = max(0, start)
@@ -343,7 +346,7 @@ def markdown(results: Sequence[Contrast], groups: dict[str, dict]) -> str:
         "",
         f"Runs: {runs}; songs scored: {results[0].tracks} (paired across the two sets).",
         "Score: SDR of the vocals over the both-singing samples of the 30-s window that "
-        "begins or ends with the solo (in the negative song: the same place, solo cut out), "
+        "begins or ends with the solo (in the negative song: the same place without the solo), "
         "one pass, no Wiener EM.",
         "",
         "| contrast | estimate (dB) | 95 % interval | p | between-run SD per group (dB) |",

@@ -24,10 +24,13 @@ the vocals do, so no instant tells which voice is the target. Only a ``solo`` se
 (>= :data:`SOLO_SECONDS`, vocals without the distractor) at the start or the end (drawn
 per song) does, and a ``break`` of >= :data:`GAP_SECONDS` without either voice separates
 it from every section where both sing: a model must look that far to pick the target.
-:class:`ControlDesign` (``solo_seconds``, ``gap_seconds``, ``distractor_register``) changes
-that layout; its ``opposite`` register puts the distractor in the vocals' other register.
-``negative``: the same songs with the ``solo`` samples cut out (a shorter song, otherwise
-sample-identical). Track names end in `` (positive)`` / `` (negative)``; the manifest
+:class:`ControlDesign` (``solo_seconds``, ``gap_seconds``, ``distractor_register``,
+``accompaniment``, ``negative``, ``compact``) changes that layout; its ``opposite`` register
+puts the distractor in the vocals' other register, ``accompaniment=False`` leaves the two
+singers alone, ``compact`` makes songs barely longer than the solo, the break and one body
+section. ``negative``: the same songs with the ``solo`` samples cut out (a shorter song,
+otherwise sample-identical), or with ``negative="muted"`` the solo's voice taken out in
+place (the same length). Track names end in `` (positive)`` / `` (negative)``; the manifest
 records ``control``, ``distractor_voice`` and the negative's ``removed`` section.
 
 Layout written by :func:`generate_dataset`::

@@ -24,6 +24,7 @@ from longsep.data.synth.plan import (
     DEFAULT_MAX_SECONDS,
     DEFAULT_MIN_SECONDS,
     GAP_SECONDS,
+    NEGATIVES,
     REGISTERS,
     SAMPLE_RATE,
     SOLO_SECONDS,
@@ -65,6 +66,19 @@ def main(argv: Sequence[str] | None = None) -> int:
         "--distractor-register", choices=REGISTERS, default="random",
         help="a control's distractor register: drawn anew, or the vocals' other one",
     )  # fmt: skip
+    parser.add_argument(
+        "--no-accompaniment", action="store_true",
+        help="a control's songs hold only the two singers (no drums, bass or chords)",
+    )  # fmt: skip
+    parser.add_argument(
+        "--negative", choices=NEGATIVES, default="cut",
+        help="a negative control's solo: cut out, or its voice muted in place",
+    )  # fmt: skip
+    parser.add_argument(
+        "--compact",
+        action="store_true",
+        help="a control's songs barely longer than solo, break and one body section",
+    )
     parser.add_argument("--workers", type=int, default=1, help="processes rendering songs")
     parser.add_argument("--overwrite", action="store_true", help="render every song again")
     args = parser.parse_args(argv)
@@ -75,6 +89,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             args.out, args.tracks, args.valid_tracks, args.test_tracks, args.seed,
             args.min_seconds, args.max_seconds, args.sample_rate, args.subtype, args.control,
             args.solo_seconds, args.gap_seconds, args.distractor_register,
+            not args.no_accompaniment, args.negative, args.compact,
             workers=args.workers, overwrite=args.overwrite,
         )  # fmt: skip
     except LongsepError as exc:

@@ -21,7 +21,6 @@ import yaml
 from longsep import TARGETS
 from longsep.data.synth.instruments import render_song
 from longsep.data.synth.plan import (
-    CONTROL_ROOM_SECONDS,
     CONTROLS,
     DEFAULT_MAX_SECONDS,
     DEFAULT_MIN_SECONDS,
@@ -76,14 +75,19 @@ _TRACK_RE = re.compile(r"^synth_(train|valid|test)_\d{3,} - ")
 
 
 def _coerce(name: str, value: Any, kind: str) -> Any:
-    """``value`` as the field's type (``int`` / ``float`` / ``str``), or a one-line error."""
+    """``value`` as the field's type (``int`` / ``float`` / ``str`` / ``bool``), or a one-line
+    error."""
     try:
+        if kind == "bool":
+            if isinstance(value, bool):
+                return value
+            return {"true": True, "false": False}[str(value).lower()]
         if kind == "int":
             if isinstance(value, bool) or float(value) != int(value):
                 raise ValueError
             return int(value)
         return float(value) if kind == "float" else str(value)
-    except (TypeError, ValueError):
+    except (TypeError, ValueError, KeyError):
         raise LongsepError(f"synth {name}={value!r} must be of type {kind}") from None
 
 
@@ -103,6 +107,9 @@ class SynthParams:
     solo_seconds: float = SOLO_SECONDS
     gap_seconds: float = GAP_SECONDS
     distractor_register: str = "random"
+    accompaniment: bool = True
+    negative: str = "cut"
+    compact: bool = False
 
     def __post_init__(self) -> None:
         for f in fields(self):
@@ -127,13 +134,16 @@ class SynthParams:
         if self.control != "none" and self.min_seconds < design.min_seconds:
             raise LongsepError(
                 f"synth control={self.control} needs min_seconds >= {design.min_seconds:g} "
-                f"(solo_seconds + gap_seconds + {CONTROL_ROOM_SECONDS:g})"
+                "(solo_seconds + gap_seconds + room for a both-singing section)"
             )
 
     @property
     def design(self) -> ControlDesign:
         """The control songs' layout (used only with ``control``)."""
-        return ControlDesign(self.solo_seconds, self.gap_seconds, self.distractor_register)
+        return ControlDesign(
+            self.solo_seconds, self.gap_seconds, self.distractor_register, self.accompaniment,
+            self.negative, self.compact,
+        )  # fmt: skip
 
     def record(self) -> dict[str, Any]:
         """All parameters, for the manifest; ``control`` and its layout only where they are
@@ -312,6 +322,9 @@ def generate_dataset(
     solo_seconds: float = SOLO_SECONDS,
     gap_seconds: float = GAP_SECONDS,
     distractor_register: str = "random",
+    accompaniment: bool = True,
+    negative: str = "cut",
+    compact: bool = False,
     workers: int = 1,
     overwrite: bool = False,
 ) -> Path:
@@ -320,12 +333,13 @@ def generate_dataset(
     Tracks already complete are kept (an interrupted run resumes); validation songs go to
     ``train/`` and are named in ``setup.yaml``; ``synth.json`` is written last.
     ``workers > 1`` renders songs in that many processes; ``control`` makes the
-    long-context controls, laid out by ``solo_seconds``, ``gap_seconds`` and
-    ``distractor_register`` (:class:`ControlDesign`; see the module docstring).
+    long-context controls, laid out by ``solo_seconds``, ``gap_seconds``,
+    ``distractor_register``, ``accompaniment``, ``negative`` and ``compact``
+    (:class:`ControlDesign`; see the module docstring).
     """
     params = SynthParams(
         n_train, n_valid, n_test, seed, min_seconds, max_seconds, sample_rate, subtype, control,
-        solo_seconds, gap_seconds, distractor_register,
+        solo_seconds, gap_seconds, distractor_register, accompaniment, negative, compact,
     )  # fmt: skip
     root = Path(out_dir).expanduser()
     root.mkdir(parents=True, exist_ok=True)

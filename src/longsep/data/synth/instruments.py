@@ -630,18 +630,26 @@ def render_song(spec: SongSpec) -> dict[str, np.ndarray]:
     two seconds, and scaled by one common gain so that no stem nor the mixture peaks above
     :data:`PEAK`; ``mixture`` is their float32 sum. A control song's ``other`` holds the
     distractor, levelled as the vocals are; a negative control is its positive control
-    with the exposed section's samples cut out.
+    with the exposed section's samples cut out, or with the vocals there set to 0 (a
+    ``muted`` design: the mixture summed again, every stem scaled down in the rare case
+    that it then peaks above :data:`PEAK`).
     """
     if spec.removed is not None:
         cut = spec.removed
+        muted = spec.design.negative == "muted"
+        samples = spec.samples if muted else spec.samples + cut.length
         positive = plan_song(
-            spec.seed,
-            (spec.samples + cut.length) / spec.sample_rate,
-            spec.sample_rate,
-            "positive",
-            spec.design,
+            spec.seed, samples / spec.sample_rate, spec.sample_rate, "positive", spec.design
         )
         song = render_song(positive)
+        if muted:  # the solo's voice taken out in place; the mixture summed again
+            song["vocals"][cut.start : cut.start + cut.length] = 0.0
+            song["mixture"] = _float32_sum(song)
+            peak = float(np.max(np.abs(song["mixture"])))
+            if peak > PEAK:  # only with accompaniment: the voice had cancelled some of it
+                song = {k: (a * (PEAK / peak)).astype(np.float32) for k, a in song.items()}
+                song["mixture"] = _float32_sum(song)
+            return song
         return {
             k: np.concatenate([a[: cut.start], a[cut.start + cut.length :]])
             for k, a in song.items()

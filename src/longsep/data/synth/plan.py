@@ -52,6 +52,15 @@ GAP_SECONDS = 10.0  # instrumental break between the exposed and the both-singin
 CONTROL_ROOM_SECONDS = 27.0  # a body section (<= 16 s), the 2-s fade, bar rounding (< 9 s)
 
 
+COMPACT_ROOM_SECONDS = 10.0  # a compact song's 4-bar body section (>= 6.9 s) and its fade
+
+
+FADE_SECONDS = 2.0  # every song fades out over its last two seconds
+
+
+NEGATIVES = ("cut", "muted")  # how a negative control loses its solo
+
+
 REGISTERS = ("random", "opposite")  # how the distractor's register is chosen
 
 
@@ -104,11 +113,21 @@ class ControlDesign:
     """The layout of a long-context control song: the least length of the solo and of the
     break after (or before) it, both in whole bars, and the distractor's register:
     ``random`` (drawn as the vocals' is, so the two share it half the time) or ``opposite``
-    (the other one: the solo tells the target by its register)."""
+    (the other one: the solo tells the target by its register).
+
+    ``accompaniment=False`` leaves only the two singers (no drums, bass or chords).
+    ``negative``: the negative song has its solo ``cut`` out (a shorter song) or ``muted``
+    (the solo's voice taken out in place: same length, every other sample the same).
+    ``compact``: a song barely longer than its layout needs: the solo in whole bars (not
+    two-bar phrases), body sections of 4 bars, and a song stretched, if its drawn length is
+    shorter, to hold the solo, the break, one body section and the fade."""
 
     solo_seconds: float = SOLO_SECONDS
     gap_seconds: float = GAP_SECONDS
     distractor_register: str = "random"
+    accompaniment: bool = True
+    negative: str = "cut"
+    compact: bool = False
 
     def __post_init__(self) -> None:
         for key in ("solo_seconds", "gap_seconds"):
@@ -119,11 +138,14 @@ class ControlDesign:
                 f"synth distractor_register={self.distractor_register!r} must be one of "
                 f"{list(REGISTERS)}"
             )
+        if self.negative not in NEGATIVES:
+            raise LongsepError(f"synth negative={self.negative!r} must be one of {list(NEGATIVES)}")
 
     @property
     def min_seconds(self) -> float:
         """The shortest song that holds the solo, the break and a whole both-singing section."""
-        return self.solo_seconds + self.gap_seconds + CONTROL_ROOM_SECONDS
+        room = COMPACT_ROOM_SECONDS if self.compact else CONTROL_ROOM_SECONDS
+        return self.solo_seconds + self.gap_seconds + room
 
 
 @dataclass(frozen=True)
@@ -188,8 +210,10 @@ class SongSpec:
         }
         if self.control != "none":
             out |= {"control": self.control, "distractor_voice": self.distractor_voice}
-            if self.design != ControlDesign():  # sets of the first design stay valid
-                out["design"] = asdict(self.design)
+            default = asdict(ControlDesign())  # sets of earlier designs stay valid
+            design = {k: v for k, v in asdict(self.design).items() if v != default[k]}
+            if design:
+                out["design"] = design
         if self.removed is not None:
             out["removed"] = [self.removed.kind, self.removed.start, self.removed.length]
         return out
@@ -282,6 +306,8 @@ def plan_song(
     progressions = {"intro": main, "verse": main, "chorus": chorus, "bridge": bridge}
     progressions["outro"] = main
     body_bars = 8 if 8 * 240.0 / tempo <= 16.0 and rng.random() < 0.5 else 4
+    if control != "none" and design.compact:
+        body_bars = 4  # after the draw above, which keeps the stream
     bars = {"intro": 4, "verse": body_bars, "chorus": body_bars, "bridge": 4, "outro": 4}
     stems = _section_stems(rng)
     other_style = ("pad", "pluck")[int(rng.integers(2))]
@@ -302,8 +328,13 @@ def plan_song(
 
 
 def _without_exposed(positive: SongSpec) -> SongSpec:
-    """The negative control: ``positive`` with its exposed section cut out."""
+    """The negative control: ``positive`` with its exposed section cut out, or with the
+    vocals taken out of it in place (``design.negative == "muted"``)."""
     cut = next(s for s in positive.sections if s.kind == "solo")
+    if positive.design.negative == "muted":
+        muted = replace(cut, stems=tuple(s for s in cut.stems if s != "vocals"))
+        sections = tuple(muted if s is cut else s for s in positive.sections)
+        return replace(positive, sections=sections, control="negative", removed=cut)
     sections = tuple(
         s if s.start < cut.start else replace(s, start=s.start - cut.length)
         for s in positive.sections
@@ -321,23 +352,32 @@ def _control_song(spec: SongSpec, stems: dict[str, tuple[str, ...]]) -> SongSpec
     if spec.design.distractor_register == "opposite":  # the draw above still keeps the stream
         distractor_voice = "high" if spec.voice == "low" else "low"
     exposed_first = bool(rng.random() < 0.5)
+    design = spec.design
     bar, seconds = spec.bar_samples, spec.bar_samples / spec.sample_rate
-    solo = 2 * math.ceil(spec.design.solo_seconds / seconds / 2)  # whole two-bar phrases
-    bars = {**spec.bars, "solo": solo, "break": math.ceil(spec.design.gap_seconds / seconds)}
+    solo = math.ceil(design.solo_seconds / seconds)  # whole bars, or two-bar phrases:
+    solo = solo if design.compact else 2 * math.ceil(design.solo_seconds / seconds / 2)
+    bars = {**spec.bars, "solo": solo, "break": math.ceil(design.gap_seconds / seconds)}
     main = spec.progressions["verse"]
     progressions = {**spec.progressions, "solo": main, "break": main}
     stems = {**stems, "outro": tuple(s for s in stems["outro"] if s != "vocals")}
-    stems = {k: (*v, "distractor") if "vocals" in v else v for k, v in stems.items()}
     stems |= {"solo": TARGETS, "break": TARGETS[1:]}  # TARGETS[1:]: drums, bass, other
+    if not design.accompaniment:
+        stems = {k: tuple(s for s in v if s == "vocals") for k, v in stems.items()}
+    sung = {k for k, v in stems.items() if "vocals" in v and k != "solo"}  # the duet's sections
+    stems = {k: (*v, "distractor") if k in sung else v for k, v in stems.items()}
 
     def length(names: Sequence[str]) -> int:
         return sum(round(bars[k] * bar) for k in names)
+
+    if design.compact:  # room for the solo, the break, one body section and the fade
+        need = length(["solo", "break", BODY[0]]) + round(FADE_SECONDS * spec.sample_rate)
+        spec = replace(spec, samples=max(spec.samples, need))
 
     if exposed_first:
         rest = spec.samples - length(["solo", "break"])
         kinds = ["solo", "break", *_form(rest, bar, bars, intro=False)]
     else:  # body sections, then break and solo, then outros with the final fade-out
-        kinds, room = [], spec.samples - 2 * spec.sample_rate
+        kinds, room = [], spec.samples - round(FADE_SECONDS * spec.sample_rate)
         for kind in cycle(BODY):
             if kinds and length([*kinds, kind, "break", "solo"]) > room:
                 break
