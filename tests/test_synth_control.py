@@ -254,11 +254,16 @@ def test_near_design_keeps_solo_and_break_whole_and_registers_apart():
     assert "design" not in synth.plan_song(0, 48.0, control="positive").to_dict()
 
 
+def rendered_pair(layout: dict, seconds: float) -> tuple[synth.SongSpec, dict, dict]:
+    """Song 5 of a design at 22.05 kHz: the positive plan, its audio and its negative's."""
+    design = synth.ControlDesign(**layout)
+    positive = synth.plan_song(5, seconds, 22050, control="positive", design=design)
+    negative = synth.plan_song(5, seconds, 22050, control="negative", design=design)
+    return positive, synth.render_song(positive), synth.render_song(negative)
+
+
 def test_near_negative_renders_as_its_positive_without_the_solo():
-    design = synth.ControlDesign(**NEAR)
-    positive = synth.plan_song(5, 42.0, 22050, control="positive", design=design)
-    negative = synth.plan_song(5, 42.0, 22050, control="negative", design=design)
-    song, cut = synth.render_song(positive), synth.render_song(negative)
+    positive, song, cut = rendered_pair(NEAR, 42.0)
     solo = solo_of(positive)
     expected = np.concatenate(
         [song["vocals"][: solo.start], song["vocals"][solo.start + solo.length :]]
@@ -315,14 +320,10 @@ def test_whole_design_fits_a_chunk_with_two_singers_only():
             () if s is solo else s.stems for s in spec.sections
         ]
     assert spec.to_dict()["design"] == WHOLE
-    assert "design" not in synth.plan_song(0, 48.0, control="positive").to_dict()
 
 
 def test_whole_negative_renders_as_its_positive_with_the_solo_voice_muted():
-    design = synth.ControlDesign(**WHOLE)
-    positive = synth.plan_song(5, 31.0, 22050, control="positive", design=design)
-    negative = synth.plan_song(5, 31.0, 22050, control="negative", design=design)
-    song, muted = synth.render_song(positive), synth.render_song(negative)
+    positive, song, muted = rendered_pair(WHOLE, 31.0)
     solo, gap = (next(s for s in positive.sections if s.kind == k) for k in ("solo", "break"))
     expected = song["vocals"].copy()
     expected[solo.start : solo.start + solo.length] = 0.0
