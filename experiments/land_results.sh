@@ -9,6 +9,7 @@ PAIRS=(
   runs/multirun/context_control_arms_cpu experiments/results/context_control/runs
   runs/multirun/context_control_near_arms_cpu experiments/results/context_control_near/runs
   runs/multirun/context_study_rendered experiments/results/context_rendered/runs
+  runs/multirun/context_control_whole_arms_cpu experiments/results/context_control_whole/runs
 )
 while true; do
   for ((i = 0; i < ${#PAIRS[@]}; i += 2)); do
