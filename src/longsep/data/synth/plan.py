@@ -354,8 +354,8 @@ def _control_song(spec: SongSpec, stems: dict[str, tuple[str, ...]]) -> SongSpec
     exposed_first = bool(rng.random() < 0.5)
     design = spec.design
     bar, seconds = spec.bar_samples, spec.bar_samples / spec.sample_rate
-    solo = math.ceil(design.solo_seconds / seconds)  # whole bars, or two-bar phrases:
-    solo = solo if design.compact else 2 * math.ceil(design.solo_seconds / seconds / 2)
+    phrase = 1 if design.compact else 2  # the solo in whole bars, or two-bar phrases
+    solo = phrase * math.ceil(design.solo_seconds / seconds / phrase)
     bars = {**spec.bars, "solo": solo, "break": math.ceil(design.gap_seconds / seconds)}
     main = spec.progressions["verse"]
     progressions = {**spec.progressions, "solo": main, "break": main}
