@@ -1,4 +1,5 @@
-"""Every command of README.md and experiments/README.md runs as typed.
+"""Every command of README.md and experiments/README.md runs as typed; every interval they
+quote is in a committed report.
 
 The fenced ``bash`` blocks are parsed; each command is either run below exactly as written,
 from a fresh working directory, with only shrinking overrides appended (tiny data, one or
@@ -262,6 +263,44 @@ def test_every_documented_command_is_covered():
     known = {" ".join(c.split()) for c in [*map(_command, RUN_HERE), *COMPOSE_ONLY, *NOT_HERE]}
     missing = [c for c in documented_commands() if c not in known]
     assert not missing, f"README commands neither run by a test nor excused: {missing}"
+
+
+INTERVAL = re.compile(r"([+−-]?\d+\.\d+) \[([+−-]?\d+\.\d+), ([+−-]?\d+\.\d+)\]")
+
+
+def _plain(text: str) -> str:
+    """``text`` with ASCII minus signs and no plus signs, as the reports and the READMEs differ."""
+    return text.replace("−", "-").replace("+", "")
+
+
+def quoted_intervals(text: str) -> list[tuple[str, str, str]]:
+    """Every ``estimate [low, high]`` of a document's prose (code spans and blocks are examples)."""
+    prose = re.sub(r"```.*?```|`[^`\n]*`", "", text, flags=re.S)
+    return [tuple(map(_plain, m.groups())) for m in INTERVAL.finditer(prose)]
+
+
+def test_quoted_intervals_come_from_committed_reports():
+    """A result quoted with its interval in a README is a line of a committed report."""
+    lines = [
+        _plain(line)
+        for report in (ROOT / "experiments" / "results").rglob("*.md")
+        for line in report.read_text().splitlines()
+    ]
+    missing = [
+        (doc.name, est, low, high)
+        for doc in (*READMES, ROOT / "models" / "README.md")
+        for est, low, high in quoted_intervals(doc.read_text())
+        if not any(
+            f"[{low}, {high}]" in line and re.search(rf"(^|[\s|(]){re.escape(est)}([\s|]|$)", line)
+            for line in lines
+        )
+    ]
+    assert not missing, f"intervals quoted in a README but in no report: {missing}"
+
+
+def test_quoted_intervals_are_read_from_prose_only():
+    text = "B − C +0.42 [−0.38, +1.60] dB; an example `3.61 [1.80, 5.50]`\n```\n1.0 [0.5, 2.0]\n```"
+    assert quoted_intervals(text) == [("0.42", "-0.38", "1.60")]
 
 
 @pytest.fixture(scope="session")  # not module: under xdist a worker interleaves modules
