@@ -144,3 +144,31 @@ def test_study_command_reports_the_pre_registered_contrasts(tmp_path, capsys):
     assert (tmp_path / "out" / "context_effects.png").stat().st_size > 0
     assert "Family 1" in capsys.readouterr().out
     assert "## Commands and compute" in (tmp_path / "out" / "arms.md").read_text()
+
+
+def test_jobs_the_sweep_skips_do_not_widen_the_families(tmp_path):
+    """The grid also starts the invalid and excluded separator / attention pairs, which
+    write ``skipped`` records: the Holm families count only the registered models."""
+    import csv
+    import json
+
+    from longsep.cli.study import main
+
+    sweep = tmp_path / "sweep"
+    _fake_sweep(sweep, np.random.default_rng(0), {"A": 0.0, "B": 0.3, "C": 0.0})
+
+    def contrasts(out):
+        assert main([str(sweep), "--arms", "--out", str(out)]) == 0
+        return list(csv.DictReader((out / "contrasts.csv").open()))
+
+    before = contrasts(tmp_path / "before")
+    for seed in (42, 43, 44, 45):  # as train.py writes them for umx_small x qkvg1D
+        job = sweep / f"umx_small-qkvg1D-vocals-7s-seed{seed}"
+        job.mkdir()
+        record = {
+            "status": "skipped", "reason": "invalid sweep combination", "seed": seed,
+            "separator": "umx_small", "attention": "qkvg1D", "model": "umx_small:qkvg1D",
+            "src": "vocals", "seq_len": 7, "arm": "A", "run_dir": str(job),
+        }  # fmt: skip
+        (job / "result.json").write_text(json.dumps(record))
+    assert contrasts(tmp_path / "after") == before

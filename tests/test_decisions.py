@@ -13,7 +13,7 @@ from test_arms import _fake_sweep
 from longsep.errors import LongsepError
 from longsep.study.arms import Group, contrast, evaluate_family, holm
 from longsep.study.arms_report import write_arms_report
-from longsep.study.control import has_responded, summary
+from longsep.study.control import has_responded, summary, within_registered
 from longsep.study.decisions import read_control
 from longsep.study.records import load_study
 
@@ -206,28 +206,87 @@ def test_a_bad_control_is_a_one_line_error_before_anything_is_written(
     assert line.startswith("error: ") and message in line
 
 
-def test_the_solo_effect_within_models_is_read_from_a_committed_copy(tmp_path):
-    """Exploratory control analysis: per (run, song) SDR with the solo minus without,
-    read from ``control_within.csv`` files as ``collect`` lands them (no models)."""
-    from longsep.study.control import analyse_within, within_contrasts, within_markdown
-
+def _within_sweep(root, data: str, c_noise: float = 0.0):
+    """A committed copy of a control sweep's positive runs: ``control_within.csv`` per run,
+    the solo worth 1 dB in arm B, ``c_noise`` of effect in arm C (exactly 0 by default)."""
     rng = np.random.default_rng(0)
-    for arm, effect in (("B", 1.0), ("C", 0.0)):
+    for arm, effect, noise in (("B", 1.0, 0.05), ("C", 0.0, c_noise)):
         for seed in (42, 43, 44):
-            job = tmp_path / "synth_positive_near" / f"run-{arm}-{seed}"
+            job = root / data / f"run-{arm}-{seed}"
             job.mkdir(parents=True)
             record = {"status": "ok", "model": "m:q", "src": "vocals", "arm": arm,
-                      "seed": seed, "data": "synth_positive_near", "run_dir": str(job)}  # fmt: skip
-            (job / "result.json").write_text(json.dumps(record))
+                      "seed": seed, "data": data, "run_dir": str(job)}  # fmt: skip
             rows = ["song,sdr_with_solo,sdr_solo_removed"] + [
-                f"song {i},{2 + effect + rng.normal(0, 0.05):.4f},2" for i in range(6)
+                f"song {i},{2 + effect + noise * rng.normal():.4f},2" for i in range(6)
             ]
+            (job / "result.json").write_text(json.dumps(record))
             (job / "control_within.csv").write_text("\n".join(rows) + "\n")
+
+
+def test_the_solo_effect_within_models_is_read_from_a_committed_copy(tmp_path):
+    """Per (run, song) SDR with the solo minus without, read from ``control_within.csv``
+    files as ``collect`` lands them (no models); exploratory in the second design."""
+    from longsep.study.control import analyse_within, within_check, within_markdown
+
+    _within_sweep(tmp_path, "synth_positive_near", c_noise=0.05)
     groups = analyse_within(tmp_path)
     assert {a: len(runs) for a, runs in groups.items()} == {"B": 3, "C": 3}
-    b, c, diff = within_contrasts(groups)
+    check = within_check(groups, within_registered(tmp_path))
+    b, c, diff = check.results
     assert b.estimate == pytest.approx(1.0, abs=0.05) and b.low > 0.9
     assert c.low < 0 < c.high and diff.estimate == pytest.approx(1.0, abs=0.05)
-    row = f"| solo effect in B | {b.estimate:+.2f} | [{b.low:+.2f}, {b.high:+.2f}] |"
-    assert row in within_markdown([b, c, diff])
-    assert within_contrasts({"B": groups["B"]}) == [] and within_markdown([]) == ""
+    text = within_markdown(check)
+    assert f"| solo effect in B | {b.estimate:+.2f} | [{b.low:+.2f}, {b.high:+.2f}] |" in text
+    assert "Exploratory, not registered" in text and "detect" not in text
+    assert within_check({"B": groups["B"]}) is None and within_markdown(None) == ""
+
+
+@pytest.mark.parametrize(("c_noise", "detected"), [(0.0, True), (0.05, False)])
+def test_the_third_designs_within_model_criterion_reaches_the_decisions(
+    tmp_path, c_noise, detected
+):
+    """The third design registers the check as a criterion (change log 2026-12-07 03:00
+    UTC): B's effect above 0 with arm C's exactly 0. It is written to control.json, read by
+    read_control and stated beside the grid's "models use far context" decision."""
+    from longsep.study.control import analyse_within, within_check, within_markdown
+    from longsep.study.decisions import model_decisions
+
+    _within_sweep(tmp_path / "sweep", "synth_positive_whole", c_noise)
+    check = within_check(analyse_within(tmp_path / "sweep"), within_registered(tmp_path / "sweep"))
+    assert check.registered and check.detected is detected
+    verdict = "detects" if detected else "does not detect"
+    assert f"**The same-weights test {verdict} use of the solo**" in within_markdown(check)
+    rng = np.random.default_rng(0)
+    flat = [Group(n, w, rng.normal(0, 0.1, (3, 6))) for n, w in (("B", 1), ("C", -1))]
+    results = [contrast(name, flat) for name in ("B - C (positive)", "B - C (negative)", "i")]
+    (tmp_path / "control.json").write_text(json.dumps(summary(results, {}, check)))
+    control = read_control(tmp_path)
+    assert control.solo_use_detected is detected and not control.responded
+    (effect,) = evaluate_family([contrast("effect", [Group("B", 1, rng.normal(0, 0.05, (3, 6)))])])
+    rows = dict(model_decisions({}, effect, effect, control))
+    use = rows["Models use far context (intervention)"]
+    assert use.startswith("not shown") and ("did not detect" in use) is not detected
+
+
+def test_an_earlier_designs_control_json_has_no_criterion(tmp_path):
+    (tmp_path / "control.json").write_text(
+        json.dumps({"responded": False, "within_model": {"registered": False, "detected": True}})
+    )
+    assert read_control(tmp_path).solo_use_detected is None
+
+
+def test_finished_runs_a_contrast_cannot_read_are_named(tmp_path):
+    """A finished run without per-track scores or (in B / C) without its intervention is
+    not silently dropped: the decisions section names it."""
+    sweep = tmp_path / "sweep"
+    _fake_sweep(sweep, np.random.default_rng(0), LONGER_HELPS)
+    (sweep / "umx_small-vocals-7s-seed43" / "eval" / "rendered" / "test" / "scores.csv").unlink()
+    (sweep / "umx_small-vocals-30s-seed44" / "intervention.csv").unlink()
+    text = _decisions(sweep, tmp_path / "out", _control(tmp_path, True))["text"]
+    assert (
+        "Finished runs missing from the contrasts: umx_small-vocals-7s-seed43 (no per-track "
+        "scores), umx_small-vocals-30s-seed44 (no intervention)." in text
+    )
+    complete = tmp_path / "complete"
+    _fake_sweep(complete, np.random.default_rng(0), LONGER_HELPS)
+    assert "missing from" not in _decisions(complete, tmp_path / "out2")["text"]

@@ -88,8 +88,15 @@ def arm_scores(records: Sequence[Mapping[str, Any]]) -> Scores:
 
 
 def sweep_models(records: Sequence[Mapping[str, Any]]) -> list[str]:
-    """Every model of the sweep, finished or not: the registered families' size."""
-    return sorted({model_key(r) for r in records if r.get("model") and r.get("src")})
+    """Every model of the sweep, finished or not, the registered families' size; a job the
+    sweep skips (an invalid or excluded separator / attention pair) is not one of them."""
+    return sorted(
+        {
+            model_key(r)
+            for r in records
+            if r.get("model") and r.get("src") and r.get("status") != "skipped"
+        }
+    )
 
 
 def _bc_seeds(records: Sequence[Mapping[str, Any]]) -> dict[str, set]:
@@ -128,6 +135,22 @@ def intervention_scores(sweep_dir: str | Path, records: Sequence[Mapping[str, An
             out.setdefault(model_key(record), {}).setdefault(arm, {})[record["job"]] = (
                 track_effects(path)
             )
+    return out
+
+
+def left_out(records: Sequence[Mapping[str, Any]], effects: Scores) -> list[str]:
+    """The finished runs a contrast cannot read (the registration drops no run, so the
+    report names them): ``job (no per-track scores)`` and, in arms B and C, ``job (no
+    intervention)``."""
+    with_effect = {job for arms in effects.values() for runs in arms.values() for job in runs}
+    out = []
+    for record in records:
+        if record.get("status") != "ok":
+            continue
+        if not record.get("track_sdr"):
+            out.append(f"{record['job']} (no per-track scores)")
+        if arm_of(record) in ("B", "C") and record["job"] not in with_effect:
+            out.append(f"{record['job']} (no intervention)")
     return out
 
 
@@ -323,6 +346,7 @@ def write_arms_report(
         by_model,
         _bc_seeds(records),
         sweep_command(sweep_dir),
+        left_out(records, effects),
     )
     out = Path(out_dir)
     text = arms_markdown(title or Path(sweep_dir).name, family1, family2, negatives, decisions)

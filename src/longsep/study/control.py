@@ -26,6 +26,7 @@ import json
 import logging
 import re
 from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -48,6 +49,10 @@ WITHIN_FILE = "control_within.csv"
 WITHIN_COLUMNS = ("song", "sdr_with_solo", "sdr_solo_removed")
 COLUMNS = ("track", "song", "window_start_seconds", "scored_seconds", "sdr")
 WINDOW_SECONDS = 30.0
+# Positive sets whose control registers the within-model check as a second, named criterion,
+# "the same-weights test detects use of the solo" (experiments/README.md, change log,
+# 2026-12-07 03:00 UTC, item 3: the third design only; for the first two it had been seen).
+WITHIN_REGISTERED = ("synth_positive_whole",)
 _SUFFIX = re.compile(r" \((positive|negative)\)$")
 
 
@@ -213,7 +218,7 @@ def analyse(sweep_dir: str | Path) -> dict[str, dict[str, dict[str, float]]]:
 
 
 def analyse_within(sweep_dir: str | Path) -> dict[str, dict[str, dict[str, float]]]:
-    """Exploratory (not registered): ``{arm: {job: {song: effect}}}``, the solo's effect
+    """``{arm: {job: {song: effect}}}``, the solo's effect
     inside each model trained on the positive set: its SDR on the shared singing of the
     control's window as it is, less the same with the solo's voice taken out of the mixture
     in place (everything else, positions included, unchanged). Same weights in both, so
@@ -247,18 +252,47 @@ def analyse_within(sweep_dir: str | Path) -> dict[str, dict[str, dict[str, float
     return groups
 
 
-def within_contrasts(groups: dict[str, dict[str, dict[str, float]]]) -> list[Contrast]:
-    """The solo's effect in B, in C, and B − C, over the songs every run scored (none
-    until both arms have a run)."""
+def within_registered(sweep_dir: str | Path) -> bool:
+    """Whether the sweep's control design registers the within-model check as a criterion
+    (a finished run on one of :data:`WITHIN_REGISTERED`)."""
+    return any(
+        record["status"] == "ok" and str(record.get("data")) in WITHIN_REGISTERED
+        for record in load_study(Path(sweep_dir))
+    )
+
+
+@dataclass(frozen=True)
+class WithinCheck:
+    """The solo's effect inside the models (:func:`analyse_within`): in B, in C and B − C,
+    the largest |effect| of any (run, song) in C, and whether the design registers it."""
+
+    results: list[Contrast]
+    c_max_abs: float
+    registered: bool
+
+    @property
+    def detected(self) -> bool:
+        """The named criterion: the solo's effect in B above 0 (95 % interval) with arm
+        C's exactly 0 for every (run, song)."""
+        return self.results[0].low > 0 and self.c_max_abs == 0.0
+
+
+def within_check(
+    groups: dict[str, dict[str, dict[str, float]]], registered: bool = False
+) -> WithinCheck | None:
+    """The solo's effect in B, in C, and B − C, over the songs every run scored (None until
+    both arms have a run)."""
     if not groups.get("B") or not groups.get("C"):
-        return []
+        return None
     tracks = common_tracks(groups["B"], groups["C"])
     b, c = (group_matrix(groups[a], tracks) for a in ("B", "C"))
-    return [
+    results = [
         contrast("solo effect in B", [Group("B", 1, b)]),
         contrast("solo effect in C", [Group("C", 1, c)]),
         contrast("B - C", [Group("B", 1, b), Group("C", -1, c)]),
     ]
+    c_max = max(abs(v) for run in groups["C"].values() for v in run.values())
+    return WithinCheck(results, float(c_max), registered)
 
 
 def _row(c: Contrast, last: str) -> str:
@@ -266,12 +300,19 @@ def _row(c: Contrast, last: str) -> str:
     return f"| {c.name} | {c.estimate:+.2f} | [{c.low:+.2f}, {c.high:+.2f}] | {c.p:.3f} | {last} |"
 
 
-def within_markdown(results: Sequence[Contrast]) -> str:
-    """The exploratory section of ``control.md`` (see :func:`analyse_within`)."""
-    if not results:
+def within_markdown(check: WithinCheck | None) -> str:
+    """The section of ``control.md`` on the solo's effect inside each model (see
+    :func:`analyse_within`): a named criterion where the design registers it, else
+    exploratory."""
+    if check is None:
         return ""
+    heading = (
+        "## Registered criterion: the solo's effect inside each model"
+        if check.registered
+        else "## Exploratory, not registered: the solo's effect inside each model"
+    )
     lines = [
-        "## Exploratory, not registered: the solo's effect inside each model",
+        heading,
         "",
         "Each model trained on the positive set, scored on the shared singing of the "
         "control's window as it is and with the solo's voice taken out of the mixture in "
@@ -283,9 +324,20 @@ def within_markdown(results: Sequence[Contrast]) -> str:
         "| contrast | estimate (dB) | 95 % interval | p | runs | songs |",
         "|---|---|---|---|---|---|",
     ]
-    for c in results:
+    for c in check.results:
         runs = " ".join(f"{g}:{n}" for g, n in c.runs.items())
         lines.append(_row(c, f"{runs} | {c.tracks}"))
+    lines += ["", f"Largest |effect| of any (run, song) in arm C: {check.c_max_abs:.3g} dB."]
+    if check.registered:
+        lines += [
+            "",
+            "**The same-weights test detects use of the solo**"
+            if check.detected
+            else "**The same-weights test does not detect use of the solo**",
+            "(criterion registered for this design, experiments/README.md, change log "
+            "2026-12-07 03:00 UTC: the solo's effect in B above 0 by its 95 % interval, arm "
+            "C's exactly 0; it validates the study's intervention, not B − C).",
+        ]
     return "\n".join([*lines, ""])
 
 
@@ -325,17 +377,33 @@ def has_responded(results: Sequence[Contrast]) -> bool:
     return interaction.low > 0 and positive.estimate > 0
 
 
-def summary(results: Sequence[Contrast], groups: dict[str, dict]) -> dict[str, Any]:
-    """``control.json``: the verdict the study's decisions read, and its numbers."""
-    return {
+def _numbers(results: Sequence[Contrast]) -> list[dict[str, Any]]:
+    return [
+        {"name": c.name, "estimate": c.estimate, "low": c.low, "high": c.high, "p": c.p}
+        for c in results
+    ]
+
+
+def summary(
+    results: Sequence[Contrast], groups: dict[str, dict], within: WithinCheck | None = None
+) -> dict[str, Any]:
+    """``control.json``: the verdict the study's decisions read, and its numbers; with
+    ``within``, the within-model check (its ``detected`` is a verdict only where
+    ``registered``)."""
+    data: dict[str, Any] = {
         "responded": has_responded(results),
         "runs": {name: len(groups[name]) for name in sorted(groups)},
         "songs": results[0].tracks,
-        "contrasts": [
-            {"name": c.name, "estimate": c.estimate, "low": c.low, "high": c.high, "p": c.p}
-            for c in results
-        ],
+        "contrasts": _numbers(results),
     }
+    if within is not None:
+        data["within_model"] = {
+            "registered": within.registered,
+            "detected": within.detected,
+            "c_max_abs": within.c_max_abs,
+            "contrasts": _numbers(within.results),
+        }
+    return data
 
 
 def markdown(results: Sequence[Contrast], groups: dict[str, dict]) -> str:
@@ -382,11 +450,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     except LongsepError as exc:
         parser.exit(2, f"error: {exc}\n")
     out = Path(args.out or Path(args.sweep_dir) / "report")
-    within = within_markdown(within_contrasts(analyse_within(args.sweep_dir)))
+    within = within_check(analyse_within(args.sweep_dir), within_registered(args.sweep_dir))
     provenance = compute_markdown(args.sweep_dir, load_study(args.sweep_dir))
-    text = "\n".join(part for part in (markdown(results, groups), within, provenance) if part)
+    parts = (markdown(results, groups), within_markdown(within), provenance)
+    text = "\n".join(part for part in parts if part)
     write_text(out / "control.md", text)
-    write_json(out / CONTROL_JSON, summary(results, groups))
+    write_json(out / CONTROL_JSON, summary(results, groups, within))
     print(text, end="")
     return 0
 

@@ -6,7 +6,9 @@ and the oracle:
 
 - *longer input helps / hurts / equivalent / inconclusive*: B − A;
 - *models use far context*: arm B's intervention effect higher **and** arm C's equivalent to
-  0; C's not equivalent makes the intervention unreliable;
+  0; C's not equivalent makes the intervention unreliable; read beside the control's
+  same-weights criterion where its design registers one (the third design: does the same
+  kind of test detect the solo's use there?);
 - *far context improves separation*: B − C higher;
 - *no usable far-context benefit above 0.3 dB*: the upper end of B − C's TOST interval
   below +0.3 dB **and** a control that responded; without one it reads "no benefit detected
@@ -43,10 +45,12 @@ Scores = Mapping[str, Mapping[str, Mapping[str, Mapping[str, float]]]]  # model,
 
 @dataclass(frozen=True)
 class ControlResult:
-    """The long-context control's verdict and where it was read from."""
+    """The long-context control's verdict and where it was read from; ``solo_use_detected``:
+    its registered within-model criterion (None where the design registers none)."""
 
     responded: bool
     source: str
+    solo_use_detected: bool | None = None
 
 
 def read_control(path: str | Path) -> ControlResult:
@@ -55,8 +59,10 @@ def read_control(path: str | Path) -> ControlResult:
     file = file / CONTROL_JSON if file.is_dir() else file
     try:
         data = json.loads(file.read_text())
-        return ControlResult(responded=bool(data["responded"]), source=str(file))
-    except (OSError, ValueError, KeyError) as exc:
+        within = data.get("within_model") or {}
+        detected = bool(within["detected"]) if within.get("registered") else None
+        return ControlResult(bool(data["responded"]), str(file), detected)
+    except (OSError, ValueError, KeyError, TypeError, AttributeError) as exc:
         raise LongsepError(f"{file}: not a control result ({exc})") from None
 
 
@@ -99,6 +105,13 @@ def model_decisions(
         use = "unreliable: arm C's effect is not equivalent to 0, no claim is made"
     else:
         use = _answer(b_effect, "yes", "not shown")
+        if control is not None and control.solo_use_detected is not None:
+            use += (
+                " (the same kind of test detected the solo's use in the control)"
+                if control.solo_use_detected
+                else " (a test the control did not validate: its same-weights check did not "
+                "detect the solo's use)"
+            )
     rows.append(("Models use far context (intervention)", use))
     rows.append(("Far context improves separation (B − C)", _answer(bc, "yes", "not shown")))
     if bc is None:
@@ -143,16 +156,26 @@ def decisions_markdown(
     oracle: Mapping[str, float] | None = None,
     seeds: Mapping[str, Sequence[Any]] | None = None,
     command: str | None = None,
+    left_out: Sequence[str] = (),
 ) -> str:
     """The report's "Decisions" section. ``oracle``: ``{model: oracle SDR of its source}``;
     ``seeds``: ``{model: seeds of its B and C runs}`` (for the spread rule); ``command``:
-    the sweep's command, to which the spread rule's extra seed is added."""
+    the sweep's command, to which the spread rule's extra seed is added; ``left_out``: the
+    finished runs no contrast could read, named before the decisions."""
     lines = ["## Decisions (pre-registered rules)", ""]
     if control is None:
         lines += ["Control: none given (`--control`).", ""]
     else:
         said = "responded" if control.responded else "did not respond"
+        if control.solo_use_detected is not None:
+            said += "; its registered same-weights criterion " + (
+                "detected the solo's use"
+                if control.solo_use_detected
+                else "did not detect the solo's use"
+            )
         lines += [f"Control: {said} (`{control.source}`).", ""]
+    if left_out:
+        lines += [f"Finished runs missing from the contrasts: {', '.join(left_out)}.", ""]
     breaches = spread_breaches(scores)
     if breaches:
         where = ", ".join(f"{m} arm {a} {sd:.2f} dB" for m, a, sd in breaches)
