@@ -91,19 +91,19 @@ def _record(seq_len: float, seed: int, scores: dict[str, float], **extra) -> dic
     }
 
 
-def test_cells_pair_the_same_track_and_seed():
+def test_cells_of_one_run_pair_by_track_and_cells_of_several_never_pair_by_seed():
     tracks = {f"t{i}": float(i) for i in range(10)}
     records = [
-        *(_record(7.0, seed, {t: v + seed for t, v in tracks.items()}) for seed in (1, 2)),
-        *(_record(15.0, seed, {t: v + seed + 0.5 for t, v in tracks.items()}) for seed in (1, 2)),
-        _record(30.0, 3, tracks),  # no seed in common with 7 s: no pair
+        _record(7.0, 1, tracks),
+        _record(15.0, 2, {t: v + 0.5 for t, v in tracks.items()}),  # one run each: paired
+        *(_record(30.0, seed, {t: v + seed for t, v in tracks.items()}) for seed in (1, 2)),
         _record(60.0, 1, {}),  # no per-track scores: not a cell
         {**_record(7.0, 5, tracks), "status": "failed"},
     ]
     cells = cell_intervals(records, n_resamples=500)["vocals"]["umx:none"]
     assert sorted(cells) == [7.0, 15.0, 30.0]
-    assert (cells[7.0].n_seeds, cells[7.0].n_tracks) == (2, 10)
+    assert (cells[30.0].n_seeds, cells[30.0].n_tracks) == (2, 10)
     paired = paired_intervals(records, n_resamples=500)["vocals"]["umx:none"]
-    assert list(paired) == [15.0]
+    assert list(paired) == [15.0]  # 30 s holds two independent trainings: not paired
     assert (paired[15.0].low, paired[15.0].estimate, paired[15.0].high) == (0.5, 0.5, 0.5)
     assert paired[15.0].format(sign=True) == "+0.50 [0.50, 0.50]"

@@ -6,9 +6,10 @@ crossed (every seed is scored on the same test tracks), so a bootstrap resample 
 with replacement and, independently, tracks with replacement, and takes the median of the
 resampled sub-matrix. The interval is the percentile interval of those medians.
 
-A paired difference compares two cells of one model on the same (seed, track) pairs: the
-matrix of per-pair differences is bootstrapped the same way, so track difficulty and the
-seed's luck cancel before resampling.
+A paired difference compares two cells of one model that hold one training each, on the
+same tracks, so track difficulty cancels before resampling (an interval over tracks only).
+Cells of several runs are not paired: their runs are independent trainings, whatever their
+seed numbers, and are compared by the two-level bootstrap of :mod:`longsep.study.arms`.
 
 :func:`cell_intervals` and :func:`paired_intervals` apply both to the run records of a
 sweep (their ``track_sdr``, see :func:`longsep.study.records.load_study`).
@@ -176,21 +177,20 @@ def cell_intervals(records: Iterable[Mapping[str, Any]], n_resamples: int = RESA
 def paired_intervals(
     records: Iterable[Mapping[str, Any]], n_resamples: int = RESAMPLES
 ) -> Intervals:
-    """Per model, the paired difference of every seq_len against the model's shortest:
-    median over the (seed, track) pairs both cells scored, with its bootstrap interval."""
+    """Per model, the paired difference of every seq_len against the model's shortest where
+    both cells hold one run: median over the tracks both scored, with its bootstrap
+    interval. Cells of several runs are never paired (by seed number or otherwise)."""
     out: Intervals = {}
     for src, models in cell_runs(records).items():
         for model, cells in models.items():
             shortest, *longer = sorted(cells)
             for x in longer:
-                seeds = [seed for seed in cells[x] if seed in cells[shortest]]
-                if not seeds:
+                if len(cells[x]) != 1 or len(cells[shortest]) != 1:
                     continue
-                a = {seed: cells[x][seed] for seed in seeds}
-                b = {seed: cells[shortest][seed] for seed in seeds}
-                tracks = sorted({t for runs in (a, b) for s in runs.values() for t in s})
+                (a,), (b,) = cells[x].values(), cells[shortest].values()
+                tracks = sorted({*a, *b})
                 diff = paired_difference(
-                    score_matrix(a, tracks), score_matrix(b, tracks), n_resamples
+                    score_matrix({0: a}, tracks), score_matrix({0: b}, tracks), n_resamples
                 )
                 out.setdefault(src, {}).setdefault(model, {})[x] = diff
     return out

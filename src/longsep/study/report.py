@@ -6,7 +6,8 @@
 - ``results.md``: per source x model x seq_len the median test SDR of the trained source
   over tracks and seeds with its 95 % bootstrap interval (:mod:`longsep.study.intervals`;
   runs without per-track scores: the median over runs), per model the paired difference of
-  every seq_len against its shortest (same track, same seed), the cost per model x seq_len,
+  every seq_len against its shortest where both cells hold one run (same track; cells of
+  several runs are independent trainings, compared by ``arms.md``), the cost per model x seq_len,
   and the failed runs with their errors (a run with a limited reach, arm C, is a model of
   its own, :func:`cell_record`);
 - ``sdr_vs_seq_len.png`` (with the intervals as error bars) and ``cost_vs_seq_len.png``
@@ -179,9 +180,11 @@ def results_markdown(
         f"({n_resamples} resamples of seeds and tracks, percentile) and (seeds×tracks); a "
         "cell without per-track scores gives the median over its runs' medians (n runs).",
         "",
-        "Paired difference: per model, SDR at a seq_len minus SDR at the model's shortest "
-        "seq_len on the same track and seed, median over those pairs with its 95 % "
-        "bootstrap interval; * where the interval excludes 0.",
+        "Paired difference (where both cells hold one run): per model, SDR at a seq_len "
+        "minus SDR at the model's shortest seq_len on the same track, median over the "
+        "tracks with its 95 % bootstrap interval; * where the interval excludes 0. Cells of "
+        "several runs are independent trainings and are not paired (nothing is paired by "
+        "seed number): `--arms` compares them by the two-level bootstrap.",
     ]
     _, counts = median_series(records, "test_sdr")
     intervals = cell_intervals(records, n_resamples)
