@@ -100,7 +100,9 @@ def scored_ranges(
     (solo last); scored: where both voices sing inside it. Negative song: the window at the
     same place without the solo (cut out, or its voice muted in place); scored: the same
     shared singing as in the positive song, so a pair differs only in whether the solo is
-    in the window."""
+    in the window. A song whose solo ends less than 30 s in (the third design's songs of
+    30–33 s, solo last) gets the window at its start, [0, 30 s): it holds the solo, all the
+    shared singing and the outro after the solo, the same in both songs of a pair."""
     window = round(window_seconds * manifest_rate)
     start, low, high = _window(entry, window)
     start = max(0, start)
