@@ -161,7 +161,8 @@ def test_the_control_writes_the_verdict_the_decisions_read(tmp_path):
     assert has_responded(results)
     data = summary(results, groups)
     (tmp_path / "control.json").write_text(json.dumps(data))
-    assert read_control(tmp_path).responded and data["runs"] == {"negative:B": 3, "positive:B": 3}
+    control = read_control(tmp_path)
+    assert control.responded and control.runs == {"negative:B": 3, "positive:B": 3}
     (tmp_path / "bad.json").write_text("{}")
     with pytest.raises(LongsepError, match="bad.json: not a control result"):
         read_control(tmp_path / "bad.json")
@@ -290,3 +291,13 @@ def test_finished_runs_a_contrast_cannot_read_are_named(tmp_path):
     complete = tmp_path / "complete"
     _fake_sweep(complete, np.random.default_rng(0), LONGER_HELPS)
     assert "missing from" not in _decisions(complete, tmp_path / "out2")["text"]
+
+
+def test_the_decisions_name_the_controls_runs(tmp_path):
+    """A reader can see that the control read is the complete one (3 runs a group)."""
+    from longsep.study.decisions import decisions_markdown
+
+    runs = {"negative:B": 3, "negative:C": 3, "positive:B": 3, "positive:C": 2}
+    (tmp_path / "control.json").write_text(json.dumps({"responded": False, "runs": runs}))
+    text = decisions_markdown({}, [], [], [], read_control(tmp_path))
+    assert "did not respond; runs negative:B 3, negative:C 3, positive:B 3, positive:C 2" in text

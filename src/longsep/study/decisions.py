@@ -51,6 +51,7 @@ class ControlResult:
     responded: bool
     source: str
     solo_use_detected: bool | None = None
+    runs: Mapping[str, int] | None = None  # runs per group ("positive:B": 3, ...)
 
 
 def read_control(path: str | Path) -> ControlResult:
@@ -61,7 +62,8 @@ def read_control(path: str | Path) -> ControlResult:
         data = json.loads(file.read_text())
         within = data.get("within_model") or {}
         detected = bool(within["detected"]) if within.get("registered") else None
-        return ControlResult(bool(data["responded"]), str(file), detected)
+        runs = {str(k): int(v) for k, v in (data.get("runs") or {}).items()}
+        return ControlResult(bool(data["responded"]), str(file), detected, runs)
     except (OSError, ValueError, KeyError, TypeError, AttributeError) as exc:
         raise LongsepError(f"{file}: not a control result ({exc})") from None
 
@@ -173,6 +175,8 @@ def decisions_markdown(
                 if control.solo_use_detected
                 else "did not detect the solo's use"
             )
+        if control.runs:
+            said += "; runs " + ", ".join(f"{g} {n}" for g, n in sorted(control.runs.items()))
         lines += [f"Control: {said} (`{control.source}`).", ""]
     if left_out:
         lines += [f"Finished runs missing from the contrasts: {', '.join(left_out)}.", ""]
