@@ -232,7 +232,7 @@ def test_the_solo_effect_within_models_is_read_from_a_committed_copy(tmp_path):
     _within_sweep(tmp_path, "synth_positive_near", c_noise=0.05)
     groups = analyse_within(tmp_path)
     assert {a: len(runs) for a, runs in groups.items()} == {"B": 3, "C": 3}
-    check = within_check(groups, within_registered(tmp_path))
+    check = within_check(groups, within_registered(load_study(tmp_path)))
     b, c, diff = check.results
     assert b.estimate == pytest.approx(1.0, abs=0.05) and b.low > 0.9
     assert c.low < 0 < c.high and diff.estimate == pytest.approx(1.0, abs=0.05)
@@ -253,7 +253,9 @@ def test_the_third_designs_within_model_criterion_reaches_the_decisions(
     from longsep.study.decisions import model_decisions
 
     _within_sweep(tmp_path / "sweep", "synth_positive_whole", c_noise)
-    check = within_check(analyse_within(tmp_path / "sweep"), within_registered(tmp_path / "sweep"))
+    check = within_check(
+        analyse_within(tmp_path / "sweep"), within_registered(load_study(tmp_path / "sweep"))
+    )
     assert check.registered and check.detected is detected
     verdict = "detects" if detected else "does not detect"
     assert f"**The same-weights test {verdict} use of the solo**" in within_markdown(check)

@@ -254,12 +254,12 @@ def analyse_within(sweep_dir: str | Path) -> dict[str, dict[str, dict[str, float
     return groups
 
 
-def within_registered(sweep_dir: str | Path) -> bool:
+def within_registered(records: Sequence[dict[str, Any]]) -> bool:
     """Whether the sweep's control design registers the within-model check as a criterion
-    (a finished run on one of :data:`WITHIN_REGISTERED`)."""
+    (a finished run, of the sweep's ``records``, on one of :data:`WITHIN_REGISTERED`)."""
     return any(
         record["status"] == "ok" and str(record.get("data")) in WITHIN_REGISTERED
-        for record in load_study(Path(sweep_dir))
+        for record in records
     )
 
 
@@ -452,8 +452,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     except LongsepError as exc:
         parser.exit(2, f"error: {exc}\n")
     out = Path(args.out or Path(args.sweep_dir) / "report")
-    within = within_check(analyse_within(args.sweep_dir), within_registered(args.sweep_dir))
-    provenance = compute_markdown(args.sweep_dir, load_study(args.sweep_dir))
+    records = load_study(args.sweep_dir)
+    within = within_check(analyse_within(args.sweep_dir), within_registered(records))
+    provenance = compute_markdown(args.sweep_dir, records)
     parts = (markdown(results, groups), within_markdown(within), provenance)
     text = "\n".join(part for part in parts if part)
     write_text(out / "control.md", text)
