@@ -1,21 +1,24 @@
 #!/usr/bin/env bash
 # Commit each finished run's small result files as they land (never checkpoints or audio):
 #   experiments/land_results.sh [interval seconds]   (runs until stopped; run from the repo root)
-# Pairs of <sweep dir> <committed folder>, the study's sweeps first.
+# Triples of <sweep dir> <committed folder> <analysis that needs the weights>, the study's
+# sweeps first. The analysis is scored first (one thread, lowest priority, beside the sweep):
+# the weights never land, and a fresh machine loses them.
 set -u
 cd "$(dirname "$0")/.."
 PY=${PYTHON:-.venv/bin/python}
-PAIRS=(
-  runs/multirun/context_control_arms_cpu experiments/results/context_control/runs
-  runs/multirun/context_control_near_arms_cpu experiments/results/context_control_near/runs
-  runs/multirun/context_study_rendered experiments/results/context_rendered/runs
-  runs/multirun/context_control_whole_arms_cpu experiments/results/context_control_whole/runs
+SWEEPS=(
+  runs/multirun/context_control_arms_cpu experiments/results/context_control/runs control
+  runs/multirun/context_control_near_arms_cpu experiments/results/context_control_near/runs control
+  runs/multirun/context_study_rendered experiments/results/context_rendered/runs intervention
+  runs/multirun/context_control_whole_arms_cpu experiments/results/context_control_whole/runs control
 )
 while true; do
-  for ((i = 0; i < ${#PAIRS[@]}; i += 2)); do
-    sweep=${PAIRS[i]} dest=${PAIRS[i + 1]}
+  for ((i = 0; i < ${#SWEEPS[@]}; i += 3)); do
+    sweep=${SWEEPS[i]} dest=${SWEEPS[i + 1]} analysis=${SWEEPS[i + 2]}
     [ -d "$sweep" ] || continue
-    $PY -m longsep.study.collect "$sweep" "$dest" >/dev/null || continue
+    OMP_NUM_THREADS=1 nice -n 19 $PY -m longsep.study.collect "$sweep" "$dest" --score "$analysis" \
+      >/dev/null || echo "$(date -u +%FT%TZ) collect $sweep: exit $?" >&2
     # commit whatever is not committed yet (also what a commit that lost a race left behind)
     if [ -d "$dest" ] && [ -n "$(git status --porcelain -- "$dest")" ]; then
       git add -- "$dest" && git commit -q -m "Results landed: $(basename "$sweep") ($(date -u +%FT%TZ))" -- "$dest" \

@@ -66,3 +66,59 @@ def test_file_lock_serialises_two_processes(tmp_path):
     assert [p.wait(timeout=60) for p in procs] == [0, 0]
     events = [line.split()[0] for line in log.read_text().splitlines()]
     assert events == ["in", "out", "in", "out"]  # never two inside at once
+
+
+def _trained_arm_b_run(sweep, data_root):
+    """A finished arm-B job with a model (random weights) over a one-song test split."""
+    import torch
+    import yaml
+
+    from longsep.models.build import compose_network, network_config, network_from_node
+    from longsep.spectral import STFTConfig
+    from longsep.store import StoreEntry, save_store
+
+    job = _job(sweep, "m-vocals-10s-seed42", "ok", eval_rows=False)
+    stft = {"n_fft": 1024, "hop_length": 256, "center": True, "sample_rate": 16000}
+    torch.manual_seed(0)
+    cfg = compose_network("umx_transformer_small", "qkvg1D", seq_len=10, stft=stft, bandwidth=8000)
+    node = network_config(cfg)
+    entry = StoreEntry("vocals", node, STFTConfig(**stft), seq_len=10)
+    save_store(job / "model", network_from_node(node, "test"), entry)
+    data = {"_target_": "longsep.data.datamodules.MUSDBDataModule", "root": str(data_root),
+            "is_wav": True, "sample_rate": 16000}  # fmt: skip
+    (job / "config.yaml").write_text(yaml.safe_dump({"data": data}))
+    record = json.loads((job / "result.json").read_text())
+    record |= {"model": "umx_transformer_small:qkvg1D", "seq_len": 10.0, "arm": "B", "seed": 42}
+    (job / "result.json").write_text(json.dumps(record))
+    return job
+
+
+def test_score_lands_the_intervention_that_needs_the_weights(tmp_path, capsys):
+    """``--score intervention`` writes a B / C run's ``intervention.csv`` while its model is
+    there, and it lands with the run's other small files (the model never does)."""
+    from musdb_layout import write_musdb
+
+    from longsep.study.collect import main
+
+    data = write_musdb(tmp_path / "musdb", train={}, valid={}, test={"song": 13.0})
+    sweep, dest = tmp_path / "sweep", tmp_path / "landed"
+    job = _trained_arm_b_run(sweep, data)
+    assert main([str(sweep), str(dest), "--score", "intervention"]) == 0
+    landed = dest / job.name / "intervention.csv"
+    rows = landed.read_text().splitlines()
+    assert rows[0] == "track,donor,start_seconds,sdr_true,sdr_replaced" and len(rows) == 1 + 20
+    assert not list(dest.rglob("*.safetensors"))
+    capsys.readouterr()
+    assert main([str(sweep), str(dest), "--score", "intervention"]) == 0  # scored once
+    assert capsys.readouterr().out == ""
+
+
+def test_a_scoring_error_is_reported_and_the_files_still_land(tmp_path, capsys):
+    from longsep.study.collect import main
+
+    sweep, dest = tmp_path / "sweep", tmp_path / "landed"
+    job = _trained_arm_b_run(sweep, tmp_path / "no such data")
+    assert main([str(sweep), str(dest), "--score", "intervention"]) == 1
+    (line,) = capsys.readouterr().err.strip().splitlines()
+    assert line.startswith(f"error: scoring {sweep}: ") and "no such data" in line
+    assert (dest / job.name / "result.json").is_file()

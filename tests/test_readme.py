@@ -154,7 +154,7 @@ RUN_HERE = [
      "experiments/results/context_rendered --oracle experiments/results/rendered_cpu/oracle_irm2 "
      "--control experiments/results/context_control_whole", []),
     ("python -m longsep.study.collect runs/multirun/context_study_rendered "
-     "experiments/results/context_rendered/runs", []),
+     "experiments/results/context_rendered/runs --score intervention", []),
     ("python -m longsep.study runs/multirun/context_control_cpu/synth_positive --out "
      "experiments/results/rendered_cpu/control_positive", []),
     ("python -m longsep.study runs/multirun/context_control_cpu/synth_negative --out "
@@ -414,6 +414,7 @@ def _check(command: str, extra: list[str], workspace: Path) -> None:
     if "longsep.study.collect" in command:
         landed = workspace / "experiments/results/context_rendered/runs"
         assert sorted(landed.glob("*/result.json")) and not sorted(landed.rglob("*.ckpt"))
+        assert sorted(landed.glob("*reach7.5s*/intervention.csv"))  # scored before landing
 
 
 def _first_of_sweep(override: str) -> str:

@@ -12,13 +12,20 @@ layout, so ``python -m longsep.study <dest>`` reads the copies as it reads the s
 - ``intervention.csv``, ``control.csv`` and ``control_within.csv``: the per-window scores
   of the study's analyses.
 
+``--score`` first writes the per-window files that need a run's weights, for every finished
+run with a model that lacks them: the far-context intervention of arms B and C
+(``intervention``) or the long-context control's scores (``control``). The weights never
+land, so these must be scored while the machine that trained them still holds them (a
+fresh machine once lost five trained B / C models whose intervention was not yet scored).
+
     python -m longsep.study.collect runs/multirun/context_study_rendered \\
-        experiments/results/context_rendered/runs
+        experiments/results/context_rendered/runs --score intervention
 """
 
 from __future__ import annotations
 
 import argparse
+import sys
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -38,6 +45,7 @@ PATTERNS: tuple[str, ...] = (
     "control_within.csv",
 )
 MAX_BYTES = 2_000_000  # a "small file": larger ones are left out with a warning
+ANALYSES = ("intervention", "control")
 
 
 def finished_jobs(sweep: Path) -> list[Path]:
@@ -78,21 +86,49 @@ def collect(sweep_dir: str | Path, dest: str | Path) -> list[Path]:
     return changed
 
 
+def score(sweep_dir: str | Path, analysis: str) -> None:
+    """Write the per-window files of ``analysis`` (one of :data:`ANALYSES`) for every
+    finished run of ``sweep_dir`` that has a model and lacks them."""
+    if analysis == "intervention":
+        from longsep.study.arms_report import run_interventions
+
+        run_interventions(sweep_dir)
+    elif analysis == "control":
+        from longsep.study.control import score_runs
+
+        score_runs(sweep_dir)
+    else:
+        raise LongsepError(f"unknown analysis {analysis!r}: one of {', '.join(ANALYSES)}")
+
+
 def main(argv: Sequence[str] | None = None) -> int:
-    """``python -m longsep.study.collect SWEEP DEST``: print the files copied."""
+    """``python -m longsep.study.collect SWEEP DEST [--score ANALYSIS]``: print the files
+    copied. A scoring error is printed and the files are still copied (exit status 1)."""
     parser = argparse.ArgumentParser(
         prog="python -m longsep.study.collect",
         description="Copy the small result files of a sweep's finished jobs into DEST.",
     )
     parser.add_argument("sweep_dir")
     parser.add_argument("dest")
+    parser.add_argument(
+        "--score",
+        choices=ANALYSES,
+        help="first score the runs' per-window analysis that needs their weights",
+    )
     args = parser.parse_args(argv)
+    status = 0
+    if args.score:
+        try:
+            score(args.sweep_dir, args.score)
+        except LongsepError as exc:
+            print(f"error: scoring {args.sweep_dir}: {exc}", file=sys.stderr)
+            status = 1
     try:
         for path in collect(args.sweep_dir, args.dest):
             print(path)
     except LongsepError as exc:
         parser.exit(2, f"error: {exc}\n")
-    return 0
+    return status
 
 
 if __name__ == "__main__":

@@ -193,22 +193,39 @@ def _songs_and_manifest(
     return cache[str(root)]
 
 
-def _score(run: TrainedRun, cache: dict[str, tuple]) -> None:
-    """Write ``<run>/control.csv`` (each set's test songs loaded once)."""
+def _score_within(run: TrainedRun, cache: dict[str, tuple]) -> None:
+    """Write ``<run>/control_within.csv``: per song, the SDR with the solo and without it."""
+    log.info("control, within the model: %s", run.run_dir.name)
     songs, manifest = _songs_and_manifest(run.data, run.src, cache)
-    log.info("control: %s", run.run_dir.name)
-    write_rows(run.run_dir / CONTROL_FILE, COLUMNS, score_run(run, songs, manifest))
+    pair = [
+        {r[0]: r[4] for r in score_run(run, songs, manifest, remove_solo=removed)}
+        for removed in (False, True)
+    ]
+    rows = [(k, pair[0][k], pair[1][k]) for k in sorted(pair[0])]
+    write_rows(run.run_dir / WITHIN_FILE, WITHIN_COLUMNS, rows)
+
+
+def score_runs(sweep_dir: str | Path) -> None:
+    """Score every finished run of a control sweep that has a model: ``control.csv`` where
+    it is missing, and ``control_within.csv`` for a run on a positive set (each set's test
+    songs loaded once). A committed copy of the sweep (no models) is left as it is."""
+    cache: dict[str, tuple] = {}
+    for run in _runs_with_models(Path(sweep_dir)):
+        if not (run.run_dir / CONTROL_FILE).is_file():
+            songs, manifest = _songs_and_manifest(run.data, run.src, cache)
+            log.info("control: %s", run.run_dir.name)
+            write_rows(run.run_dir / CONTROL_FILE, COLUMNS, score_run(run, songs, manifest))
+        positive = "positive" in str(read_result(run.run_dir).get("data", ""))
+        if positive and not (run.run_dir / WITHIN_FILE).is_file():
+            _score_within(run, cache)
 
 
 def analyse(sweep_dir: str | Path) -> dict[str, dict[str, dict[str, float]]]:
     """``{"<set>:<arm>": {job: {song: SDR}}}`` of every finished run of a control sweep,
-    scoring the runs that have a model and no ``control.csv`` yet (a committed copy of the
+    scoring first what is not scored yet (:func:`score_runs`; a committed copy of the
     sweep, without models, is read as it is)."""
     sweep = Path(sweep_dir)
-    cache: dict[str, tuple] = {}
-    for run in _runs_with_models(sweep):
-        if not (run.run_dir / CONTROL_FILE).is_file():
-            _score(run, cache)
+    score_runs(sweep)
     groups: dict[str, dict[str, dict[str, float]]] = {}
     for record in load_study(sweep):
         path = sweep / record["job"] / CONTROL_FILE
@@ -226,21 +243,10 @@ def analyse_within(sweep_dir: str | Path) -> dict[str, dict[str, dict[str, float
     in place (everything else, positions included, unchanged). Same weights in both, so
     training noise cancels; arm C's pieces never hold the solo and the shared singing
     together, so its effect is 0 by construction: the comparison's own negative. Runs with
-    a model and no ``control_within.csv`` are scored; a committed copy is read as it is."""
+    a model and no ``control_within.csv`` are scored (:func:`score_runs`); a committed copy
+    is read as it is."""
     sweep = Path(sweep_dir)
-    cache: dict[str, tuple] = {}
-    for run in _runs_with_models(sweep):
-        positive = "positive" in str(read_result(run.run_dir).get("data", ""))
-        if not positive or (run.run_dir / WITHIN_FILE).is_file():
-            continue
-        log.info("control, within the model: %s", run.run_dir.name)
-        songs, manifest = _songs_and_manifest(run.data, run.src, cache)
-        pair = [
-            {r[0]: r[4] for r in score_run(run, songs, manifest, remove_solo=removed)}
-            for removed in (False, True)
-        ]
-        rows = [(k, pair[0][k], pair[1][k]) for k in sorted(pair[0])]
-        write_rows(run.run_dir / WITHIN_FILE, WITHIN_COLUMNS, rows)
+    score_runs(sweep)
     groups: dict[str, dict[str, dict[str, float]]] = {}
     for record in load_study(sweep):
         path = sweep / record["job"] / WITHIN_FILE
