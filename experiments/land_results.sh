@@ -2,7 +2,7 @@
 # Commit each finished run's small result files as they land (never checkpoints or audio):
 #   experiments/land_results.sh [interval seconds]   (runs until stopped; run from the repo root)
 # Triples of <sweep dir> <committed folder> <analysis that needs the weights>, the study's
-# sweeps first. The analysis is scored first (one thread, lowest priority, beside the sweep):
+# sweeps first. The analysis is scored first (one thread, at nice 19, beside the sweep):
 # the weights never land, and a fresh machine loses them.
 set -u
 cd "$(dirname "$0")/.."
