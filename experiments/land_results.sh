@@ -18,7 +18,7 @@ while true; do
     sweep=${SWEEPS[i]} dest=${SWEEPS[i + 1]} analysis=${SWEEPS[i + 2]}
     [ -d "$sweep" ] || continue
     OMP_NUM_THREADS=1 nice -n 19 $PY -m longsep.study.collect "$sweep" "$dest" --score "$analysis" \
-      >/dev/null || echo "$(date -u +%FT%TZ) collect $sweep: exit $?" >&2
+      >/dev/null || echo "collect $sweep: exit $? ($(date -u +%FT%TZ))" >&2
     # commit whatever is not committed yet (also what a commit that lost a race left behind)
     if [ -d "$dest" ] && [ -n "$(git status --porcelain -- "$dest")" ]; then
       git add -- "$dest" && git commit -q -m "Results landed: $(basename "$sweep") ($(date -u +%FT%TZ))" -- "$dest" \

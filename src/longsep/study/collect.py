@@ -15,8 +15,7 @@ layout, so ``python -m longsep.study <dest>`` reads the copies as it reads the s
 ``--score`` first writes the per-window files that need a run's weights, for every finished
 run with a model that lacks them: the far-context intervention of arms B and C
 (``intervention``) or the long-context control's scores (``control``). The weights never
-land, so these must be scored while the machine that trained them still holds them (a
-fresh machine once lost five trained B / C models whose intervention was not yet scored).
+land, so these must be scored while the machine that trained them still holds them.
 
     python -m longsep.study.collect runs/multirun/context_study_rendered \\
         experiments/results/context_rendered/runs --score intervention
