@@ -85,7 +85,9 @@ def test_an_intervention_that_leaks_in_arm_c_makes_no_claim(tmp_path):
     assert d["Models use far context (intervention)"].startswith("unreliable")
 
 
-def test_a_wide_run_spread_withholds_the_decisions_until_seed_46_has_run(tmp_path):
+def test_a_wide_run_spread_withholds_every_contrast_until_seed_46_has_run(tmp_path):
+    """The registration adds seed 46 "before any contrast is computed": no family table,
+    contrasts.csv or figure is written until it has run in arms B and C."""
     sweep = tmp_path / "sweep"
     _fake_sweep(sweep, np.random.default_rng(3), NULL, run_sd=1.5)
     (sweep / "multirun.yaml").write_text(
@@ -93,6 +95,8 @@ def test_a_wide_run_spread_withholds_the_decisions_until_seed_46_has_run(tmp_pat
     )
     d = _decisions(sweep, tmp_path / "out")
     assert "withheld" in d["text"] and "Longer input (B − A)" not in d
+    assert "## Family" not in (tmp_path / "out" / "arms.md").read_text()
+    assert sorted(p.name for p in (tmp_path / "out").iterdir()) == ["arms.md"]
     assert (
         "python train.py +experiment=context_study_rendered hydra.sweeper.params.seed=46 "
         "\"hydra.sweeper.params.arm='B,C'\"" in d["text"]
@@ -100,6 +104,7 @@ def test_a_wide_run_spread_withholds_the_decisions_until_seed_46_has_run(tmp_pat
     _fake_sweep(sweep, np.random.default_rng(4), NULL, run_sd=1.5, seeds=(46,), arms_=("B", "C"))
     d = _decisions(sweep, tmp_path / "out2")
     assert "Seed 46 has run" in d["text"] and "Longer input (B − A)" in d
+    assert (tmp_path / "out2" / "contrasts.csv").is_file()
 
 
 def test_a_model_below_half_the_oracle_is_flagged_under_trained(tmp_path):

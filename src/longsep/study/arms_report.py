@@ -17,7 +17,9 @@ runs the far-context intervention on every B and C run that has a model and no
   equivalence band;
 
 and ends ``arms.md`` with the sweep's commands and wall time
-(:func:`~longsep.study.provenance.compute_markdown`).
+(:func:`~longsep.study.provenance.compute_markdown`). While the registered spread rule
+withholds every contrast (:func:`~longsep.study.decisions.spread_rule`), only ``arms.md``
+is written, with the rule's lines and the command that adds its seed.
 
 A committed copy of the sweep (``python -m longsep.study.collect``: no models) gives the
 same report from its ``result.json``, ``scores.csv`` and ``intervention.csv`` files.
@@ -47,7 +49,7 @@ from longsep.study.arms import (
     group_matrix,
 )
 from longsep.study.context import trained_runs
-from longsep.study.decisions import ControlResult, decisions_markdown
+from longsep.study.decisions import ControlResult, decisions_markdown, spread_rule
 from longsep.study.intervention import (
     INTERVENTION_FILE,
     ScoredSong,
@@ -322,16 +324,23 @@ def write_arms_report(
     control: ControlResult | None = None,
     oracle: Mapping[str, Any] | None = None,
 ) -> list[Path]:
-    """Run the missing interventions, then write arms.md, contrasts.csv and the figure.
+    """Run the missing interventions, then write arms.md, contrasts.csv and the figure; only
+    arms.md, with the spread rule's lines, while that rule withholds every contrast.
 
     ``control``: the long-context control's result the decisions read; ``oracle``: an
     oracle evaluation's summary (``{"median": {target: {"SDR": ...}}}``) for the
     under-trained flag."""
     from longsep.study.report import _save_figure
 
+    out, title = Path(out_dir), title or Path(sweep_dir).name
+    scores = arm_scores(records)
+    spread, withheld = spread_rule(scores, _bc_seeds(records), sweep_command(sweep_dir))
+    if withheld:
+        heading = f"# {title}: the context study's contrasts"
+        text = "\n".join([heading, "", "## Decisions (pre-registered rules)", "", *spread])
+        return [write_text(out / "arms.md", text)]
     run_interventions(sweep_dir)
     models = sweep_models(records)
-    scores = arm_scores(records)
     family1 = arm_contrasts(scores, resamples, len(models))
     effects = intervention_scores(sweep_dir, records)
     family2, negatives = intervention_contrasts(effects, resamples, len(models))
@@ -348,8 +357,7 @@ def write_arms_report(
         sweep_command(sweep_dir),
         left_out(records, effects),
     )
-    out = Path(out_dir)
-    text = arms_markdown(title or Path(sweep_dir).name, family1, family2, negatives, decisions)
+    text = arms_markdown(title, family1, family2, negatives, decisions)
     text += "\n" + compute_markdown(sweep_dir, records)
     rows = [("1", m, c) for m, c in family1] + [("2", m, c) for m, c in family2]
     rows += [("negative", m, c) for m, c in negatives]

@@ -17,8 +17,8 @@ and the oracle:
 - *under-trained*: an arm whose median SDR is below half of the oracle's.
 
 The registered spread rule comes first: if the between-run SD of any arm exceeds 0.3 dB,
-seed 46 joins arms B and C of both models before any contrast is read; until it has, the
-decisions are withheld.
+seed 46 joins arms B and C of both models before any contrast is computed; until it has,
+the report computes none and withholds the decisions (:func:`spread_rule`).
 """
 
 from __future__ import annotations
@@ -78,6 +78,35 @@ def spread_breaches(scores: Scores) -> list[tuple[str, str, float]]:
             if sd > SPREAD_LIMIT:
                 out.append((model, arm, sd))
     return out
+
+
+def spread_rule(
+    scores: Scores,
+    seeds: Mapping[str, Sequence[Any]] | None = None,
+    command: str | None = None,
+) -> tuple[list[str], bool]:
+    """The registered spread rule's lines and whether it withholds every contrast: an arm's
+    between-run SD above :data:`SPREAD_LIMIT` while seed :data:`EXTRA_SEED` has not run in
+    arms B and C of every model. ``seeds``: ``{model: seeds of its B and C runs}``;
+    ``command``: the sweep's command, to which the extra seed is added."""
+    breaches = spread_breaches(scores)
+    if not breaches:
+        return [], False
+    where = ", ".join(f"{m} arm {a} {sd:.2f} dB" for m, a, sd in breaches)
+    lines = [f"Between-run SD above {SPREAD_LIMIT} dB: {where}."]
+    missing = [m for m in scores if EXTRA_SEED not in (seeds or {}).get(m, ())]
+    if not missing:
+        return [*lines, f"Seed {EXTRA_SEED} has run in arms B and C, as the rule asks.", ""], False
+    lines += [
+        f"By the registered rule seed {EXTRA_SEED} joins arms B and C of every model "
+        "before any contrast is computed: the contrasts and the decisions are withheld until "
+        f"it has run (missing for {', '.join(missing)}).",
+        "",
+    ]
+    if command:
+        extra = f"hydra.sweeper.params.seed={EXTRA_SEED} \"hydra.sweeper.params.arm='B,C'\""
+        lines += ["```text", f"{command} {extra}", "```", ""]
+    return lines, True
 
 
 def _answer(c: Contrast | None, yes: str, no: str) -> str:
@@ -180,23 +209,10 @@ def decisions_markdown(
         lines += [f"Control: {said} (`{control.source}`).", ""]
     if left_out:
         lines += [f"Finished runs missing from the contrasts: {', '.join(left_out)}.", ""]
-    breaches = spread_breaches(scores)
-    if breaches:
-        where = ", ".join(f"{m} arm {a} {sd:.2f} dB" for m, a, sd in breaches)
-        lines.append(f"Between-run SD above {SPREAD_LIMIT} dB: {where}.")
-        missing = [m for m in scores if EXTRA_SEED not in (seeds or {}).get(m, ())]
-        if missing:
-            lines += [
-                f"By the registered rule seed {EXTRA_SEED} joins arms B and C of every model "
-                "before any contrast is read: the decisions are withheld until it has run "
-                f"(missing for {', '.join(missing)}).",
-                "",
-            ]
-            if command:
-                extra = f"hydra.sweeper.params.seed={EXTRA_SEED} \"hydra.sweeper.params.arm='B,C'\""
-                lines += ["```text", f"{command} {extra}", "```", ""]
-            return "\n".join(lines)
-        lines += [f"Seed {EXTRA_SEED} has run in arms B and C, as the rule asks.", ""]
+    spread, withheld = spread_rule(scores, seeds, command)
+    lines += spread
+    if withheld:
+        return "\n".join(lines)
     per_model: dict[str, dict[str, Contrast]] = {}
     for model, c in family1:
         per_model.setdefault(model, {})[c.name] = c
