@@ -84,6 +84,32 @@ def test_equivalence_needs_the_whole_tost_interval_inside_the_bound():
     assert done[1].holm_high - done[1].holm_low >= done[1].high - done[1].low  # stricter level
 
 
+def test_tied_p_values_get_the_same_holm_step_whatever_their_order():
+    """Two large effects both at p = 0 and a null one: both large ones get the family's
+    strictest level (alpha / 3), in either order; the null one the last step (alpha / 1)."""
+    rng = np.random.default_rng(6)
+    made = [
+        contrast(
+            name,
+            [
+                Group("B", 1, shift + rng.normal(0, 0.5, (4, 10))),
+                Group("A", -1, rng.normal(0, 0.5, (4, 10))),
+            ],
+        )
+        for name, shift in (("big", 5.0), ("bigger", 6.0), ("null", 0.0))
+    ]
+    assert made[0].p == made[1].p == 0.0 and made[2].p > 0.05
+    for order in (made, made[::-1]):
+        done = {c.name: c for c in evaluate_family(order)}
+        for name in ("big", "bigger"):
+            level = arms.ALPHA / 3
+            low, high = np.quantile(done[name].draws, [level / 2, 1 - level / 2])
+            assert (done[name].holm_low, done[name].holm_high) == pytest.approx((low, high))
+        assert (done["null"].holm_low, done["null"].holm_high) == pytest.approx(
+            (done["null"].low, done["null"].high)
+        )
+
+
 def _fake_sweep(root, rng, shift, run_sd=0.1, effect=0.8, src="vocals", seeds=(42, 43, 44, 45),
                 arms_=("A", "B", "C")):  # fmt: skip
     """A committed-copy layout: per run result.json, eval scores and, for B / C,

@@ -167,15 +167,15 @@ def evaluate_family(
     contrasts: Sequence[Contrast], alpha: float = ALPHA, m: int | None = None
 ) -> list[Contrast]:
     """Holm-adjusted p-values, Holm-step intervals and TOST intervals over one family of
-    ``m`` contrasts (default: those given; see :func:`holm`)."""
+    ``m`` contrasts (default: those given; see :func:`holm`). The i-th smallest p gets its
+    interval at level ``alpha / (m - i + 1)``; tied p-values (often 0 with large effects)
+    all get the first of their steps, whatever the family's order."""
     m = max(len(contrasts), m or 0)
     adjusted = holm([c.p for c in contrasts], m)
-    ranks = {
-        i: r for r, i in enumerate(sorted(range(len(contrasts)), key=lambda i: contrasts[i].p))
-    }
     out = []
     for i, c in enumerate(contrasts):
-        level = alpha / (m - ranks[i])
+        rank = sum(d.p < c.p for d in contrasts)  # tied p-values share the strictest step
+        level = alpha / (m - rank)
         holm_low, holm_high = np.quantile(c.draws, [level / 2, 1 - level / 2])
         eq_low, eq_high = np.quantile(c.draws, [alpha / m, 1 - alpha / m])
         out.append(
