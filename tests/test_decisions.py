@@ -14,7 +14,7 @@ from longsep.errors import LongsepError
 from longsep.study.arms import Group, contrast, evaluate_family, holm
 from longsep.study.arms_report import write_arms_report
 from longsep.study.control import has_responded, summary, within_registered
-from longsep.study.decisions import read_control
+from longsep.study.decisions import read_control, spread_breaches
 from longsep.study.records import load_study
 
 NULL = {"A": 0.0, "B": 0.0, "C": 0.0}
@@ -105,6 +105,14 @@ def test_a_wide_run_spread_withholds_every_contrast_until_seed_46_has_run(tmp_pa
     d = _decisions(sweep, tmp_path / "out2")
     assert "Seed 46 has run" in d["text"] and "Longer input (B − A)" in d
     assert (tmp_path / "out2" / "contrasts.csv").is_file()
+
+
+def test_the_spread_rule_compares_runs_on_the_tracks_they_all_scored():
+    """A track one run could not score does not make the runs' means differ."""
+    runs = {"r1": {"t1": 5.0, "t2": 15.0}, "r2": {"t1": 5.0}, "r3": {"t1": 5.0, "t2": 15.0}}
+    assert spread_breaches({"m": {"B": runs}}) == []
+    runs["r2"]["t1"] = 6.0
+    assert spread_breaches({"m": {"B": runs}}) == [("m", "B", pytest.approx(0.57735, abs=1e-4))]
 
 
 def test_a_model_below_half_the_oracle_is_flagged_under_trained(tmp_path):

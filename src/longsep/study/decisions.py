@@ -33,7 +33,7 @@ from typing import Any
 import numpy as np
 
 from longsep.errors import LongsepError
-from longsep.study.arms import EQUIVALENCE_BOUND, Contrast
+from longsep.study.arms import EQUIVALENCE_BOUND, Contrast, common_tracks, group_matrix
 
 CONTROL_JSON = "control.json"
 SPREAD_LIMIT = 0.3  # dB: between-run SD of run means above which seed 46 is added
@@ -69,11 +69,12 @@ def read_control(path: str | Path) -> ControlResult:
 
 
 def spread_breaches(scores: Scores) -> list[tuple[str, str, float]]:
-    """``(model, arm, SD)`` of every arm whose between-run SD exceeds :data:`SPREAD_LIMIT`."""
+    """``(model, arm, SD)`` of every arm whose between-run SD exceeds :data:`SPREAD_LIMIT`:
+    the SD of its runs' means over the tracks every run of the arm scored."""
     out = []
     for model, arms in sorted(scores.items()):
         for arm, runs in sorted(arms.items()):
-            means = [float(np.mean(list(tracks.values()))) for tracks in runs.values()]
+            means = group_matrix(runs, common_tracks(runs)).mean(axis=1)
             sd = float(np.std(means, ddof=1)) if len(means) > 1 else math.nan
             if sd > SPREAD_LIMIT:
                 out.append((model, arm, sd))
