@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import math
+
 import pytest
 import torch
 
@@ -69,6 +71,14 @@ def test_a_reach_limited_model_shows_no_effect_and_a_full_reach_model_does(tmp_p
     assert set(effects) == {"song 0", "song 1", "song 2"}
     first = [r[3] - r[4] for r in rows_b if r[0] == "song 0"]
     assert effects["song 0"] == pytest.approx(sum(first) / len(first), abs=1e-3)
+
+
+def test_a_window_without_a_finite_difference_is_named_not_dropped_silently(tmp_path, caplog):
+    path = tmp_path / "intervention.csv"
+    rows = [("s", "d", 0.0, 5.0, 4.0), ("s", "d", 7.5, math.inf, 3.0), ("s", "d", 15.0, 6.0, 4.0)]
+    intervention.write_rows(path, intervention.COLUMNS, rows)
+    assert track_effects(path) == {"s": pytest.approx(1.5)}
+    assert "s at 7.5000 s left out (SDR difference inf)" in caplog.text
 
 
 def test_silent_centres_are_left_out(tmp_path):

@@ -188,11 +188,15 @@ def run_intervention(run: TrainedRun, songs: Sequence[ScoredSong]) -> Path:
 
 
 def track_effects(path: Path) -> dict[str, float]:
-    """``{track: mean over windows of SDR(true) − SDR(replaced)}`` of an intervention file."""
+    """``{track: mean over windows of SDR(true) − SDR(replaced)}`` of an intervention file;
+    a window without a finite difference (an exact estimate) is left out and named."""
     per_track: dict[str, list[float]] = {}
     with Path(path).open(newline="") as handle:
         for row in csv.DictReader(handle):
             diff = float(row["sdr_true"]) - float(row["sdr_replaced"])
             if math.isfinite(diff):
                 per_track.setdefault(row["track"], []).append(diff)
+            else:
+                log.warning("%s: %s at %s s left out (SDR difference %s)", path,
+                            row["track"], row["start_seconds"], diff)  # fmt: skip
     return {track: float(np.mean(values)) for track, values in per_track.items()}
