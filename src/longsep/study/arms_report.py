@@ -353,8 +353,7 @@ def write_arms_report(
         negatives,
         control,
         by_model,
-        _bc_seeds(records),
-        sweep_command(sweep_dir),
+        spread,
         left_out(records, effects),
     )
     text = arms_markdown(title, family1, family2, negatives, decisions)

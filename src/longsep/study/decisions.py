@@ -186,13 +186,11 @@ def decisions_markdown(
     negatives: Sequence[tuple[str, Contrast]],
     control: ControlResult | None,
     oracle: Mapping[str, float] | None = None,
-    seeds: Mapping[str, Sequence[Any]] | None = None,
-    command: str | None = None,
+    spread: Sequence[str] = (),
     left_out: Sequence[str] = (),
 ) -> str:
     """The report's "Decisions" section. ``oracle``: ``{model: oracle SDR of its source}``;
-    ``seeds``: ``{model: seeds of its B and C runs}`` (for the spread rule); ``command``:
-    the sweep's command, to which the spread rule's extra seed is added; ``left_out``: the
+    ``spread``: the lines of a :func:`spread_rule` that withholds nothing; ``left_out``: the
     finished runs no contrast could read, named before the decisions."""
     lines = ["## Decisions (pre-registered rules)", ""]
     if control is None:
@@ -210,10 +208,7 @@ def decisions_markdown(
         lines += [f"Control: {said} (`{control.source}`).", ""]
     if left_out:
         lines += [f"Finished runs missing from the contrasts: {', '.join(left_out)}.", ""]
-    spread, withheld = spread_rule(scores, seeds, command)
     lines += spread
-    if withheld:
-        return "\n".join(lines)
     per_model: dict[str, dict[str, Contrast]] = {}
     for model, c in family1:
         per_model.setdefault(model, {})[c.name] = c
