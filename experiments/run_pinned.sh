@@ -7,6 +7,11 @@
 #   experiments/run_pinned.sh [commit]                   the whole make, reports included
 #   experiments/run_pinned.sh commit experiment [...]    only these sweeps, in order (e.g. a grid
 #                                                        whose report must wait: no report runs)
+#   experiments/run_pinned.sh commit experiment [...] -- override [...]
+#                                                        the same, each sweep with these Hydra
+#                                                        overrides (e.g. the spread rule's seed 46:
+#                                                        hydra.sweeper.params.seed=46
+#                                                        "hydra.sweeper.params.arm='B,C'")
 set -eu
 cd "$(dirname "$0")/.."
 root=$(pwd)
@@ -20,9 +25,16 @@ echo "sweep code pinned at $commit (.sweep/)"
 export LONGSEP_ROOT="$root" PYTHONPATH="$root/.sweep/src${PYTHONPATH:+:$PYTHONPATH}"
 if [ $# -gt 1 ]; then
   shift
-  for experiment in "$@"; do
+  experiments=()
+  while [ $# -gt 0 ] && [ "$1" != "--" ]; do
+    experiments+=("$1")
+    shift
+  done
+  [ $# -gt 0 ] && shift  # the "--"
+  [ ${#experiments[@]} -gt 0 ] || { echo "error: no experiment named before --" >&2; exit 2; }
+  for experiment in "${experiments[@]}"; do
     OMP_NUM_THREADS=1 "$root/.venv/bin/python" .sweep/train.py +experiment="$experiment" \
-      hydra/launcher=joblib hydra.launcher.n_jobs=2
+      hydra/launcher=joblib hydra.launcher.n_jobs=2 "$@"
   done
   exit 0
 fi
