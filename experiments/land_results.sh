@@ -6,6 +6,11 @@
 # the weights never land, and a fresh machine loses them.
 set -u
 cd "$(dirname "$0")/.."
+# `nice` orders processes only inside one scheduler autogroup (one per session, e.g. each
+# setsid): started apart from the sweep, the scoring would still take an equal share of the
+# cores from the trainings. Lowering this session's autogroup (Linux, where it exists) keeps
+# it behind them.
+[ -w /proc/self/autogroup ] && echo 19 >/proc/self/autogroup 2>/dev/null
 PY=${PYTHON:-.venv/bin/python}
 SWEEPS=(
   runs/multirun/context_control_arms_cpu experiments/results/context_control/runs control
