@@ -6,11 +6,10 @@
 # the weights never land, and a fresh machine loses them.
 set -u
 cd "$(dirname "$0")/.."
-# `nice` orders processes only inside one scheduler autogroup (one per session, e.g. each
-# setsid): started apart from the sweep, the scoring would still take an equal share of the
-# cores from the trainings. Lowering this session's autogroup (Linux, where it exists) keeps
-# it behind them.
-[ -w /proc/self/autogroup ] && echo 19 >/proc/self/autogroup 2>/dev/null
+# The scoring must finish while the run's weights are on disk. Under Linux's scheduler
+# autogroups (one per session: this loop runs in its own) `nice` ranks it only against its
+# own session, so it still takes an equal share beside the sweep's trainings, on purpose:
+# with its autogroup lowered too it starved (1 s of CPU a minute beside two trainings).
 PY=${PYTHON:-.venv/bin/python}
 SWEEPS=(
   runs/multirun/context_control_arms_cpu experiments/results/context_control/runs control
