@@ -16,6 +16,16 @@ set -eu
 cd "$(dirname "$0")/.."
 root=$(pwd)
 commit=$(git rev-parse "${1:-HEAD}")
+experiments=()
+if [ $# -gt 1 ]; then  # checked before .sweep/ moves: a sweep may be running from it
+  shift
+  while [ $# -gt 0 ] && [ "$1" != "--" ]; do
+    experiments+=("$1")
+    shift
+  done
+  [ $# -gt 0 ] && shift  # the "--"
+  [ ${#experiments[@]} -gt 0 ] || { echo "error: no experiment named before --" >&2; exit 2; }
+fi
 if [ -d .sweep ]; then
   git -C .sweep checkout -q --detach "$commit"
 else
@@ -23,15 +33,7 @@ else
 fi
 echo "sweep code pinned at $commit (.sweep/)"
 export LONGSEP_ROOT="$root" PYTHONPATH="$root/.sweep/src${PYTHONPATH:+:$PYTHONPATH}"
-if [ $# -gt 1 ]; then
-  shift
-  experiments=()
-  while [ $# -gt 0 ] && [ "$1" != "--" ]; do
-    experiments+=("$1")
-    shift
-  done
-  [ $# -gt 0 ] && shift  # the "--"
-  [ ${#experiments[@]} -gt 0 ] || { echo "error: no experiment named before --" >&2; exit 2; }
+if [ ${#experiments[@]} -gt 0 ]; then
   for experiment in "${experiments[@]}"; do
     OMP_NUM_THREADS=1 "$root/.venv/bin/python" .sweep/train.py +experiment="$experiment" \
       hydra/launcher=joblib hydra.launcher.n_jobs=2 "$@"
