@@ -124,7 +124,7 @@ test: dev  ## the fast and integration tiers (what CI runs; README commands verb
 test-fast: dev  ## the fast in-process tier alone (daily work)
 	$(BIN)/pytest $(XDIST)
 
-test-all: dev  ## every tier: fast, integration and slow (DDP, wheel, benchmarks, all models)
+test-all: dev  ## every tier: fast, integration and slow (DDP, benchmarks, all models)
 	$(BIN)/pytest -m "" $(XDIST)
 
 lint:
