@@ -140,11 +140,13 @@ def test_installed_command_trains_with_the_extras_logger(installed, tmp_path):
 
 
 def test_installed_command_sweeps_with_the_joblib_launcher(installed, tmp_path):
-    """``longsep train -m hydra/launcher=joblib ...``: two jobs side by side, both ``ok``."""
+    """``longsep train -m hydra/launcher=joblib ...``: two jobs side by side, both ``ok``
+    (the README's sweep: two seq_len values, so two run dirs)."""
+    tiny = [a for a in TINY_TRAIN if not a.startswith("seq_len=")]
     done = _longsep(
         installed,
-        ["train", "-m", "hydra/launcher=joblib", "hydra.launcher.n_jobs=2", "seed=1,2",
-         *TINY_TRAIN, *TINY_SYNTH],
+        ["train", "-m", "hydra/launcher=joblib", "hydra.launcher.n_jobs=2", "seq_len=1,2",
+         *tiny, *TINY_SYNTH],
         tmp_path,
     )  # fmt: skip
     assert done.returncode == 0, done.stderr[-3000:]
