@@ -94,6 +94,16 @@ def test_find_resumable_takes_the_newest_run_of_the_same_identity(tmp_path):
         runs.find_resumable(tmp_path, "other", wanted)
 
 
+def test_find_resumable_finds_a_sweep_job_in_its_numbered_directory(tmp_path):
+    """Sweep jobs live in ``multirun/<time>/<job number>-<run name>`` (conf/hydra/default.yaml)."""
+    root = str(tmp_path)
+    for num, seed in ((0, 1), (1, 2)):
+        config = _config(root=root, run="sweep", seed=seed)
+        _write_run(tmp_path / "multirun", "stamp", f"{num}-umx", config, time.time())
+    found = runs.find_resumable(tmp_path, "umx", _config(root=root, run="new", seed=2))
+    assert found == tmp_path / "multirun" / "stamp" / "1-umx"
+
+
 def test_a_signal_is_noted_while_deferring_and_raised_otherwise():
     before = {s: signal.getsignal(s) for s in (signal.SIGINT, signal.SIGTERM)}
     request = InterruptRequest()

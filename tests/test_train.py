@@ -112,7 +112,7 @@ def test_cli_multirun_sweep(tmp_path, tiny_data_dir):
     result = _multirun(tmp_path, tiny_data_dir, *sweep)
     assert result.returncode == 0, result.stderr[-3000:]
     runs = sorted(p for p in (tmp_path / "multi").iterdir() if p.is_dir())
-    assert [p.name for p in runs] == [
+    assert sorted(p.name.split("-", 1)[1] for p in runs) == [  # <job number>-<run name>
         "auto_transformer_small-qkv1D-vocals-2s",
         "auto_transformer_small-qkvg1D-vocals-2s",
         "umx_transformer_small-qkv1D-vocals-2s",
@@ -122,6 +122,18 @@ def test_cli_multirun_sweep(tmp_path, tiny_data_dir):
         assert (run / "config.yaml").exists()
         assert (run / "checkpoints" / "last.ckpt").exists()
         assert (run / "model" / "vocals.safetensors").exists()
+
+
+@pytest.mark.integration
+def test_cli_multirun_over_seeds_trains_each_seed(tmp_path, tiny_data_dir):
+    """Jobs whose run names are equal (only the seed differs) get their own directories:
+    neither skips nor resumes the other's run."""
+    result = _multirun(tmp_path, tiny_data_dir, "separator=umx_small", "seed=1,2")
+    assert result.returncode == 0, result.stderr[-3000:]
+    results = sorted((tmp_path / "multi").glob("*/result.json"))
+    records = [json.loads(p.read_text()) for p in results]
+    assert [(r["seed"], r["status"]) for r in records] == [(1, "ok"), (2, "ok")]
+    assert "not training it again" not in result.stdout + result.stderr
 
 
 @pytest.mark.integration
