@@ -68,6 +68,7 @@ def sweep(tmp_path_factory, tiny_data_dir) -> Path:
         *ONE_STEP,
         f"paths.root_dir={tiny_data_dir}",
         f"hydra.sweep.dir={out}",
+        "hydra.sweep.subdir=${run_name}",  # the names below; the default numbers each job
     ]
     result = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=600)
     assert result.returncode == 0, result.stderr[-3000:]
