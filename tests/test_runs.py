@@ -102,6 +102,9 @@ def test_find_resumable_finds_a_sweep_job_in_its_numbered_directory(tmp_path):
         _write_run(tmp_path / "multirun", "stamp", f"{num}-umx", config, time.time())
     found = runs.find_resumable(tmp_path, "umx", _config(root=root, run="new", seed=2))
     assert found == tmp_path / "multirun" / "stamp" / "1-umx"
+    _write_run(tmp_path / "multirun", "stamp", "2-umx_small", _config(root=root), time.time())
+    with pytest.raises(LongsepError, match=r"2 run\(s\) named 'umx'"):  # not umx_small's
+        runs.find_resumable(tmp_path, "umx", _config(root=root, seed=3))
 
 
 def test_a_signal_is_noted_while_deferring_and_raised_otherwise():

@@ -109,7 +109,8 @@ def find_resumable(log_dir: Path, name: str, config: dict[str, Any]) -> Path:
     A one-line error when there is none: naming how the nearest run of that name differs.
     """
     candidates = list((log_dir / name).glob(f"*/{LAST}"))
-    candidates += list((log_dir / "multirun").glob(f"**/*{name}*/{LAST}"))  # any sweep subdir
+    sweeps = log_dir / "multirun"  # a sweep job: <time>/<job number>-<name> (hydra/default.yaml)
+    candidates += [*sweeps.glob(f"*/{name}/{LAST}"), *sweeps.glob(f"*/[0-9]*-{name}/{LAST}")]
     candidates.sort(key=lambda p: p.stat().st_mtime, reverse=True)
     if not candidates:
         raise LongsepError(f"ckpt_path=last but no last.ckpt for run {name!r} under {log_dir}")
