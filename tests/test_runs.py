@@ -107,6 +107,23 @@ def test_find_resumable_finds_a_sweep_job_in_its_numbered_directory(tmp_path):
         runs.find_resumable(tmp_path, "umx", _config(root=root, seed=3))
 
 
+def test_check_job_dir_refuses_another_configs_run_only(tmp_path):
+    root = str(tmp_path)
+    job = tmp_path / "multirun" / "stamp" / "0-umx"
+    earlier = _config(root=root, seed=1)
+    earlier["paths"]["output_dir"] = str(job)
+    _write_run(tmp_path / "multirun", "stamp", "0-umx", earlier, time.time())
+    same = _config(root=root, seed=1)
+    same["paths"]["output_dir"] = str(job)
+    runs.check_job_dir(job, same)  # a killed or finished run of this job: no error
+    newer = _config(root=root, seed=1, new_option=None)  # a key the earlier version lacked
+    newer["paths"]["output_dir"] = str(job)
+    runs.check_job_dir(job, newer)
+    runs.check_job_dir(tmp_path / "fresh", _config(root=root, seed=2))  # nothing there yet
+    with pytest.raises(LongsepError, match=r"0-umx holds another run \(seed: 2 here, 1 there\)"):
+        runs.check_job_dir(job, _config(root=root, seed=2))
+
+
 def test_a_signal_is_noted_while_deferring_and_raised_otherwise():
     before = {s: signal.getsignal(s) for s in (signal.SIGINT, signal.SIGTERM)}
     request = InterruptRequest()

@@ -135,6 +135,14 @@ def test_cli_multirun_over_seeds_trains_each_seed(tmp_path, tiny_data_dir):
     assert [(r["seed"], r["status"]) for r in records] == [(1, "ok"), (2, "ok")]
     assert "not training it again" not in result.stdout + result.stderr
 
+    # the same sweep dir, other values: job 0 is seed=3 now and finds seed=1's run there
+    again = _multirun(tmp_path, tiny_data_dir, "separator=umx_small", "seed=3,2")
+    assert again.returncode != 0
+    assert "holds another run (data.seed: 3 here, 1 there; seed: 3 here" in again.stderr
+    assert "Traceback" not in again.stderr
+    kept = [json.loads(p.read_text()) for p in results]  # nothing overwritten, nothing skipped
+    assert [(r["seed"], r["status"]) for r in kept] == [(1, "ok"), (2, "ok")]
+
 
 @pytest.mark.integration
 def test_cli_multirun_skips_invalid_pairs(tmp_path, tiny_data_dir):

@@ -250,10 +250,14 @@ def train(cfg: DictConfig) -> float | None:
     and raise :class:`~longsep.training.interrupts.Interrupted` (the entry point exits
     130 / 143), also in a sweep. A sweep job whose directory already holds an ``ok`` result
     is not run again, and one that holds a ``last.ckpt`` resumes from it: re-running a
-    killed sweep with a fixed sweep dir (the study presets) finishes it.
+    killed sweep with a fixed sweep dir (the study presets) finishes it. A job whose
+    directory holds another config's run stops the sweep with a one-line error
+    (:func:`~longsep.training.runs.check_job_dir`).
     """
     choices = _choices()
     output_dir = Path(cfg.paths.output_dir)
+    if _is_multirun():  # before the try: a failed record would overwrite the other run's
+        runs.check_job_dir(output_dir, OmegaConf.to_container(cfg, resolve=True))
     record: dict[str, Any] = {}
     request = InterruptRequest()
     with request.installed():
