@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 import inspect
 import json
+import os
 import re
 import shutil
 import urllib.error
@@ -200,6 +201,12 @@ def test_half_precision_store_loads_as_float32(tmp_path):
         torch.testing.assert_close(value, original)
     with pytest.raises(LongsepError, match="store_dtype=float8 is not one of float32, float16"):
         save_store(tmp_path / "bad", model, entry, dtype="float8")
+    # readable by everyone, as files open() makes under umask 022 (safetensors alone: 0600),
+    # so a store installed by root (a wheel, a shared model folder) loads for every user
+    umask = os.umask(0o022)
+    os.umask(umask)
+    for path in (full, half, tmp_path / "half" / "vocals.yaml"):
+        assert path.stat().st_mode & 0o777 == 0o666 & ~umask, path
 
 
 def test_default_model_is_shipped_or_named_in_one_line(monkeypatch):

@@ -120,18 +120,26 @@ def atomic_write(path: str | Path, write: Callable[[Path], Any], suffix: str = "
     """Write ``path`` through ``write(tmp)`` on a temporary sibling, then rename it.
 
     ``suffix`` ends the temporary name, for writers that pick a format by extension
-    (``np.save`` appends ``.npy`` otherwise). On any error the temporary file is removed
-    and ``path`` is left as it was.
+    (``np.save`` appends ``.npy`` otherwise). The file gets the permissions ``open()`` gives
+    (``0o666`` less the umask; safetensors writes ``0o600``). On any error the temporary
+    file is removed and ``path`` is left as it was.
     """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = temp_sibling(path, suffix)
     try:
         write(tmp)
+        os.chmod(tmp, 0o666 & ~_umask())  # as open() would: some writers make 0600 files
         os.replace(tmp, path)
     finally:
         tmp.unlink(missing_ok=True)
     return path
+
+
+def _umask() -> int:
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
 
 
 def replace_dir(staging: Path, final: Path) -> Path:
