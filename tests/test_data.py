@@ -6,7 +6,7 @@ import soundfile as sf
 import torch
 from musdb_layout import write_musdb
 
-from longsep.data.augment import Augment, random_channel_swap, random_gain
+from longsep.data.augment import Augment, eq_curve, random_channel_swap, random_eq, random_gain
 from longsep.data.chunks import EpochSampler
 from longsep.data.datamodules import MUSDBDataModule
 from longsep.data.musdb import open_musdb
@@ -85,6 +85,54 @@ def test_augmentation_changes_sources_within_gain_range(root, tmp_path):
     )
     ref = plain.train_set[(0, 0)]
     torch.testing.assert_close(item["sources"], 0.5 * ref["sources"])
+
+
+def test_random_eq_scales_each_anchor_by_its_drawn_level():
+    """Nine anchors sit on octaves of Nyquist (2^-8 ... 1); with 2 * 256 * m samples each is
+    an exact rfft bin, so a sinusoid there comes out scaled by exactly its anchor's level,
+    drawn from the same generator state."""
+    m, max_db, bands = 64, 12.0, 9
+    n = 2 * 256 * m
+    t = np.arange(n)
+    octaves = range(bands - 1)  # anchors below Nyquist: bins m * 2^j
+    tones = [np.sin(2 * np.pi * m * 2**j * t / n) for j in octaves]
+    audio = np.stack([sum(tones), sum(tones)]).astype(np.float32)
+    levels = np.random.default_rng(7).uniform(-max_db, max_db, bands)
+    out = random_eq(audio, np.random.default_rng(7), max_db, bands)
+    assert out.dtype == np.float32 and out.shape == audio.shape
+    spectrum = np.abs(np.fft.rfft(out.astype(np.float64), axis=-1)) / (n / 2)
+    for j in octaves:
+        gain_db = 20 * np.log10(spectrum[:, m * 2**j])
+        np.testing.assert_allclose(gain_db, levels[j], atol=1e-3)
+    np.testing.assert_allclose(out[0], out[1])  # every channel alike
+
+
+def test_eq_curve_is_bounded_smooth_and_flat_when_off():
+    rng = np.random.default_rng(0)
+    curves = np.stack([20 * np.log10(eq_curve(2049, rng, 6.0)) for _ in range(50)])
+    assert curves.min() >= -6.0 - 1e-4 and curves.max() <= 6.0 + 1e-4
+    assert curves.std(axis=0).mean() > 2.0  # drawn afresh each time
+    # straight lines in dB over log frequency: no jump between neighbouring bins above 86 Hz
+    assert np.abs(np.diff(curves[:, 100:], axis=1)).max() < 0.5
+    audio = np.random.default_rng(1).standard_normal((2, 4410)).astype(np.float32)
+    np.testing.assert_allclose(random_eq(audio, rng, 0.0), audio, atol=1e-5)
+
+
+def test_eq_augmentation_keeps_mixture_the_sum_of_sources(root, tmp_path):
+    augment = {"gain": [1, 1], "channel_swap": False, "eq_db": 12.0}
+    dm = make_dm(root, tmp_path, random_mix=False, augment=augment)
+    item = dm.train_set[(0, 0)]
+    plain = make_dm(
+        root, tmp_path, random_mix=False, augment={"gain": [1, 1], "channel_swap": False}
+    )
+    ref = plain.train_set[(0, 0)]
+    torch.testing.assert_close(item["mixture"], item["sources"].sum(0))
+    ratio = item["sources"].square().sum((-1, -2)) / ref["sources"].square().sum((-1, -2))
+    assert not torch.allclose(ratio, torch.ones_like(ratio), rtol=0.05)  # filtered, per source
+    with pytest.raises(LongsepError, match="eq_db"):
+        Augment(eq_db=-3.0)
+    with pytest.raises(LongsepError, match="eq_bands"):
+        Augment(eq_db=6.0, eq_bands=1)
 
 
 def test_valid_batches_identical_across_epochs(root, tmp_path):

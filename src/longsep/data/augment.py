@@ -11,6 +11,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 import numpy as np
+import scipy.fft
 
 from longsep.errors import LongsepError
 
@@ -27,18 +28,53 @@ def random_channel_swap(audio: np.ndarray, rng: np.random.Generator, p: float = 
     return audio
 
 
+EQ_LOWEST = 2.0**-8  # the lowest EQ anchor, as a fraction of Nyquist (86 Hz at 44.1 kHz)
+
+
+def eq_curve(n_bins: int, rng: np.random.Generator, max_db: float, bands: int = 8) -> np.ndarray:
+    """A random smooth gain curve over ``n_bins`` rfft bins (0 Hz to Nyquist), as amplitude
+    factors: ``bands`` anchors spaced evenly in log frequency from :data:`EQ_LOWEST` of Nyquist
+    to Nyquist, each at a level drawn uniformly from ``[-max_db, max_db]`` dB, joined by
+    straight lines in dB over log frequency (flat below the lowest anchor)."""
+    anchors = np.linspace(np.log2(EQ_LOWEST), 0.0, bands)
+    levels = rng.uniform(-max_db, max_db, bands)
+    freqs = np.linspace(0.0, 1.0, n_bins)
+    log_freqs = np.log2(np.maximum(freqs, EQ_LOWEST))
+    return (10.0 ** (np.interp(log_freqs, anchors, levels) / 20.0)).astype(np.float32)
+
+
+def random_eq(
+    audio: np.ndarray, rng: np.random.Generator, max_db: float, bands: int = 8
+) -> np.ndarray:
+    """Filter ``audio`` (every channel alike) with a random smooth EQ (:func:`eq_curve`): a
+    timbre augmentation, so that a model learns a source by more than one spectral envelope
+    (a SoundFont's samples, a recording's microphones)."""
+    spectrum = scipy.fft.rfft(audio.astype(np.float32, copy=False), axis=-1)  # complex64
+    spectrum *= eq_curve(spectrum.shape[-1], rng, max_db, bands)
+    return scipy.fft.irfft(spectrum, n=audio.shape[-1], axis=-1).astype(np.float32, copy=False)
+
+
 @dataclass(frozen=True)
 class Augment:
-    """Per-source augmentation: ``gain`` range (or None) and stereo channel swap."""
+    """Per-source augmentation: ``gain`` range (or None), stereo channel swap, and a random
+    smooth EQ of up to ``eq_db`` dB over ``eq_bands`` log-spaced anchors (None: off)."""
 
     gain: Sequence[float] | None = (0.25, 1.25)
     channel_swap: bool = True
+    eq_db: float | None = None
+    eq_bands: int = 8
 
     def __post_init__(self) -> None:
         if self.gain is not None and (len(self.gain) != 2 or self.gain[0] > self.gain[1]):
             raise LongsepError(f"data.augment.gain={list(self.gain)} must be [low, high]")
+        if self.eq_db is not None and not self.eq_db >= 0:
+            raise LongsepError(f"data.augment.eq_db={self.eq_db} must be >= 0 dB (or null)")
+        if self.eq_bands < 2:
+            raise LongsepError(f"data.augment.eq_bands={self.eq_bands} must be at least 2")
 
     def __call__(self, audio: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+        if self.eq_db:
+            audio = random_eq(audio, rng, self.eq_db, self.eq_bands)
         if self.gain is not None:
             audio = random_gain(audio, rng, *self.gain)
         if self.channel_swap:
