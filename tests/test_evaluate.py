@@ -233,7 +233,10 @@ def test_scoring_in_worker_processes_matches_serial_scoring(tracks, evaluated, t
     expected = _csv_rows(Path(evaluated["ibm"]["out_dir"]) / "scores.csv")
     rows = _csv_rows(pooled.dir / "scores.csv")
     assert rows.keys() == expected.keys() and len(rows) == 2 * 2 * 5
-    assert all(rows[k] == pytest.approx(v, abs=2e-5) for k, v in expected.items())
+    # equal up to summation order: one BLAS/torch thread a worker here, all cores serially
+    # (35.82545 against 35.8254 dB SIR seen); a pooling bug (a wrong track or target) is dBs
+    close = {k: pytest.approx(v, rel=1e-5, abs=2e-5) for k, v in expected.items()}
+    assert {k: v for k, v in rows.items() if v != close[k]} == {}
 
 
 @pytest.fixture
