@@ -6,6 +6,8 @@ models/README.md (issue 29).
 
     python experiments/default_model_report.py --oracle ORACLE_DIR --baseline NAME=DIR \\
         NAME=DIR [NAME=DIR ...] --out experiments/results/soundfonts/candidates_timgm6mb.csv
+
+writes the CSV and, beside it, the same table in markdown (``.md``).
 """
 
 from __future__ import annotations
@@ -65,6 +67,26 @@ def compare_rows(
     return rows
 
 
+def markdown(rows: Sequence[dict[str, object]], baseline: str) -> str:
+    """The rows as a markdown table, differences as ``+0.36 [+0.10, +0.79]``."""
+    lines = [
+        f"Median SDR over songs (dB); difference from `{baseline}`: median over songs of the "
+        "paired difference, 95 % bootstrap interval over songs (one training each).",
+        "",
+        "| candidate | target | SDR | oracle IRM2 | share of the oracle | difference | "
+        "songs better |",
+        "|---|---|---|---|---|---|---|",
+    ]
+    for r in rows:
+        diff = f"{r['diff']:+.2f} [{r['low']:+.2f}, {r['high']:+.2f}]".replace("-", "−")
+        lines.append(
+            f"| {r['candidate']} | {r['target']} | {r['sdr']:.2f} | {r['oracle_sdr']:.2f} | "
+            f"{100 * float(r['oracle_share']):.0f} % | {diff} | {r['songs_better']} of "
+            f"{r['songs']} |"
+        )
+    return "\n".join(lines) + "\n"
+
+
 def _named(text: str) -> tuple[str, str]:
     name, sep, path = text.partition("=")
     if not sep or not name or not path:
@@ -91,6 +113,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     writer.writeheader()
     writer.writerows(rows)
     atomic_write(args.out, lambda p: p.write_text(text.getvalue()))
+    table = markdown(rows, args.baseline[0])
+    atomic_write(args.out.with_suffix(".md"), lambda p: p.write_text(table))
     print(text.getvalue(), end="")
     return 0
 

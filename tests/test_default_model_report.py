@@ -48,6 +48,10 @@ def test_report_on_committed_evaluations_matches_their_summaries(report, tmp_pat
     two = rows["two", "vocals"]
     assert float(two["low"]) <= float(two["diff"]) <= float(two["high"])
     assert int(two["songs"]) == 10
+    table = out.with_suffix(".md").read_text()  # what the READMEs quote
+    diff = f"{float(two['diff']):+.2f} [{float(two['low']):+.2f}, {float(two['high']):+.2f}]"
+    assert f"| two | vocals | {float(two['sdr']):.2f} |" in table
+    assert diff.replace("-", "−") in table
 
 
 def test_a_bad_argument_is_one_line(report, capsys):
