@@ -37,11 +37,11 @@ def test_report_on_committed_evaluations_matches_their_summaries(report, tmp_pat
     report.main([
         "--oracle", str(RESULTS / "oracle_irm2_timgm6mb"),
         "--baseline", f"shipped={RESULTS / 'before_timgm6mb'}",
-        f"two={RESULTS / 'default_model_timgm6mb'}",
+        f"two={RESULTS / 'two_soundfont_timgm6mb'}",
         "--out", str(out),
     ])  # fmt: skip
     rows = {(r["candidate"], r["target"]): r for r in csv.DictReader(out.open())}
-    for name, folder in (("shipped", "before_timgm6mb"), ("two", "default_model_timgm6mb")):
+    for name, folder in (("shipped", "before_timgm6mb"), ("two", "two_soundfont_timgm6mb")):
         median = json.loads((RESULTS / folder / "summary.json").read_text())["median"]
         for target, scores in median.items():
             assert float(rows[name, target]["sdr"]) == pytest.approx(scores["SDR"], abs=1e-3)

@@ -102,7 +102,7 @@ CONTEXT_SHRINK = [  # one seed of umx_small x 3 arms on the 3-song rendered set,
 # layout as wav stems, so commands naming it get data.is_wav=true appended
 WAV = ["data.is_wav=true"]
 SLOW = pytest.mark.slow
-RENDER_MULTI = (  # README, Data: the set the default model trains on (models/README.md)
+RENDER_MULTI = (  # README, Data: two SoundFonts a song (models/README.md, the two-SoundFont try)
     "python -m longsep.data.render --out data/rendered_multi --sample-rate 22050 --workers 2 "
     "--soundfont /usr/share/sounds/sf2/FluidR3_GM.sf2 /usr/share/sounds/sf2/OPL-3_FM_128M.sf2"
 )
@@ -159,7 +159,7 @@ RUN_HERE = [
      "experiments/results/rendered_cpu/control_positive", []),
     ("python -m longsep.study runs/multirun/context_control_cpu/synth_negative --out "
      "experiments/results/rendered_cpu/control_negative", []),
-    (RENDER_MULTI, RENDER_SHRINK),  # the default model trains on it
+    (RENDER_MULTI, RENDER_SHRINK),
     ("python train.py +experiment=default_model", STUDY_SHRINK[3:]),
     ("python separate.py input=song.mp3", []),
     ("python separate.py model=runs/quickstart/model input=song.mp3 out_dir=separated", []),
@@ -186,12 +186,13 @@ RUN_HERE = [
 SHARED_WORK = {
     # the study's report reads the third control's verdict (--control)
     "rendered": ("data/rendered ", "data=rendered ", "seq_len_study_rendered",
-                 "context_study_rendered", "context_control_whole_arms_cpu"),
+                 "context_study_rendered", "context_control_whole_arms_cpu",
+                 "+experiment=default_model"),  # the default model trains on data/rendered
     "musdb_study": ("+experiment=seq_len_study data.root", "runs/multirun/seq_len_study "),
     "control": ("context_control_cpu",),
     "control_arms": ("context_control_arms_cpu",),
     "control_near": ("context_control_near_arms_cpu",),
-    "rendered_multi": ("data/rendered_multi ", "+experiment=default_model"),
+    "rendered_multi": ("data/rendered_multi ",),
 }  # fmt: skip
 
 
@@ -235,7 +236,7 @@ NOT_HERE: dict[str, str] = {
     "make study-rendered": "hours on 2 cores; its commands are run here one by one, narrowed",
     "make study-context": "days on 2 cores; its commands are run here one by one, narrowed",
     "make study-context-pinned": "make study-context from a git worktree; the same commands",
-    "make default-model": "25 minutes; `python train.py +experiment=default_model` runs here",
+    "make default-model": "2 hours; `python train.py +experiment=default_model` runs here",
     "python train.py ... ckpt_path=last": "a pattern; tests/test_resume.py kills and resumes",
     "python benchmarks/seq_len_scaling.py --device cuda > seq_len_scaling.jsonl": "needs a GPU",
     "python -m longsep.study runs/multirun/seq_len_study --out experiments/results/musdb "
@@ -386,7 +387,7 @@ def _check(command: str, extra: list[str], workspace: Path) -> None:
         # the run evaluates its own target, with a residual, into its own run dir
         (result,) = workspace.glob("runs/multirun/default_model/*/result.json")
         assert set(json.loads(result.read_text())["test"]) == {"vocals", "residual"}
-        assert (result.parent / "eval" / "rendered_multi" / "test" / "scores.csv").is_file()
+        assert (result.parent / "eval" / "rendered" / "test" / "scores.csv").is_file()
         assert not (store / "eval").exists()
     if "--oracle" in command:
         out = command.split("--out ")[1].split()[0]
