@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import csv
 import json
 import re
 import subprocess
@@ -74,6 +75,21 @@ def test_short_run_exports_store_and_checkpoints(tmp_path, tiny_data_dir):
     mag = torch.rand(1, 2, 2049, 9)
     assert model(mag).shape == mag.shape
     assert ckpt_model(mag).shape == mag.shape
+
+
+def test_store_names_the_step_and_score_of_the_weights_it_holds(tmp_path, tiny_data_dir):
+    """The store holds the best validation's weights: its info gives that checkpoint's step
+    and the best val/loss the CSV log recorded, not the last validation's."""
+    run = tmp_path / "run"
+    overrides = [*FAST, small("umx"), "trainer.max_steps=6", "trainer.val_check_interval=1"]
+    train(compose_train(overrides, run, tiny_data_dir))
+    _, entry = load_store(run / "model", "vocals")
+    (metrics_csv,) = run.glob("csv/**/metrics.csv")
+    losses = [float(r["val/loss"]) for r in csv.DictReader(metrics_csv.open()) if r["val/loss"]]
+    assert len(losses) >= 3
+    assert entry.info["metrics"] == {"val/loss": pytest.approx(min(losses), rel=1e-6)}
+    best = read_checkpoint(entry.info["checkpoint"])
+    assert entry.info["global_step"] == best["global_step"]
 
 
 def test_invalid_combination_is_an_error(tmp_path, tiny_data_dir):

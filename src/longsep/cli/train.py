@@ -152,18 +152,25 @@ def build_trainer(cfg: DictConfig, output_dir: Path) -> pl.Trainer:
 
 
 def export_best(cfg: DictConfig, trainer: pl.Trainer, module: SeparationModule) -> Path:
-    """Write the best (else last) weights of the run to the model store ``cfg.store_dir``."""
-    best = getattr(trainer.checkpoint_callback, "best_model_path", "") or ""
-    if best and Path(best).exists():
-        load_state(module.network, network_state(read_checkpoint(best), best), best)
+    """Write the best (else last) weights of the run to the model store ``cfg.store_dir``;
+    its ``info`` names the step and the validation score of the weights written."""
+    callback = trainer.checkpoint_callback
+    best = getattr(callback, "best_model_path", "") or ""
+    step = trainer.global_step
     metrics = {k: float(v) for k, v in trainer.callback_metrics.items() if k.startswith("val/")}
+    if best and Path(best).exists():
+        checkpoint = read_checkpoint(best)
+        load_state(module.network, network_state(checkpoint, best), best)
+        step = int(checkpoint.get("global_step", step))
+        score = getattr(callback, "best_model_score", None)  # the last validation's are not its
+        metrics = {} if score is None else {str(callback.monitor): float(score)}
     entry = StoreEntry(
         target=target_name(cfg.src),
         separator=network_config(cfg),
         stft=STFTConfig(**cfg.stft),
         seq_len=float(cfg.seq_len),
         nb_channels=int(cfg.nb_channels),
-        info={"checkpoint": best or None, "global_step": trainer.global_step, "metrics": metrics},
+        info={"checkpoint": best or None, "global_step": step, "metrics": metrics},
     )
     if cfg.get("init_from"):
         entry.info["init_from"] = str(cfg.init_from)
