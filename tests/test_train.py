@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-import hashlib
 import csv
+import hashlib
 import json
 import re
 import subprocess
