@@ -44,6 +44,9 @@ def file_lock(path: str | Path) -> Iterator[None]:
 
 _READING: dict[Path, Any] = {}  # folder -> the handle of this process's shared lock on it
 
+_UMASK = os.umask(0o022)  # read once, at import: os.umask only reads by setting, which
+os.umask(_UMASK)  # would race with files that other threads create
+
 
 def _readers_lock(folder: Path) -> Path:
     return folder.parent / f".{folder.name}.readers.lock"
@@ -129,17 +132,11 @@ def atomic_write(path: str | Path, write: Callable[[Path], Any], suffix: str = "
     tmp = temp_sibling(path, suffix)
     try:
         write(tmp)
-        os.chmod(tmp, 0o666 & ~_umask())  # as open() would: some writers make 0600 files
+        os.chmod(tmp, 0o666 & ~_UMASK)  # as open() would: some writers make 0600 files
         os.replace(tmp, path)
     finally:
         tmp.unlink(missing_ok=True)
     return path
-
-
-def _umask() -> int:
-    mask = os.umask(0o022)
-    os.umask(mask)
-    return mask
 
 
 def replace_dir(staging: Path, final: Path) -> Path:

@@ -86,35 +86,28 @@ def identity(config: dict[str, Any]) -> str:
 
 
 def differences(
-    wanted: dict[str, Any], found: dict[str, Any], limit: int = 3, flat: bool = False
+    wanted: dict[str, Any], found: dict[str, Any], limit: int = 3, common_only: bool = False
 ) -> str:
-    """``seed: 7 here, 42 there; ...``: the first identity keys that differ (``flat``: the
-    arguments are already :func:`identity_fields`)."""
-    a, b = (wanted, found) if flat else (identity_fields(wanted), identity_fields(found))
-    keys = sorted(k for k in set(a) | set(b) if a.get(k, "<unset>") != b.get(k, "<unset>"))
+    """``seed: 7 here, 42 there; ...``: the first identity keys that differ (``common_only``:
+    among the keys both configs have, as a key only one has came with another longsep
+    version, a new option at its default, and does not tell two runs apart)."""
+    a, b = identity_fields(wanted), identity_fields(found)
+    keys = set(a) & set(b) if common_only else set(a) | set(b)
+    keys = sorted(k for k in keys if a.get(k, "<unset>") != b.get(k, "<unset>"))
     parts = [f"{k}: {a.get(k, '<unset>')} here, {b.get(k, '<unset>')} there" for k in keys]
     return "; ".join(parts[:limit]) + (" ..." if len(keys) > limit else "")
 
 
-def changed_keys(wanted: dict[str, Any], found: dict[str, Any], limit: int = 3) -> str:
-    """Like :func:`differences`, over the keys both configs have: ``""`` when ``found`` is the
-    run ``wanted`` describes. A key only one has came with another longsep version (a new
-    option at its default), so it does not tell two runs apart."""
-    a, b = identity_fields(wanted), identity_fields(found)
-    common = set(a) & set(b)
-    return differences({k: a[k] for k in common}, {k: b[k] for k in common}, limit, flat=True)
-
-
 def check_job_dir(run_dir: Path, config: dict[str, Any]) -> None:
     """Raise a one-line error when a sweep job's directory ``run_dir`` holds another run
-    than ``config`` (its ``config.yaml`` differs in a key both have).
+    than ``config`` (its ``config.yaml`` differs in a key both have, :func:`differences`).
 
     Sweep jobs are named ``<job number>-<run name>`` and skip a done run / resume a killed
     one found there; a sweep re-run into a fixed ``hydra.sweep.dir`` with other value lists
     numbers its jobs differently, and a job must not take another config's run for its own.
     """
     found = read_config(run_dir)
-    diff = "" if found is None else changed_keys(config, found)
+    diff = "" if found is None else differences(config, found, common_only=True)
     if diff:
         raise LongsepError(
             f"{run_dir} holds another run ({diff}): this sweep numbers its jobs unlike the "
