@@ -52,6 +52,8 @@ def compare_rows(
             songs = sorted(set(scores[target]) & set(baseline.get(target, {})))
             if not songs:
                 raise LongsepError(f"{name}: no {target} songs in common with the baseline")
+            if target not in oracle:
+                raise LongsepError(f"the oracle has no {target} scores (evaluate its targets)")
             mine = np.array([scores[target][s] for s in songs])
             theirs = np.array([baseline[target][s] for s in songs])
             diff = bootstrap_median(mine - theirs)

@@ -133,6 +133,8 @@ def test_eq_augmentation_keeps_mixture_the_sum_of_sources(root, tmp_path):
         Augment(eq_db=-3.0)
     with pytest.raises(LongsepError, match="eq_bands"):
         Augment(eq_db=6.0, eq_bands=1)
+    with pytest.raises(LongsepError, match="eq_db='loud' must be"):
+        Augment(eq_db="loud")  # a typo on the command line, not a TypeError
 
 
 def test_valid_batches_identical_across_epochs(root, tmp_path):

@@ -67,9 +67,9 @@ class Augment:
     def __post_init__(self) -> None:
         if self.gain is not None and (len(self.gain) != 2 or self.gain[0] > self.gain[1]):
             raise LongsepError(f"data.augment.gain={list(self.gain)} must be [low, high]")
-        if self.eq_db is not None and not self.eq_db >= 0:
-            raise LongsepError(f"data.augment.eq_db={self.eq_db} must be >= 0 dB (or null)")
-        if self.eq_bands < 2:
+        if self.eq_db is not None and not (isinstance(self.eq_db, int | float) and self.eq_db >= 0):
+            raise LongsepError(f"data.augment.eq_db={self.eq_db!r} must be >= 0 dB (or null)")
+        if not isinstance(self.eq_bands, int) or self.eq_bands < 2:
             raise LongsepError(f"data.augment.eq_bands={self.eq_bands} must be at least 2")
 
     def __call__(self, audio: np.ndarray, rng: np.random.Generator) -> np.ndarray:
