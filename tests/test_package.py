@@ -11,6 +11,7 @@ import shutil
 import subprocess
 import sys
 from collections.abc import Iterator
+from importlib import metadata
 from pathlib import Path
 
 import numpy as np
@@ -18,6 +19,8 @@ import pytest
 import soundfile as sf
 from conftest import ROOT, TINY_SYNTH
 from folder_layout import TINY_TRAIN
+from packaging.requirements import Requirement
+from packaging.utils import canonicalize_name
 
 from longsep.models.umx import UMX
 from longsep.spectral import STFTConfig
@@ -29,8 +32,19 @@ pytestmark = pytest.mark.integration
 @pytest.fixture(scope="module")
 def installed(tmp_path_factory) -> Iterator[Path]:
     """A fresh venv holding the project's wheel and its dependencies (``[tensorboard]``),
-    resolved by pip from the wheel's metadata; removed afterwards (torch makes it ~6 GB)."""
+    resolved by pip from the wheel's metadata; removed afterwards, also when set-up fails.
+
+    torch and what it requires (its CUDA libraries: 5 GB) are linked from the running
+    environment instead of installed a second time, so that the test needs ~0.5 GB of disk;
+    pip sees them as installed, and resolves and installs everything else itself."""
     work = tmp_path_factory.mktemp("wheel")
+    try:
+        yield _install_wheel(work)
+    finally:
+        shutil.rmtree(work, ignore_errors=True)  # rmtree unlinks the links, never their targets
+
+
+def _install_wheel(work: Path) -> Path:
     source = work / "source"  # a copy: building leaves build/ and *.egg-info behind
     source.mkdir()
     for name in ("pyproject.toml", "README.md"):
@@ -44,14 +58,48 @@ def installed(tmp_path_factory) -> Iterator[Path]:
     (wheel,) = (work / "dist").glob("longsep-*.whl")
     venv = work / "venv"
     subprocess.run([sys.executable, "-m", "venv", str(venv)], check=True, timeout=300)
-    pip = subprocess.run(
-        [str(venv / "bin" / "python"), "-m", "pip", "install", "-q", "--no-compile",
-         f"{wheel}[tensorboard]"],
+    linked = _link_distributions("torch", _site(venv))
+    install = [str(venv / "bin" / "python"), "-m", "pip", "install", "-q", "--no-compile",
+               f"{wheel}[tensorboard]"]  # fmt: skip
+    # first what pip would install: never a linked one (it would write through the link)
+    plan = subprocess.run(
+        [*install, "--dry-run", "--report", str(work / "plan.json")],
         capture_output=True, text=True, timeout=1200, env=_clean_env(),
     )  # fmt: skip
+    assert plan.returncode == 0, plan.stderr[-3000:]
+    planned = json.loads((work / "plan.json").read_text())["install"]
+    names = {canonicalize_name(item["metadata"]["name"]) for item in planned}
+    assert not names & linked, f"pip would replace linked packages: {sorted(names & linked)}"
+    pip = subprocess.run(install, capture_output=True, text=True, timeout=1200, env=_clean_env())
     assert pip.returncode == 0, pip.stderr[-3000:]
-    yield venv
-    shutil.rmtree(venv, ignore_errors=True)
+    return venv
+
+
+def _link_distributions(name: str, site: Path) -> set[str]:
+    """Symlink distribution ``name`` of the running environment, and every distribution it
+    requires (recursively, extras and markers evaluated here), into ``site``, except those
+    ``site`` has; returns the linked distributions' names."""
+    own = metadata.distributions(path=[str(site)])
+    present = {canonicalize_name(d.metadata["Name"]) for d in own}
+    todo, done, names = [Requirement(name)], set(), set()
+    while todo:
+        want = todo.pop()
+        dist = metadata.distribution(want.name)
+        key = canonicalize_name(dist.metadata["Name"])
+        if (key, frozenset(want.extras)) in done or key in present:
+            continue  # what the venv has of its own (pip, setuptools) stays its own
+        done.add((key, frozenset(want.extras)))
+        names.add(key)
+        extras = {""} | set(want.extras)
+        for spec in dist.requires or []:
+            req = Requirement(spec)
+            if req.marker is None or any(req.marker.evaluate({"extra": e}) for e in extras):
+                todo.append(req)
+        for top in {Path(f).parts[0] for f in dist.files or []} - {"..", "__pycache__"}:
+            link, target = site / top, Path(dist.locate_file(top))
+            if target.exists() and not link.exists():
+                link.symlink_to(target, target_is_directory=target.is_dir())
+    return names
 
 
 def _clean_env() -> dict[str, str]:
