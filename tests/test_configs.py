@@ -68,6 +68,21 @@ def test_every_data_module_names_the_track_set_it_uses(tmp_path):
         assert f"{tracks.rsplit('.', 1)[1]}(" in source, module
 
 
+def test_every_data_config_sets_only_options_its_module_takes(tmp_path):
+    """Each data choice alone and under each experiment preset (which sets data.* keys for
+    the data it names) passes the check that makes an unknown option a one-line error."""
+    from longsep.data import check_options
+
+    presets = [None, *sorted(p.stem for p in (CONF / "experiment").glob("*.yaml"))]
+    for preset in presets:
+        overrides = [] if preset is None else [f"+experiment={preset}"]
+        cfg = compose_train(overrides, tmp_path / "run", tmp_path)
+        check_options(cfg.data)  # the preset's own data choice
+    for path in sorted((CONF / "data").glob("*.yaml")):
+        cfg = compose_train([f"data={path.stem}"], tmp_path / "run", tmp_path)
+        check_options(cfg.data, f"data={path.stem}: data")
+
+
 def test_documented_trainer_keys_are_set_without_a_plus(tmp_path):
     """`trainer.val_check_interval=3` and `trainer.limit_val_batches=2`, as the README
     writes them, compose (they used to need `+trainer.`); unset, Lightning's defaults."""

@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import pytest
 import torch
+from conftest import compose_train
 from folder_layout import RATE, train_cli, write_folder
 from musdb_layout import write_musdb
 from torch.utils.data import Dataset
 
+from longsep.data import instantiate_data
 from longsep.data.combined import CombinedDataModule, WeightedChunks
 from longsep.data.datamodules import FolderDataModule, MUSDBDataModule
 from longsep.errors import LongsepError
@@ -81,6 +83,24 @@ def test_bad_combinations_are_one_line_errors(roots, tmp_path):
     mixed = {**children(roots, tmp_path), "long": children(roots, tmp_path, 2.0)["folder"]}
     with pytest.raises(LongsepError, match="data.datasets.long: seq_samples"):
         CombinedDataModule(mixed)
+
+
+def test_an_option_the_module_does_not_take_is_a_one_line_error(tmp_path):
+    """A preset's data.samples_per_track under data=combined (which sets it per data set),
+    and a data set's own unknown option, each named by its full key before anything loads."""
+    cfg = compose_train(
+        ["+experiment=default_model", "data=rendered_synth"], tmp_path / "r", tmp_path
+    )
+    with pytest.raises(LongsepError) as caught:
+        instantiate_data(cfg.data)
+    assert str(caught.value).startswith(
+        "data.samples_per_track: CombinedDataModule takes no such option (it takes datasets,"
+    )
+    cfg = compose_train(
+        ["data=combined", "+data.datasets.folder.bogus=1"], tmp_path / "r", tmp_path
+    )
+    with pytest.raises(LongsepError, match=r"^data\.datasets\.folder\.bogus: FolderDataModule "):
+        instantiate_data(cfg.data)
 
 
 @pytest.mark.slow

@@ -77,7 +77,9 @@ class CombinedDataModule(ChunkDataModule):
         if min(self.weights) < 0 or sum(self.weights) <= 0:
             raise LongsepError(f"data.weights={weights}: give weights >= 0, not all zero")
         self.children: dict[str, TrackDataModule] = {
-            name: node if isinstance(node, ChunkDataModule) else instantiate_data(node)
+            name: node
+            if isinstance(node, ChunkDataModule)
+            else instantiate_data(node, f"data.datasets.{name}")
             for name, node in datasets.items()
         }
         self._check_alike()
