@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import shlex
+
 import pytest
-from conftest import CONF, compose_train
+from conftest import CONF, ROOT, compose_train
 from hydra import compose, initialize_config_dir
 from hydra.core.global_hydra import GlobalHydra
 
@@ -81,6 +83,20 @@ def test_every_data_config_sets_only_options_its_module_takes(tmp_path):
     for path in sorted((CONF / "data").glob("*.yaml")):
         cfg = compose_train([f"data={path.stem}"], tmp_path / "run", tmp_path)
         check_options(cfg.data, f"data={path.stem}: data")
+
+
+def test_the_synthetic_set_attempt_composes_as_models_readme_runs_it(tmp_path):
+    """models/README.md, attempt 6: the preset's per-set options moved under each data set."""
+    from longsep.data import check_options
+
+    text = (ROOT / "models" / "README.md").read_text()
+    command = text[text.index("python train.py -m seed=42") :].split("```")[0]
+    words = shlex.split(command.replace("\\\n", " "))[2:]
+    overrides = [w for w in words if w != "-m" and not w.startswith(("hydra.", "store_dir="))]
+    cfg = compose_train(overrides, tmp_path / "run", tmp_path)
+    check_options(cfg.data)
+    assert cfg.data.weights.synth == 0.25 and cfg.trainer.max_steps == 4800
+    assert cfg.data.datasets.rendered.samples_per_track == 64
 
 
 def test_documented_trainer_keys_are_set_without_a_plus(tmp_path):
