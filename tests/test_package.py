@@ -96,10 +96,20 @@ def _link_distributions(name: str, site: Path) -> set[str]:
             if req.marker is None or any(req.marker.evaluate({"extra": e}) for e in extras):
                 todo.append(req)
         for top in {Path(f).parts[0] for f in dist.files or []} - {"..", "__pycache__"}:
-            link, target = site / top, Path(dist.locate_file(top))
-            if target.exists() and not link.exists():
-                link.symlink_to(target, target_is_directory=target.is_dir())
+            _link(site / top, Path(dist.locate_file(top)))
     return names
+
+
+def _link(link: Path, target: Path) -> None:
+    """``link`` -> ``target``; a namespace directory (``nvidia/``, which several
+    distributions share) is made a real directory of links, so that a distribution pip adds
+    to it lands in the venv, not in the running environment."""
+    if target.is_dir() and not (target / "__init__.py").exists() and target.suffix != ".dist-info":
+        link.mkdir(exist_ok=True)
+        for child in target.iterdir():
+            _link(link / child.name, child)
+    elif target.exists() and not link.exists():
+        link.symlink_to(target, target_is_directory=target.is_dir())
 
 
 def _clean_env() -> dict[str, str]:
