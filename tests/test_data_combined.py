@@ -80,6 +80,8 @@ def test_bad_combinations_are_one_line_errors(roots, tmp_path):
         CombinedDataModule(children(roots, tmp_path), weights={"drums": 1})
     with pytest.raises(LongsepError, match="not all zero"):
         CombinedDataModule(children(roots, tmp_path), weights={"musdb": 0, "folder": 0})
+    with pytest.raises(LongsepError, match="data.weights.folder='lots' must be a number"):
+        CombinedDataModule(children(roots, tmp_path), weights={"folder": "lots"})
     mixed = {**children(roots, tmp_path), "long": children(roots, tmp_path, 2.0)["folder"]}
     with pytest.raises(LongsepError, match="data.datasets.long: seq_samples"):
         CombinedDataModule(mixed)

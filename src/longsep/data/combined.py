@@ -73,6 +73,9 @@ class CombinedDataModule(ChunkDataModule):
         unknown = sorted(set(weights) - set(datasets))
         if unknown:
             raise LongsepError(f"data.weights.{unknown[0]}: no such data set in data.datasets")
+        for name, weight in weights.items():
+            if isinstance(weight, bool) or not isinstance(weight, int | float):
+                raise LongsepError(f"data.weights.{name}={weight!r} must be a number >= 0")
         self.weights = [float(weights.get(name, 1.0)) for name in datasets]
         if min(self.weights) < 0 or sum(self.weights) <= 0:
             raise LongsepError(f"data.weights={weights}: give weights >= 0, not all zero")
